@@ -1,0 +1,334 @@
+"""Constraint kinds: what must hold, not how it is enforced.
+
+A constraint is a small immutable value: a *target* that yields a vector of ``L`` per-element
+quantities (one per layer, say) and the relation it must satisfy. One constraint object is one
+vector of ``L`` constraints and gets one dense multiplier of size ``L``.
+
+=================  ==========================  ==========================================
+kind               constraint                  violation handed to the formulation
+=================  ==========================  ==========================================
+``Equality``       h(θ) = 0                    h(θ)
+``Inequality``     g(θ) ≤ b                    g(θ) − b
+``Resilient``      |h(θ)| ≤ u, u ≥ 0 learned   |h(θ)| − u, plus ρ/2 ‖u‖² in the objective
+``Penalty``        (soft) w · Σ_i p_i(θ)       none: added to the objective with weight w
+=================  ==========================  ==========================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "Target",
+    "Constraint",
+    "Equality",
+    "Inequality",
+    "Resilient",
+    "Penalty",
+    "register_target",
+    "registered_targets",
+    "parse",
+]
+
+_TARGETS: dict[str, Target] = {}
+
+
+class Target:
+    """A named quantity a constraint acts on: ``target(model, batch, output) -> Tensor (L,)``.
+
+    Args:
+        fn: Callable ``fn(model, batch, output)`` returning a 1-D floating tensor of ``L`` values.
+            ``batch`` and ``output`` are ``None`` when the target does not use them.
+        name: Name used in reprs, logs and problem files.
+        needs_batch: ``True`` when ``fn`` reads ``batch`` or ``output``; such a target cannot be
+            evaluated before the first forward pass, so the ``Solver`` needs an ``example_batch``.
+        variables: Optional callable ``variables(model) -> list[Parameter]`` naming the parameters
+            that the constraint acts on directly (ACE's γ). The ``Solver`` steps them with their own
+            optimizer (plain SGD by default, as ACE's algorithms do).
+
+    Shapes:
+        - **output of** ``fn``: ``(L,)``
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any, Any, Any], torch.Tensor],
+        name: str,
+        *,
+        needs_batch: bool = True,
+        variables: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Expected 'name' to be a Python identifier (got {name!r})")
+        self.fn = fn
+        self.name = name
+        self.needs_batch = needs_batch
+        self.variables = variables
+
+    def __call__(self, model: torch.nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+        return self.fn(model, batch, output)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and other.name == self.name and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return hash(("Target", self.name))
+
+
+def register_target(target: Target) -> Target:
+    """Make ``target`` known by name, so that problem files and :func:`parse` can refer to it.
+
+    Raises:
+        ValueError: If a different target is already registered under the same name.
+    """
+    if not isinstance(target, Target):
+        raise TypeError(f"Expected 'target' to be a Target (got {type(target).__name__})")
+    existing = _TARGETS.get(target.name)
+    if existing is not None and existing is not target:
+        raise ValueError(f"A different target is already registered as {target.name!r}")
+    _TARGETS[target.name] = target
+    return target
+
+
+def registered_targets() -> dict[str, Target]:
+    """Return the registered targets by name (a copy)."""
+    return dict(_TARGETS)
+
+
+def _as_target(target: Any, field_name: str = "target") -> Target:
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str):
+        if target not in _TARGETS:
+            choices = ", ".join(repr(k) for k in sorted(_TARGETS)) or "(none registered)"
+            raise ValueError(f"Expected '{field_name}' to be one of {choices} (got {target!r})")
+        return _TARGETS[target]
+    if callable(target):
+        name = getattr(target, "__name__", "target")
+        return Target(target, name if name.isidentifier() else "target")
+    raise TypeError(
+        f"Expected '{field_name}' to be a Target, a registered target name or a callable "
+        f"(model, batch, output) -> Tensor (got {type(target).__name__})"
+    )
+
+
+def _check_finite_number(value: Any, field_name: str, owner: str, *, positive: bool, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{owner}: expected '{field_name}' to be a number (got {type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: expected '{field_name}' to be finite (got {value})")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{owner}: expected '{field_name}' to be {bound} (got {value})")
+    return value
+
+
+@dataclass(frozen=True, eq=True)
+class Constraint:
+    """Base of all constraint kinds. Subclasses set the class flags below.
+
+    Attributes:
+        is_equality: ``True`` for h = 0 constraints (multiplier of free sign).
+        has_slack: ``True`` when the constraint owns a learnable slack ``u ≥ 0``.
+        is_penalty: ``True`` for soft terms that never get a multiplier.
+    """
+
+    target: Target
+    name: str | None = field(default=None, kw_only=True)
+
+    is_equality = False
+    has_slack = False
+    is_penalty = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", _as_target(self.target))
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.isidentifier()):
+            raise ValueError(f"{type(self).__name__}: expected 'name' to be a Python identifier (got {self.name!r})")
+
+    @property
+    def key(self) -> str:
+        """The constraint's name in logs, state dicts and records (default ``<kind>_<target>``)."""
+        return self.name or f"{type(self).__name__.lower()}_{self.target.name}"
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        """Map target values to the violation handed to the formulation (≤ 0 or = 0 when satisfied)."""
+        raise NotImplementedError
+
+    def _fields_repr(self) -> list[str]:
+        return [f"target={self.target.name}"]
+
+    def __repr__(self) -> str:
+        parts = self._fields_repr()
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Equality(Constraint):
+    """h(θ) = 0, element-wise (ACE problem (PI) with h = γ).
+
+    Examples:
+        >>> Equality("gammas")
+        Equality(target=gammas)
+    """
+
+    is_equality = True
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        return values
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Inequality(Constraint):
+    """g(θ) ≤ bound, element-wise.
+
+    Args:
+        target: The quantity g.
+        bound: The upper bound b (finite, ≥ 0 unless ``allow_negative_bound``).
+
+    Examples:
+        >>> Inequality("gammas", bound=0.1)
+        Inequality(target=gammas, bound=0.1)
+    """
+
+    bound: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = _check_finite_number(self.bound, "bound", "Inequality", positive=True, allow_zero=True)
+        object.__setattr__(self, "bound", value)
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        return values - self.bound
+
+    def _fields_repr(self) -> list[str]:
+        return [*super()._fields_repr(), f"bound={self.bound!r}"]
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Resilient(Constraint):
+    """|h(θ)| ≤ u with a learnable slack u ≥ 0 that costs ρ/2 ‖u‖² (ACE problem (PII)).
+
+    At a KKT point u* = λ*/ρ.
+
+    Args:
+        target: The quantity h (e.g. the γ vector).
+        rho: Slack cost ρ > 0 (ACE uses 1).
+        slack_init: Initial slack u⁽⁰⁾ ≥ 0 (ACE leaves it unstated; 0 by default).
+
+    Examples:
+        >>> Resilient("gammas", rho=1.0)
+        Resilient(target=gammas, rho=1.0)
+    """
+
+    rho: float = 1.0
+    slack_init: float = 0.0
+
+    has_slack = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rho = _check_finite_number(self.rho, "rho", "Resilient", positive=True, allow_zero=False)
+        init = _check_finite_number(self.slack_init, "slack_init", "Resilient", positive=True, allow_zero=True)
+        object.__setattr__(self, "rho", rho)
+        object.__setattr__(self, "slack_init", init)
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        if slack is None:
+            raise ValueError(f"{self!r}: a resilient constraint needs its slack tensor")
+        return values.abs() - slack
+
+    def _fields_repr(self) -> list[str]:
+        parts = [*super()._fields_repr(), f"rho={self.rho!r}"]
+        if self.slack_init != 0.0:
+            parts.append(f"slack_init={self.slack_init!r}")
+        return parts
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Penalty(Constraint):
+    """A soft term w · Σ_i p_i(θ) added to the objective; never gets a multiplier.
+
+    This is how CR's regulariser is used (weight 0.01 on the Lie-derivative and ‖Wx‖ norms).
+
+    Args:
+        target: The quantity p (one value per layer).
+        weight: The fixed weight w ≥ 0.
+
+    Examples:
+        >>> Penalty("gammas", weight=0.01)
+        Penalty(target=gammas, weight=0.01)
+    """
+
+    weight: float = 1.0
+
+    is_penalty = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = _check_finite_number(self.weight, "weight", "Penalty", positive=True, allow_zero=True)
+        object.__setattr__(self, "weight", value)
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        return values
+
+    def _fields_repr(self) -> list[str]:
+        return [*super()._fields_repr(), f"weight={self.weight!r}"]
+
+
+_KINDS: dict[str, type[Constraint]] = {
+    "Equality": Equality,
+    "Inequality": Inequality,
+    "Resilient": Resilient,
+    "Penalty": Penalty,
+}
+
+
+def parse(text: str) -> Constraint:
+    """Parse the repr of a constraint back into the constraint (targets must be registered).
+
+    Examples:
+        >>> parse("Resilient(target=gammas, rho=1.0)")
+        Resilient(target=gammas, rho=1.0)
+    """
+    import ast
+
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"Unable to parse constraint {text!r}: {err.msg}") from None
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in _KINDS:
+        raise ValueError(f"Unable to parse constraint {text!r}: expected one of {', '.join(_KINDS)}(...)")
+    kwargs: dict[str, Any] = {}
+    positional = [*call.args]
+    for kw in call.keywords:
+        if kw.arg == "target" and isinstance(kw.value, ast.Name):
+            kwargs["target"] = kw.value.id
+        else:
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+    if positional:
+        first = positional.pop(0)
+        kwargs["target"] = first.id if isinstance(first, ast.Name) else ast.literal_eval(first)
+    if positional:
+        raise ValueError(f"Unable to parse constraint {text!r}: give every field but the target by name")
+    return _KINDS[call.func.id](**kwargs)
+
+
+def iter_targets(constraints: Iterable[Constraint]) -> list[Target]:
+    """Distinct targets of ``constraints``, in order."""
+    seen: dict[str, Target] = {}
+    for constraint in constraints:
+        seen.setdefault(constraint.target.name, constraint.target)
+    return list(seen.values())
