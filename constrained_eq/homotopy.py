@@ -14,7 +14,7 @@ from torch import nn
 
 from constrained_eq.constraints import Target, register_target
 
-__all__ = ["HomotopicLayer", "homotopic_layers", "gammas"]
+__all__ = ["HomotopicLayer", "LinearBranch", "homotopic_layers", "gammas"]
 
 
 def _combine(eq_out: Any, neq_out: Any, gamma: torch.Tensor) -> Any:
@@ -54,6 +54,85 @@ class HomotopicLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma.detach().item():.4g}"
+
+
+def _lie_algebra(rep: Any, dim: int, field_name: str) -> torch.Tensor | None:
+    """Return the stacked algebra matrices dρ(A_k) of ``rep`` as a ``(K, dim, dim)`` tensor (or None)."""
+    if rep is None:
+        return None
+    matrices = rep if isinstance(rep, torch.Tensor) else rep.lie_algebra()
+    if matrices.dim() != 3 or matrices.shape[1:] != (dim, dim):
+        raise ValueError(
+            f"Expected '{field_name}' to give algebra matrices of shape (K, {dim}, {dim})\n"
+            f"  got: {tuple(matrices.shape)}"
+        )
+    return matrices
+
+
+class LinearBranch(nn.Module):
+    r"""A dense linear f_neq on flat features, :math:`z \mapsto W z`, that knows the group's action.
+
+    The unconstrained branch of CR (eq. 2) and the "linear layer" of ACE. When ``rep_in``/``rep_out``
+    are given, CR's Lie derivative :math:`L_A(W) = W\,d\rho_{in}(A) - d\rho_{out}(A)\,W` is available
+    analytically. While ``recording`` is ``True`` the last input is kept (detached) in ``last_input``
+    for penalties that need it.
+
+    Args:
+        in_features (int): Size of the flat input.
+        out_features (int): Size of the flat output.
+        rep_in (Tensor or object with ``lie_algebra()``, optional): dρ_in(A_k), shape ``(K, in, in)``.
+        rep_out (Tensor or object with ``lie_algebra()``, optional): dρ_out(A_k), shape ``(K, out, out)``.
+        bias (bool, optional): Add a bias (default: :obj:`False`; the theorems need f_neq(0) = 0).
+        init_std (float, optional): If given, initialise W ~ N(0, init_std²) (CR uses 1e-4).
+
+    Shapes:
+        - **input:** ``(*, in_features)``
+        - **output:** ``(*, out_features)``
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rep_in: Any = None,
+        rep_out: Any = None,
+        *,
+        bias: bool = False,
+        init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.init_std = init_std
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        algebra_in = _lie_algebra(rep_in, in_features, "rep_in")
+        algebra_out = _lie_algebra(rep_out, out_features, "rep_out")
+        if (algebra_in is None) != (algebra_out is None):
+            raise ValueError("Expected 'rep_in' and 'rep_out' to be given together (got only one)")
+        self.register_buffer("algebra_in", algebra_in, persistent=False)
+        self.register_buffer("algebra_out", algebra_out, persistent=False)
+        self.recording = False
+        self.last_input: torch.Tensor | None = None
+        self.reset_parameters()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
+        if self.init_std is not None:
+            nn.init.normal_(self.linear.weight, std=self.init_std)
+            if self.linear.bias is not None:
+                nn.init.zeros_(self.linear.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.recording:
+            self.last_input = z.detach()
+        return self.linear(z)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, equivariance_known={self.algebra_in is not None}"
 
 
 def homotopic_layers(model: nn.Module) -> Iterator[HomotopicLayer]:
