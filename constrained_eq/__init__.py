@@ -5,17 +5,27 @@ and let one Lagrangian engine run the primal–dual loop.
 """
 
 from constrained_eq.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
-from constrained_eq.homotopy import HomotopicLayer, gammas
+from constrained_eq.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.formulations import resolve_formulation
+from constrained_eq.homotopy import HomotopicLayer, LinearBranch, gammas
+from constrained_eq.problem import ConstrainedProblem, Objective
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConstrainedProblem",
+    "Objective",
     "Target",
     "register_target",
     "Equality",
     "Inequality",
     "Resilient",
     "Penalty",
+    "Solver",
+    "StepRecord",
+    "NonFiniteError",
+    "resolve_formulation",
     "HomotopicLayer",
+    "LinearBranch",
     "gammas",
 ]

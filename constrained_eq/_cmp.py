@@ -1,0 +1,134 @@
+"""The bridge to Cooper: a ``ConstrainedMinimizationProblem`` built from a declared problem.
+
+It evaluates the objective, every constraint target and the slack costs for one batch, and hands
+Cooper a ``CMPState``. Under ``torch.distributed`` the violations that drive the dual step
+(Cooper's ``strict_violation``) are averaged over ranks, so every rank takes the same dual step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cooper
+import torch
+import torch.distributed as dist
+
+from constrained_eq.formulations.base import ConstraintPlan
+from constrained_eq.problem import ConstrainedProblem
+
+__all__ = ["ProblemCMP", "NonFiniteError", "StepValues"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, violation or gradient was NaN or Inf; the step was not taken."""
+
+
+@dataclass
+class StepValues:
+    """What one evaluation of the problem produced (kept in ``CMPState.misc``)."""
+
+    objective: torch.Tensor
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    violations: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: Any = None
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over all ranks in place (no-op on one process)."""
+    if _is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
+class ProblemCMP(cooper.ConstrainedMinimizationProblem):
+    """Cooper view of a :class:`ConstrainedProblem` under one formulation.
+
+    Args:
+        problem: The declared problem.
+        plans: One plan per declared constraint (same order).
+        cooper_constraints: Cooper constraints of the ``"lagrangian"`` plans, by key.
+        slacks: Slack parameters u of the plans that have one, by key.
+        check_finite: Raise :class:`NonFiniteError` on a non-finite loss or violation (one host
+            sync per evaluation).
+    """
+
+    def __init__(
+        self,
+        problem: ConstrainedProblem,
+        plans: list[ConstraintPlan],
+        cooper_constraints: dict[str, cooper.Constraint],
+        slacks: dict[str, torch.nn.Parameter],
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.problem = problem
+        self.plans = plans
+        self.slacks = slacks
+        self.check_finite = check_finite
+        self.step_index = 0
+        self.dual_update = True
+        for key, constraint in cooper_constraints.items():
+            self._register_constraint(key, constraint)
+
+    def evaluate(self, model: torch.nn.Module, batch: Any, *, with_objective: bool = True) -> StepValues:
+        """Forward the model and evaluate the objective and every target on ``batch``."""
+        output = self.problem.objective.forward(model, batch)
+        objective = self.problem.objective(output, batch) if with_objective else None
+        result = StepValues(objective=objective, output=output)
+        for plan in self.plans:
+            values = plan.constraint.target(model, batch, output).reshape(-1)
+            result.values[plan.key] = values
+            if plan.mode == "lagrangian":
+                result.violations[plan.key] = plan.violation(values, self.slacks.get(plan.key))
+        return result
+
+    def _state(self, result: StepValues, loss: torch.Tensor | None) -> cooper.CMPState:
+        observed = {}
+        for key, violation in result.violations.items():
+            strict = all_reduce_mean_(violation.detach().clone()) if _is_distributed() else None
+            observed[self._constraints[key]] = cooper.ConstraintState(
+                violation=violation, strict_violation=strict, contributes_to_dual_update=self.dual_update
+            )
+        return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"values": result})
+
+    def compute_cmp_state(self, model: torch.nn.Module, batch: Any) -> cooper.CMPState:
+        """J_0 + Σ penalties + Σ ρ/2‖u‖², and the violations of every Lagrangian plan."""
+        result = self.evaluate(model, batch)
+        loss = result.objective
+        for plan in self.plans:
+            if plan.mode == "penalty":
+                loss = loss + plan.weight * result.values[plan.key].sum()
+            if plan.has_slack and plan.mode == "lagrangian":
+                loss = loss + 0.5 * plan.rho * self.slacks[plan.key].pow(2).sum()
+        if self.check_finite:
+            self._raise_if_nonfinite(result, loss)
+        return self._state(result, loss)
+
+    def compute_violations(self, model: torch.nn.Module, batch: Any) -> cooper.CMPState:
+        """The violations alone (used by the alternating primal–dual optimizer after its primal step)."""
+        result = self.evaluate(model, batch, with_objective=False)
+        if self.check_finite:
+            self._raise_if_nonfinite(result, None)
+        return self._state(result, None)
+
+    def _raise_if_nonfinite(self, result: StepValues, loss: torch.Tensor | None) -> None:
+        checked = [v for v in result.values.values()]
+        if loss is not None:
+            checked.append(loss.reshape(1))
+        if not checked or bool(torch.isfinite(torch.cat([c.detach().reshape(-1) for c in checked])).all()):
+            return
+        # Failure path only: find which quantity is to blame.
+        if result.objective is not None and not torch.isfinite(result.objective).all():
+            raise NonFiniteError(f"step {self.step_index}: the objective {self.problem.objective!r} is "
+                                 f"{result.objective.detach().item()}; nothing was updated")
+        for key, values in result.values.items():
+            if not torch.isfinite(values).all():
+                raise NonFiniteError(f"step {self.step_index}: constraint {key!r} has non-finite values "
+                                     f"{values.detach().cpu().tolist()}; nothing was updated")
+        raise NonFiniteError(f"step {self.step_index}: the loss with penalties is non-finite; nothing was updated")

@@ -1,0 +1,339 @@
+"""The engine: one primal–dual step of a declared problem under a chosen formulation.
+
+``Solver.step(batch)`` evaluates J_0 and the constraints, forms the Lagrangian of the formulation
+and takes one step of every optimizer through Cooper's constrained optimizers:
+
+* the **primal optimizer** (yours: Adam, SGD, …) on the model's weights θ;
+* the **constrained-variable optimizer** on the variables constraints act on directly (ACE's γ)
+  and on the slacks u — plain SGD by default, because ACE's algorithms take plain gradient steps
+  there; an adaptive optimizer on γ normalises away the multiplier's pull (see docs/concepts.md);
+* the **dual optimizer** on the multipliers λ — SGD ascent with ``dual_lr`` by default.
+
+Everything stays on the model's device; the step reads nothing back to the host except one
+finiteness flag when ``check_finite=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from constrained_eq import _optim
+from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues, all_reduce_mean_
+from constrained_eq._rng import get_rng_state, set_rng_state
+from constrained_eq.formulations import Formulation, resolve_formulation
+from constrained_eq.formulations.base import ConstraintPlan
+from constrained_eq.problem import ConstrainedProblem
+
+__all__ = ["Solver", "StepRecord", "NonFiniteError"]
+
+
+class StepRecord(NamedTuple):
+    """What one step measured, as tensors on the model's device (read them when you log).
+
+    Attributes:
+        step: Index of the step (0-based).
+        loss: The task objective J_0 on the batch.
+        lagrangian: The primal Lagrangian that was minimised (J_0 + penalties + slack costs + λᵀh).
+        values: Target values per constraint, shape ``(L,)`` (e.g. γ for ``Equality(gammas)``).
+        violations: Violations handed to the formulation per enforced constraint.
+        multipliers: λ per constraint with a multiplier, after the step.
+        slacks: u per constraint with a slack, after the step.
+        skipped: ``True`` when a non-finite batch was skipped (``on_nonfinite="skip"``).
+    """
+
+    step: int
+    loss: torch.Tensor
+    lagrangian: torch.Tensor
+    values: dict[str, torch.Tensor]
+    violations: dict[str, torch.Tensor]
+    multipliers: dict[str, torch.Tensor]
+    slacks: dict[str, torch.Tensor]
+    skipped: bool = False
+
+
+def _check_dual_lr(dual_lr: Any) -> float:
+    if isinstance(dual_lr, bool) or not isinstance(dual_lr, int | float) or not math.isfinite(dual_lr) or dual_lr <= 0:
+        raise ValueError(f"Solver: expected 'dual_lr' to be a finite number > 0 (got {dual_lr!r})")
+    return float(dual_lr)
+
+
+def _check_choice(value: Any, field_name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Solver: expected '{field_name}' to be one of {listed} (got {value!r})")
+    return value
+
+
+class Solver:
+    """Solve a :class:`ConstrainedProblem` for ``model`` with a formulation picked by name.
+
+    Args:
+        problem (ConstrainedProblem): The objective and constraints.
+        model (nn.Module): The model; its parameters are the primal variables θ.
+        formulation (str or Formulation, optional): One of ``"lagrangian"``, ``"augmented_lagrangian"``,
+            ``"resilient"``, ``"penalty"``, ``"schedule"``, ``"none"`` or an instance
+            (default: :obj:`"lagrangian"`).
+        primal_optimizer (Optimizer or callable, optional): An optimizer over ``model.parameters()``
+            or a factory ``params -> Optimizer`` (default: Adam, lr 1e-3). The constrained variables
+            (γ) are moved out of it into their own optimizer unless ``variable_optimizer="primal"``.
+        dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
+        dual_optimizer (Optimizer or callable, optional): Replaces SGD ascent on λ; must have
+            ``maximize=True``.
+        variable_optimizer (str or callable, optional): ``"sgd"`` (plain steps, as ACE),
+            ``"primal"`` (γ stays in the primal optimizer, e.g. Adam) or a factory
+            ``params -> Optimizer`` (default: :obj:`"sgd"`).
+        variable_lr (float, optional): Step size η_p of the SGD on γ and u (default: the primal
+            optimizer's first learning rate).
+        constrained_optimizer (str, optional): Cooper's update scheme: ``"simultaneous"``,
+            ``"alternating_primal_dual"``, ``"alternating_dual_primal"`` or ``"extrapolation"``
+            (default: :obj:`"simultaneous"`).
+        example_batch (Any, optional): A batch used once to size constraints whose targets read the
+            batch or the output.
+        dual_every (int, optional): Take the dual step every ``dual_every`` steps (default: 1).
+        check_finite (bool, optional): Refuse a step whose loss, violations or gradients are not
+            finite (one host sync per step; turn off for a sync-free step on GPU) (default: True).
+        on_nonfinite (str, optional): ``"raise"`` or ``"skip"`` such a batch (default: ``"raise"``).
+        **formulation_options: Options of a formulation given by name (``rho=``, ``epochs=``, …).
+    """
+
+    def __init__(
+        self,
+        problem: ConstrainedProblem,
+        model: torch.nn.Module,
+        formulation: str | Formulation = "lagrangian",
+        primal_optimizer: Any = None,
+        dual_lr: float = 1e-3,
+        *,
+        dual_optimizer: Any = None,
+        variable_optimizer: Any = "sgd",
+        variable_lr: float | None = None,
+        constrained_optimizer: str = "simultaneous",
+        example_batch: Any = None,
+        dual_every: int = 1,
+        check_finite: bool = True,
+        on_nonfinite: str = "raise",
+        **formulation_options: Any,
+    ) -> None:
+        if not isinstance(problem, ConstrainedProblem):
+            raise TypeError(f"Solver: expected 'problem' to be a ConstrainedProblem (got {type(problem).__name__})")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
+        self.problem = problem
+        self.model = model
+        self.formulation = resolve_formulation(formulation, **formulation_options)
+        self.dual_lr = _check_dual_lr(dual_lr)
+        self.scheme = _check_choice(constrained_optimizer, "constrained_optimizer", tuple(_optim.SCHEMES))
+        self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
+        if isinstance(dual_every, bool) or not isinstance(dual_every, int) or dual_every < 1:
+            raise ValueError(f"Solver: expected 'dual_every' to be an integer ≥ 1 (got {dual_every!r})")
+        self.dual_every = dual_every
+        self.check_finite = bool(check_finite)
+        self.step_count = 0
+        self.epoch = 0
+
+        self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
+        sizes = self._constraint_sizes(example_batch)
+        device, dtype = self._device_and_dtype()
+        self.slacks = torch.nn.ParameterDict(
+            {
+                p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
+                for p in self.plans
+                if p.has_slack and p.mode == "lagrangian"
+            }
+        )
+        cooper_constraints = {
+            p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
+        }
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite)
+        self.variables = self._constrained_variables()
+        if self.formulation.expects_schedule:
+            for variable in self.variables:
+                variable.requires_grad_(False)
+        self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _device_and_dtype(self) -> tuple[torch.device, torch.dtype]:
+        for parameter in self.model.parameters():
+            if parameter.is_floating_point():
+                return parameter.device, parameter.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    def _constraint_sizes(self, example_batch: Any) -> dict[str, int]:
+        """Evaluate each target once (dry run) to learn L and check shape and dtype."""
+        output = None
+        if any(p.constraint.target.needs_batch for p in self.plans):
+            if example_batch is None:
+                names = [p.key for p in self.plans if p.constraint.target.needs_batch]
+                raise ValueError(
+                    f"Solver: constraints {names} have targets that read the batch or the output; pass "
+                    "example_batch=<one batch> so their sizes are known before training"
+                )
+            with torch.no_grad():
+                output = self.problem.objective.forward(self.model, example_batch)
+        sizes = {}
+        for plan in self.plans:
+            target = plan.constraint.target
+            with torch.no_grad():
+                values = target(self.model, example_batch, output)
+            if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.dim() > 1:
+                got = (f"shape {tuple(values.shape)}, dtype {values.dtype}" if isinstance(values, torch.Tensor)
+                       else type(values).__name__)
+                raise ValueError(
+                    f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return a 1-D "
+                    f"floating tensor of shape (L,) (got {got})"
+                )
+            sizes[plan.key] = max(values.numel(), 1)
+        return sizes
+
+    def _constrained_variables(self) -> list[torch.nn.Parameter]:
+        variables: dict[int, torch.nn.Parameter] = {}
+        for plan in self.plans:
+            target = plan.constraint.target
+            if plan.mode != "penalty" and target.variables is not None:
+                for variable in target.variables(self.model):
+                    variables.setdefault(id(variable), variable)
+        return list(variables.values())
+
+    # ------------------------------------------------------------------ the step
+    def step(self, batch: Any) -> StepRecord:
+        """Take one primal–dual step on ``batch`` and return what it measured.
+
+        Raises:
+            NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
+                model, multipliers, slacks and optimizer states are left as they were before the step.
+        """
+        if self.formulation.expects_schedule:
+            self._apply_schedule()
+        self.cmp.step_index = self.step_count
+        self.cmp.dual_update = self.step_count % self.dual_every == 0
+        snapshot = self._dual_snapshot() if self.check_finite else None
+        try:
+            rollout = self.optimizer.roll(**_optim.roll_kwargs(self.optimizer, self.model, batch))
+        except NonFiniteError:
+            self._restore_dual_snapshot(snapshot)
+            self.optimizer.zero_grad()
+            if self.on_nonfinite == "raise":
+                raise
+            self.step_count += 1
+            return self._skipped_record()
+        self.clamp_slack_()
+        result: StepValues = rollout.cmp_state.misc["values"]
+        lagrangian = rollout.primal_lagrangian_store.lagrangian
+        record = StepRecord(
+            step=self.step_count,
+            loss=result.objective.detach() if result.objective is not None else rollout.loss.detach(),
+            lagrangian=lagrangian.detach() if lagrangian is not None else rollout.loss.detach(),
+            values={k: v.detach() for k, v in result.values.items()},
+            violations={k: v.detach() for k, v in result.violations.items()},
+            multipliers=self.multipliers(),
+            slacks={k: u.detach().clone() for k, u in self.slacks.items()},
+        )
+        self.step_count += 1
+        return record
+
+    def before_primal_step_(self) -> None:
+        """Called by the optimizer between backward and the primal step: sync slack grads, check grads."""
+        shared = [*self.slacks.values()]
+        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            shared += self.variables
+        for parameter in shared:
+            if parameter.grad is not None:
+                all_reduce_mean_(parameter.grad)
+        if self.check_finite:
+            grads = [p.grad for group in self._primal_params() for p in group if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                raise NonFiniteError(
+                    f"step {self.step_count}: a gradient is non-finite (objective {self.problem.objective!r}, "
+                    f"constraints {[p.key for p in self.plans]}); nothing was updated"
+                )
+
+    def _primal_params(self) -> list[list[torch.Tensor]]:
+        return [[p for g in opt.param_groups for p in g["params"]] for opt in self.optimizer.primal_optimizers]
+
+    @torch.no_grad()
+    def clamp_slack_(self) -> None:
+        """Project every slack on u ≥ 0."""
+        for slack in self.slacks.values():
+            slack.clamp_(min=0.0)
+
+    @torch.no_grad()
+    def _apply_schedule(self) -> None:
+        value = self.formulation.coefficient(self.epoch)
+        for variable in self.variables:
+            variable.fill_(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the solver which epoch starts (drives the ``schedule`` formulation)."""
+        self.epoch = int(epoch)
+
+    def _dual_snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self._dual_and_slack_parameters()}
+
+    @torch.no_grad()
+    def _restore_dual_snapshot(self, snapshot: dict[str, torch.Tensor] | None) -> None:
+        if snapshot is None:
+            return
+        for name, parameter in self._dual_and_slack_parameters():
+            parameter.copy_(snapshot[name])
+
+    def _dual_and_slack_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        duals = [(f"multiplier.{k}", m.weight) for k, m in self.cmp.named_multipliers()]
+        return duals + [(f"slack.{k}", u) for k, u in self.slacks.items()]
+
+    def _skipped_record(self) -> StepRecord:
+        nan = torch.full((), float("nan"), device=self._device_and_dtype()[0])
+        return StepRecord(self.step_count - 1, nan, nan, {}, {}, self.multipliers(),
+                          {k: u.detach().clone() for k, u in self.slacks.items()}, skipped=True)
+
+    # ------------------------------------------------------------------ accessors
+    def multipliers(self) -> dict[str, torch.Tensor]:
+        """λ per constraint with a multiplier (detached copies)."""
+        return {key: m.weight.detach().clone() for key, m in self.cmp.named_multipliers()}
+
+    def named_constraints(self):
+        """Yield ``(name, constraint)`` of the problem."""
+        return self.problem.named_constraints()
+
+    def dual_parameters(self) -> list[torch.nn.Parameter]:
+        """The multipliers' parameters."""
+        return list(self.cmp.dual_parameters())
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Model, multipliers, slacks, every optimizer, step/epoch counters and RNG states."""
+        return {
+            "problem": repr(self.problem),
+            "formulation": repr(self.formulation),
+            "model": self.model.state_dict(),
+            "cmp": self.cmp.state_dict(),
+            "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step_count,
+            "epoch": self.epoch,
+            "rng": get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuses one taken from another problem or formulation."""
+        for field_name, mine in (("problem", repr(self.problem)), ("formulation", repr(self.formulation))):
+            if state.get(field_name) != mine:
+                raise ValueError(
+                    f"Solver.load_state_dict: the checkpoint was taken with {field_name}\n  {state.get(field_name)}\n"
+                    f"but this solver has\n  {mine}"
+                )
+        self.model.load_state_dict(state["model"])
+        self.cmp.load_state_dict(state["cmp"])
+        with torch.no_grad():
+            for key, value in state["slacks"].items():
+                self.slacks[key].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.epoch = int(state["epoch"])
+        set_rng_state(state["rng"])
+
+    def __repr__(self) -> str:
+        return (f"Solver(problem={self.problem!r}, formulation={self.formulation!r}, "
+                f"constrained_optimizer={self.scheme!r}, dual_lr={self.dual_lr})")
