@@ -26,10 +26,16 @@ class NonFiniteError(FloatingPointError):
 
 @dataclass
 class StepValues:
-    """What one evaluation of the problem produced (kept in ``CMPState.misc``)."""
+    """What one evaluation of the problem produced (kept in ``CMPState.misc``).
+
+    ``values`` keep their graph (penalties differentiate through them); ``logged`` are detached
+    copies taken before the step, since a target may alias a parameter that the step updates.
+    """
 
     objective: torch.Tensor
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    logged: dict[str, torch.Tensor] = field(default_factory=dict)
+    logged_violations: dict[str, torch.Tensor] = field(default_factory=dict)
     violations: dict[str, torch.Tensor] = field(default_factory=dict)
     output: Any = None
 
@@ -84,8 +90,11 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         for plan in self.plans:
             values = plan.constraint.target(model, batch, output).reshape(-1)
             result.values[plan.key] = values
+            result.logged[plan.key] = values.detach().clone()
             if plan.mode == "lagrangian":
-                result.violations[plan.key] = plan.violation(values, self.slacks.get(plan.key))
+                violation = plan.violation(values, self.slacks.get(plan.key))
+                result.violations[plan.key] = violation
+                result.logged_violations[plan.key] = violation.detach().clone()
         return result
 
     def _state(self, result: StepValues, loss: torch.Tensor | None) -> cooper.CMPState:

@@ -70,15 +70,19 @@ def _remove_parameters(optimizer: torch.optim.Optimizer, removed: set[int]) -> N
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
 
 
-def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool) -> torch.optim.Optimizer:
+def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool) -> torch.optim.Optimizer | None:
     removed = set() if keep_variables else {id(v) for v in solver.variables}
     params = [p for p in solver.model.parameters() if id(p) not in removed]
     extrapolation = solver.scheme == "extrapolation"
+    if not params and not _is_optimizer(primal_optimizer):
+        return None
     if primal_optimizer is None:
         cls = cooper.optim.ExtraAdam if extrapolation else torch.optim.Adam
         return cls(params, lr=1e-3)
     if _is_optimizer(primal_optimizer):
         _remove_parameters(primal_optimizer, removed)
+        if not primal_optimizer.param_groups:
+            return None
         optimizer = primal_optimizer
     elif callable(primal_optimizer):
         optimizer = primal_optimizer(params)
@@ -95,15 +99,18 @@ def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool) -> torc
     return optimizer
 
 
-def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | None, primal: torch.optim.Optimizer
-               ) -> torch.optim.Optimizer | None:
+def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | None,
+               primal_lr: float | None) -> torch.optim.Optimizer | None:
     trained = [] if variable_optimizer == "primal" or solver.formulation.expects_schedule else solver.variables
     params = [*trained, *solver.slacks.values()]
     if not params:
         return None
     if callable(variable_optimizer) and not isinstance(variable_optimizer, str):
         return variable_optimizer(params)
-    lr = variable_lr if variable_lr is not None else primal.param_groups[0]["lr"]
+    lr = variable_lr if variable_lr is not None else primal_lr
+    if lr is None:
+        raise ValueError("Solver: the model has no primal parameters besides the constrained variables; "
+                         "pass variable_lr=... (the step size of γ and u)")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise ValueError(f"Solver: expected 'variable_lr' to be a number > 0 (got {lr!r})")
     cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
@@ -148,9 +155,13 @@ def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_o
             f"Solver: expected 'variable_optimizer' to be 'sgd', 'primal' or a factory params -> Optimizer "
             f"(got {variable_optimizer!r})"
         )
+    given_lr = primal_optimizer.param_groups[0]["lr"] if _is_optimizer(primal_optimizer) else None
     primal = _primal(solver, primal_optimizer, keep_variables=variable_optimizer == "primal")
-    variables = _variables(solver, variable_optimizer, variable_lr, primal)
-    primal_optimizers = [primal] if variables is None else [primal, variables]
+    primal_lr = primal.param_groups[0]["lr"] if primal is not None else given_lr
+    variables = _variables(solver, variable_optimizer, variable_lr, primal_lr)
+    primal_optimizers = [o for o in (primal, variables) if o is not None]
+    if not primal_optimizers:
+        raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")
     dual = _dual(solver, dual_optimizer)
     if dual is None:
         cls = _hooked(cooper.optim.UnconstrainedOptimizer)

@@ -226,8 +226,8 @@ class Solver:
             step=self.step_count,
             loss=result.objective.detach() if result.objective is not None else rollout.loss.detach(),
             lagrangian=lagrangian.detach() if lagrangian is not None else rollout.loss.detach(),
-            values={k: v.detach() for k, v in result.values.items()},
-            violations={k: v.detach() for k, v in result.violations.items()},
+            values=result.logged,
+            violations=result.logged_violations,
             multipliers=self.multipliers(),
             slacks={k: u.detach().clone() for k, u in self.slacks.items()},
         )

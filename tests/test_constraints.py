@@ -1,0 +1,73 @@
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import constrained_eq as ceq
+from constrained_eq.constraints import parse
+
+
+def test_repr_round_trips_for_every_kind():
+    for constraint in [
+        ceq.Equality("gammas"),
+        ceq.Inequality("gammas", bound=0.25),
+        ceq.Resilient("gammas", rho=2.0),
+        ceq.Resilient("gammas", rho=1.0, slack_init=0.5),
+        ceq.Penalty("gammas", weight=0.01),
+        ceq.Equality("gammas", name="gamma_zero"),
+    ]:
+        assert parse(repr(constraint)) == constraint
+
+
+@given(rho=st.floats(1e-3, 1e3), bound=st.floats(0, 1e3))
+def test_repr_round_trips_for_any_numbers(rho, bound):
+    assert parse(repr(ceq.Resilient("gammas", rho=rho))) == ceq.Resilient("gammas", rho=rho)
+    assert parse(repr(ceq.Inequality("gammas", bound=bound))) == ceq.Inequality("gammas", bound=bound)
+
+
+def test_reprs_read_like_the_call():
+    assert repr(ceq.Resilient(ceq.gammas, rho=1.0)) == "Resilient(target=gammas, rho=1.0)"
+    assert repr(ceq.Inequality("gammas", bound=0.1)) == "Inequality(target=gammas, bound=0.1)"
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ceq.Inequality("gammas", bound=-1.0), r"Inequality: expected 'bound' to be ≥ 0 \(got -1.0\)"),
+        (lambda: ceq.Inequality("gammas", bound=float("nan")), r"Inequality: expected 'bound' to be finite \(got nan\)"),
+        (lambda: ceq.Resilient("gammas", rho=0.0), r"Resilient: expected 'rho' to be > 0 \(got 0.0\)"),
+        (lambda: ceq.Resilient("gammas", rho=-2), r"Resilient: expected 'rho' to be > 0 \(got -2.0\)"),
+        (lambda: ceq.Resilient("gammas", slack_init=-1.0), r"Resilient: expected 'slack_init' to be ≥ 0"),
+        (lambda: ceq.Penalty("gammas", weight=-0.1), r"Penalty: expected 'weight' to be ≥ 0 \(got -0.1\)"),
+        (lambda: ceq.Equality("no_such_target"), r"Expected 'target' to be one of .*'gammas'.* \(got 'no_such_target'\)"),
+        (lambda: ceq.Equality("gammas", name="not an identifier"), r"expected 'name' to be a Python identifier"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_named(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_wrong_kinds_are_type_errors():
+    with pytest.raises(TypeError, match=r"Resilient: expected 'rho' to be a number \(got str\)"):
+        ceq.Resilient("gammas", rho="1")
+    with pytest.raises(TypeError, match=r"Expected 'target' to be a Target, a registered target name or a callable"):
+        ceq.Equality(3)
+
+
+def test_parse_rejects_unknown_kinds():
+    with pytest.raises(ValueError, match=r"Unable to parse constraint 'Foo\(target=gammas\)'"):
+        parse("Foo(target=gammas)")
+
+
+def test_violation_maps():
+    values = torch.tensor([-0.5, 0.25])
+    slack = torch.tensor([0.1, 0.1])
+    assert torch.equal(ceq.Equality("gammas").violation(values), values)
+    assert torch.equal(ceq.Inequality("gammas", bound=0.25).violation(values), values - 0.25)
+    assert torch.equal(ceq.Resilient("gammas").violation(values, slack), values.abs() - slack)
+
+
+def test_register_target_refuses_a_different_target_under_a_taken_name():
+    with pytest.raises(ValueError, match="A different target is already registered as 'gammas'"):
+        ceq.register_target(ceq.Target(lambda m, b, o: torch.zeros(1), "gammas"))
