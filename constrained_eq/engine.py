@@ -245,9 +245,11 @@ class Solver:
         if self.check_finite:
             grads = [p.grad for group in self._primal_params() for p in group if p.grad is not None]
             if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                lrs = [g["lr"] for opt in self.optimizer.primal_optimizers for g in opt.param_groups]
                 raise NonFiniteError(
                     f"step {self.step_count}: a gradient is non-finite (objective {self.problem.objective!r}, "
-                    f"constraints {[p.key for p in self.plans]}); nothing was updated"
+                    f"constraints {[p.key for p in self.plans]}); nothing was updated. If training diverged, "
+                    f"lower the primal learning rates {lrs} or dual_lr={self.dual_lr}"
                 )
 
     def _primal_params(self) -> list[list[torch.Tensor]]:
