@@ -75,7 +75,7 @@ def branch_contributions(model: nn.Module, *inputs: Any, **kwargs: Any) -> torch
         Tensor: shape ``(L,)``, in the order of :func:`homotopic_layers`.
 
     Examples:
-        >>> from constrained_eq import relax
+        >>> from constrained_eq.homotopy import relax
         >>> net = relax(nn.Sequential(nn.Linear(3, 3)), layers=[nn.Linear], gamma_init=0.0)
         >>> branch_contributions(net, torch.ones(2, 3))
         tensor([0.])

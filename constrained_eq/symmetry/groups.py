@@ -196,9 +196,9 @@ class C(Group):
     Examples:
         >>> C(4)
         C(4)
-        >>> C(4).generators().round()
-        tensor([[[0., -1.],
-                 [1., 0.]]])
+        >>> C(4).generators().round() + 0.0
+        tensor([[[ 0., -1.],
+                 [ 1.,  0.]]])
     """
 
     symbol: ClassVar[str] = "C"
