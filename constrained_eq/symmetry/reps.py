@@ -94,7 +94,10 @@ class IrrepsRep(Rep):
     def matrix(self, g: torch.Tensor) -> torch.Tensor:
         from e3nn import o3
 
-        return o3.Irreps(self.irreps).D_from_matrix(linear_part(g))
+        q = linear_part(g)
+        # e3nn builds its Wigner constants in the default dtype: match g's so float64 stays exact
+        with _default_dtype(torch.float64 if q.dtype == torch.float64 else torch.get_default_dtype()):
+            return o3.Irreps(self.irreps).D_from_matrix(q)
 
     def lie_algebra(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         from e3nn import o3
