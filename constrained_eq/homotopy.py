@@ -14,7 +14,18 @@ from torch import nn
 
 from constrained_eq.constraints import Target, register_target
 
-__all__ = ["HomotopicLayer", "LinearBranch", "homotopic_layers", "gammas"]
+__all__ = [
+    "HomotopicLayer",
+    "LinearBranch",
+    "homotopic_layers",
+    "gammas",
+    "relax",
+    "is_relaxed",
+    "project",
+    "recording",
+    "set_recording",
+    "branch_contributions",
+]
 
 
 def _combine(eq_out: Any, neq_out: Any, gamma: torch.Tensor) -> Any:
@@ -28,6 +39,24 @@ def _combine(eq_out: Any, neq_out: Any, gamma: torch.Tensor) -> Any:
     raise TypeError(f"Expected f_eq to return a Tensor or a tuple of Tensors (got {type(eq_out).__name__})")
 
 
+def _describe(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"Tensor(shape={tuple(out.shape)}, dtype={out.dtype})"
+    if isinstance(out, tuple | list):
+        return f"({', '.join(_describe(o) for o in out)})"
+    return type(out).__name__
+
+
+def check_same_structure(eq_out: Any, neq_out: Any, layer_name: str) -> None:
+    """Raise a ``ValueError`` unless f_neq's output has f_eq's structure, shapes and dtypes."""
+    if _describe(eq_out) != _describe(neq_out):
+        raise ValueError(
+            f"f_neq of the relaxed {layer_name} must return what f_eq returns; pass a matching 'neq_factory'.\n"
+            f"  expected: {_describe(eq_out)}\n"
+            f"  actual:   {_describe(neq_out)}"
+        )
+
+
 class HomotopicLayer(nn.Module):
     r"""A layer :math:`f(x) = f_{eq}(x) + \gamma f_{neq}(x)` on the same input (ACE eq. 3).
 
@@ -38,19 +67,27 @@ class HomotopicLayer(nn.Module):
         neq (nn.Module): The unconstrained branch f_neq; it takes the same arguments as ``eq`` and
             returns the same structure (a tensor or a tuple of tensors).
         gamma_init (float, optional): Initial γ (default: :obj:`1.0`, as ACE).
+        check_output (bool, optional): Check on the first forward that f_neq returns the same
+            structure, shapes and dtypes as f_eq, and raise a ``ValueError`` naming both otherwise
+            (default: :obj:`False`; :func:`relax` turns it on).
 
     Shapes:
         - **gamma:** ``()``
     """
 
-    def __init__(self, eq: nn.Module, neq: nn.Module, gamma_init: float = 1.0) -> None:
+    def __init__(self, eq: nn.Module, neq: nn.Module, gamma_init: float = 1.0, *, check_output: bool = False) -> None:
         super().__init__()
         self.eq = eq
         self.neq = neq
         self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
+        self._check_pending = check_output
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return _combine(self.eq(*args, **kwargs), self.neq(*args, **kwargs), self.gamma)
+        eq_out, neq_out = self.eq(*args, **kwargs), self.neq(*args, **kwargs)
+        if self._check_pending:
+            check_same_structure(eq_out, neq_out, type(self.eq).__name__)
+            self._check_pending = False
+        return _combine(eq_out, neq_out, self.gamma)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma.detach().item():.4g}"
@@ -158,3 +195,7 @@ def _gamma_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 gammas = register_target(Target(_gamma_vector, "gammas", needs_batch=False, variables=_gamma_parameters))
 gammas.__doc__ = "The vector γ = (γ_1, …, γ_L) of a relaxed model: ``gammas(model) -> Tensor (L,)``."
+
+
+from constrained_eq._recording import branch_contributions, recording, set_recording  # noqa: E402
+from constrained_eq._relax import is_relaxed, project, relax  # noqa: E402

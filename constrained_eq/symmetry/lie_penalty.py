@@ -1,0 +1,165 @@
+r"""CR's Lie-derivative regulariser on the linear branches, as a penalty or as a constraint.
+
+For every :class:`~constrained_eq.homotopy.LinearBranch` ``W`` of a model, with ``x`` its recorded
+(detached) input over the batch and ``A`` the Lie-algebra generators (CR eq. 5, aggregation of the
+CR code, SPEC §1.5 (b)):
+
+.. math::
+    \ell_i = \sqrt{\textstyle\sum_{x, A} \|L_A(W_i)\,x\|^2}, \qquad
+    b_i = \sqrt{\textstyle\sum_{x} \|W_i x\|^2}, \qquad L_A(W) = W\,d\rho_{in}(A) - d\rho_{out}(A)\,W.
+
+Registered targets, each ``(model, batch, output) -> Tensor (L,)``: ``lie_derivative_norms``
+(ℓ), ``branch_norms`` (b) and ``lie_regularizer`` (ℓ + b, CR's penalty).
+
+The values are computed from the inputs the branches saw in the **current** forward: the first
+evaluation on a model turns input recording on for all its branches, so run a forward after that
+(or call :func:`~constrained_eq.homotopy.set_recording` before the first forward). The inputs are
+detached, so the penalty trains only ``W`` (as CR does).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from constrained_eq.constraints import Inequality, Penalty, Target, register_target
+from constrained_eq.homotopy import LinearBranch, set_recording
+from constrained_eq.symmetry.groups import Group
+
+__all__ = ["LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer"]
+
+_RECORDING_ENABLED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _branch_inputs(model: nn.Module, name: str, need_rep: bool) -> list[tuple[str, LinearBranch, torch.Tensor]]:
+    just_enabled = model not in _RECORDING_ENABLED
+    if just_enabled:
+        set_recording(model, True)
+        _RECORDING_ENABLED.add(model)
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, LinearBranch)]
+    if not found:
+        raise ValueError(
+            f"{name}: expected the model to contain LinearBranch modules (got none in {type(model).__name__}); "
+            "relax it with constrained_eq.relax(model) or build its f_neq from LinearBranch"
+        )
+    out = []
+    for branch_name, branch in found:
+        if need_rep and branch.algebra_in is None:
+            raise ValueError(
+                f"{name}: expected LinearBranch '{branch_name}' to have 'rep_in' and 'rep_out' (got None); "
+                "build it as LinearBranch(in, out, rep_in=..., rep_out=...), e.g. with IrrepsRep or VectorRep"
+            )
+        if branch.last_input is None:
+            hint = (
+                "input recording was off and is now on: run the model forward again before evaluating"
+                if just_enabled
+                else "the branch was not called in the forward pass"
+            )
+            raise ValueError(
+                f"{name}: expected LinearBranch '{branch_name}' to have a recorded input (got None); {hint} "
+                "(or call constrained_eq.homotopy.set_recording(model) before the first forward)"
+            )
+        out.append((branch_name, branch, branch.last_input.reshape(-1, branch.in_features)))
+    return out
+
+
+def _lie_norm(branch: LinearBranch, x: torch.Tensor) -> torch.Tensor:
+    weight = branch.weight
+    lie = weight @ branch.algebra_in.to(weight.dtype) - branch.algebra_out.to(weight.dtype) @ weight  # (K, out, in)
+    return torch.einsum("koi,ni->kno", lie, x.to(weight.dtype)).norm()
+
+
+def _branch_norm(branch: LinearBranch, x: torch.Tensor) -> torch.Tensor:
+    return (x.to(branch.weight.dtype) @ branch.weight.T).norm()
+
+
+def _lie_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+    return torch.stack([_lie_norm(b, x) for _, b, x in _branch_inputs(model, "lie_derivative_norms", True)])
+
+
+def _norm_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+    return torch.stack([_branch_norm(b, x) for _, b, x in _branch_inputs(model, "branch_norms", False)])
+
+
+def _regularizer_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+    terms = _branch_inputs(model, "lie_regularizer", True)
+    return torch.stack([_lie_norm(b, x) + _branch_norm(b, x) for _, b, x in terms])
+
+
+lie_derivative_norms = register_target(Target(_lie_values, "lie_derivative_norms", needs_batch=True))
+branch_norms = register_target(Target(_norm_values, "branch_norms", needs_batch=True))
+lie_regularizer = register_target(Target(_regularizer_values, "lie_regularizer", needs_batch=True))
+
+_GROUP_TARGETS: dict[tuple[Group, bool], Target] = {}
+
+
+def _group_target(group: Group, include_norm: bool) -> Target:
+    """A target that also checks that every branch has as many generators as ``group``."""
+    key = (group, include_norm)
+    if key not in _GROUP_TARGETS:
+        base = lie_regularizer if include_norm else lie_derivative_norms
+        expected = group.lie_algebra().shape[0]
+
+        def fn(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+            for name, branch in model.named_modules():
+                if isinstance(branch, LinearBranch) and branch.algebra_in is not None:
+                    if branch.algebra_in.shape[0] != expected:
+                        raise ValueError(
+                            f"{base.name}: expected LinearBranch '{name}' to carry the {expected} generators of "
+                            f"{group!r} (got {branch.algebra_in.shape[0]}); build its reps for {group!r}"
+                        )
+            return base.fn(model, batch, output)
+
+        name = f"{base.name}_{group.symbol}{group.n}"
+        _GROUP_TARGETS[key] = register_target(Target(fn, name, needs_batch=True))
+    return _GROUP_TARGETS[key]
+
+
+def LieDerivative(  # noqa: N802 - a constraint factory, named like the constraint kinds
+    group: Group | None = None,
+    *,
+    weight: float | None = None,
+    bound: float | None = None,
+    include_norm: bool = True,
+    name: str | None = None,
+) -> Penalty | Inequality:
+    r"""CR's regulariser :math:`\sum_i (\ell_i + b_i)` as a fixed penalty or, with a bound, a constraint.
+
+    ``LieDerivative(weight=0.01)`` is CR's penalty (weight 0.01 on ℓ + b, per layer, summed).
+    ``LieDerivative(bound=u)`` is the constraint ``ℓ_i + b_i ≤ u`` for every layer, with one dense
+    multiplier. See the module docstring for ℓ, b and the recording of inputs.
+
+    Args:
+        group (Group, optional): A continuous group; if given, every branch must carry its number
+            of generators. ``None`` trusts the branches' own ``rep_in``/``rep_out``.
+        weight (float, optional): Penalty weight (default: :obj:`0.01` when no bound is given).
+        bound (float, optional): Upper bound per layer; gives an :class:`Inequality`.
+        include_norm (bool, optional): Add the branch norm b (CR) or constrain ℓ alone (default: :obj:`True`).
+        name (str, optional): Constraint name in logs.
+
+    Examples:
+        >>> LieDerivative()
+        Penalty(target=lie_regularizer, weight=0.01)
+        >>> LieDerivative(bound=0.1, include_norm=False)
+        Inequality(target=lie_derivative_norms, bound=0.1)
+    """
+    if weight is not None and bound is not None:
+        raise ValueError(
+            f"Expected one of 'weight' or 'bound' (got weight={weight!r} and bound={bound!r}); "
+            "use weight for CR's fixed penalty, bound for a constraint with a multiplier"
+        )
+    if group is None:
+        target = lie_regularizer if include_norm else lie_derivative_norms
+    elif not isinstance(group, Group) or not group.is_continuous:
+        raise ValueError(
+            f"Expected 'group' to be None or a continuous group such as SO(3) (got {group!r}); "
+            "finite groups have no Lie algebra"
+        )
+    else:
+        target = _group_target(group, include_norm)
+    if bound is not None:
+        return Inequality(target, bound=bound, name=name)
+    return Penalty(target, weight=0.01 if weight is None else weight, name=name)
