@@ -193,7 +193,9 @@ class QM9Pack(InMemoryDataset):
         return [f"qm9pack_{'all' if self.limit is None else self.limit}.pt"]
 
     def download(self) -> None:
-        """Never downloads: raises with the expected file names and folder."""
+        """Never downloads: raises with the expected file names and folder (unless already cached)."""
+        if all(os.path.isfile(p) for p in self.processed_paths) and not self.force_reload:
+            return
         require_files(self.source_dir, QM9PACK_FILES, "QM9Pack", "Install the PyPI package 'qm9pack'.")
 
     def process(self) -> None:
