@@ -1,5 +1,4 @@
-"""CMU Motion Capture (ASF/AMC) with forward kinematics, the EGNO-style forecasting dataset for subjects
-#9 (Run) and #35 (Walk), and a synthetic articulated walker.
+"""CMU Motion Capture: ASF/AMC forward kinematics, EGNO-style forecasting (subjects 9 and 35), synthetic walker.
 
 Protocol (as far as it could be checked): the EGNO paper (Xu et al., ICML 2024) reuses the MoCap setup
 of GMN (Huang et al., ICLR 2022). The public loader of that line of work reads pre-computed joint
@@ -19,7 +18,7 @@ motion rotation ``M_b`` (the AMC DOF values, applied in ``dof`` order), the glob
 ``R_b = R_parent C_b M_b C_b⁻¹`` and the joint at the end of ``b`` sits at
 ``p_b = p_parent + length_b R_b direction_b``. The root is translated by the AMC ``TX TY TZ`` and
 rotated by ``C_root M_root C_root⁻¹`` (``orientation``/``axis`` of the ASF ``:root``). Lengths are kept
-in ASF units (CMU: inches / 0.45); pass ``length_scale`` to convert.
+in ASF units (CMU files declare ``:units length 0.45``); pass ``length_scale`` to convert.
 """
 
 from __future__ import annotations
@@ -173,9 +172,7 @@ def parse_amc(path: str | os.PathLike[str]) -> list[dict[str, list[float]]]:
     return frames
 
 
-def forward_kinematics(
-    skel: Skeleton, frames: list[dict[str, list[float]]], length_scale: float = 1.0
-) -> torch.Tensor:
+def forward_kinematics(skel: Skeleton, frames: list[dict[str, list[float]]], length_scale: float = 1.0) -> torch.Tensor:
     """Joint positions ``(T, 1 + n_bones, 3)`` (float64) in :attr:`Skeleton.joint_names` order."""
     t = len(frames)
     names = skel.joint_names
@@ -312,16 +309,24 @@ class MocapEGNO(torch.utils.data.Dataset):
 
 
 def synthetic_walker(num_frames: int = 120, seed: int = 0) -> tuple[Skeleton, torch.Tensor]:
-    """SYNTHETIC articulated walker: a 9-joint skeleton (spine, two 2-bone legs, two arms) driven by
-    sinusoidal joint angles with random phase/amplitude and a forward-drifting, yawing root.
+    """SYNTHETIC articulated walker (9 joints: spine, head, two 2-bone legs, two arms).
+
+    Driven by sinusoidal joint angles with random phase/amplitude and a forward-drifting, yawing root.
 
     Returns:
         ``(skeleton, positions (num_frames, 9, 3) float64)``.
     """
     rng = np.random.RandomState(seed)
-    spec = [("spine", (0, 1, 0), 3.0, "root"), ("lfemur", (0, -1, 0), 4.0, "root"), ("ltibia", (0, -1, 0), 4.0, "lfemur"),
-            ("rfemur", (0, -1, 0), 4.0, "root"), ("rtibia", (0, -1, 0), 4.0, "rfemur"),
-            ("lhumerus", (1, 0, 0), 3.0, "spine"), ("rhumerus", (-1, 0, 0), 3.0, "spine"), ("head", (0, 1, 0), 1.0, "spine")]  # fmt: skip
+    spec = [
+        ("spine", (0, 1, 0), 3.0, "root"),
+        ("lfemur", (0, -1, 0), 4.0, "root"),
+        ("ltibia", (0, -1, 0), 4.0, "lfemur"),
+        ("rfemur", (0, -1, 0), 4.0, "root"),
+        ("rtibia", (0, -1, 0), 4.0, "rfemur"),
+        ("lhumerus", (1, 0, 0), 3.0, "spine"),
+        ("rhumerus", (-1, 0, 0), 3.0, "spine"),
+        ("head", (0, 1, 0), 1.0, "spine"),
+    ]
     bones = {n: Bone(n, np.array(d, float), ln, dof=("rx", "ry", "rz")) for n, d, ln, _ in spec}
     skel = Skeleton(bones=bones, parent={n: p for n, _, _, p in spec})
     t = np.arange(num_frames) / 30.0

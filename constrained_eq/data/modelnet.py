@@ -1,6 +1,7 @@
-"""ModelNet40 point clouds: the ``modelnet40_ply_hdf5_2048`` HDF5 release, PyG's raw OFF layout,
-point-cloud transforms (Haar rotation, unit-sphere normalisation, sub-sampling, random point drop) and
-a synthetic miniature.
+"""ModelNet40 point clouds: HDF5 release, raw OFF meshes, point-cloud transforms and a synthetic miniature.
+
+Layouts: the ``modelnet40_ply_hdf5_2048`` HDF5 release and PyG's raw OFF layout. Transforms: Haar rotation,
+unit-sphere normalisation, sub-sampling, random point drop.
 
 Samples are ``(points, label)`` with ``points`` a ``(n, 3)`` float32 tensor and ``label`` an int.
 Reading HDF5 needs the optional dependency ``h5py``.
@@ -77,7 +78,9 @@ class ModelNet40H5(Dataset):
         self.points = torch.cat(points) if points else torch.empty(0, 2048, 3)
         self.labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
         if self.labels.numel() and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.classes)):
-            raise ValueError(f"Expected 'label' to be in [0, {len(self.classes)}) (got {self.labels.unique().tolist()})")
+            raise ValueError(
+                f"Expected 'label' to be in [0, {len(self.classes)}) (got {self.labels.unique().tolist()})"
+            )
         self.transform = transform
 
     def __len__(self) -> int:
@@ -176,7 +179,9 @@ class ModelNetOFF(Dataset):
                 f"ModelNet (OFF): no class folders with a '{split}' subfolder in '{root}'. Expected "
                 f"'{root}/<class>/{split}/<name>.off' (unpack ModelNet40.zip there). Nothing is downloaded."
             )
-        self.files = [(f, c) for c, name in enumerate(self.classes) for f in sorted((root / name / split).glob("*.off"))]
+        self.files = [
+            (f, c) for c, name in enumerate(self.classes) for f in sorted((root / name / split).glob("*.off"))
+        ]
         pts = []
         for i, (f, _) in enumerate(self.files):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + i)

@@ -1,5 +1,4 @@
-"""QM9: the full 130,831-molecule set shipped by the PyPI package ``qm9pack``, PyG's own loader, and a
-synthetic miniature.
+"""QM9: the 130,831 molecules shipped by the PyPI package ``qm9pack``, PyG's own loader, a synthetic miniature.
 
 ``qm9pack`` (1.0.3) ships ``qm9pack/data/qm9_part{1,2,3}.csv`` (43,610 + 43,611 + 43,610 = 130,831
 molecules; the 3,054 "uncharacterized" molecules of the original release are absent, as in PyG) and
@@ -269,9 +268,7 @@ def qm9_from_pyg_root(root: str | os.PathLike[str], **kwargs: object) -> InMemor
     return _LocalQM9(str(root), **kwargs)  # type: ignore[arg-type]
 
 
-def synthetic_qm9(
-    num_molecules: int = 16, min_atoms: int = 3, max_atoms: int = 9, seed: int = 0
-) -> list[Data]:
+def synthetic_qm9(num_molecules: int = 16, min_atoms: int = 3, max_atoms: int = 9, seed: int = 0) -> list[Data]:
     """SYNTHETIC stand-in for QM9: random small "molecules" with made-up but smooth targets.
 
     Atoms (H, C, N, O, F) are placed by a random walk with 1.0-1.6 Å steps. Targets (19 columns, PyG

@@ -99,7 +99,9 @@ def test_read_off_and_area_weighted_sampling(tmp_path):
     on_face = ((pts.abs() < 1e-5) | ((pts - 1).abs() < 1e-5)).any(dim=1)
     assert on_face.all() and pts.min() >= -1e-6 and pts.max() <= 1 + 1e-6
     # Area weighting: each of the 6 equal faces receives about 1/6 of the points.
-    counts = torch.stack([(pts[:, k] < 1e-5).sum() for k in range(3)] + [(pts[:, k] > 1 - 1e-5).sum() for k in range(3)])
+    counts = torch.stack(
+        [(pts[:, k] < 1e-5).sum() for k in range(3)] + [(pts[:, k] > 1 - 1e-5).sum() for k in range(3)]
+    )
     assert (counts.float() / 4000 - 1 / 6).abs().max() < 0.03
     # Inside a triangle, uniformity: the mean is the centroid.
     tri = sample_surface(v2, f2, 20000, generator=g)
