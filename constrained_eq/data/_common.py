@@ -1,0 +1,118 @@
+"""Helpers shared by the dataset loaders: file checks, atomic saves, seeded splits, rotations."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["require_files", "atomic_torch_save", "random_split_indices", "haar_rotation"]
+
+
+def require_files(folder: str | os.PathLike[str], names: Iterable[str], what: str, hint: str = "") -> Path:
+    """Check that every file in ``names`` exists in ``folder``.
+
+    Args:
+        folder: Directory that must hold the files.
+        names: File names (relative to ``folder``).
+        what: Human-readable dataset name used in the error message.
+        hint: Extra sentence appended to the error (e.g. where to obtain the files).
+
+    Returns:
+        ``folder`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: Naming the folder, every expected file and the missing ones.
+    """
+    folder = Path(folder)
+    names = list(names)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        msg = (
+            f"{what}: missing file(s) {missing} in folder '{folder}'. "
+            f"Put the files {names} into '{folder}'. Nothing is downloaded automatically."
+        )
+        if hint:
+            msg += " " + hint
+        raise FileNotFoundError(msg)
+    return folder
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Save ``obj`` with :func:`torch.save` so that ``path`` is either absent or complete.
+
+    The object is written to a temporary file in the same directory and moved into place with
+    :func:`os.replace`, which is atomic on POSIX file systems.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def random_split_indices(
+    n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Shuffle ``range(n)`` with a seeded generator and cut it into train/val/test.
+
+    Args:
+        n: Number of samples.
+        fractions: Three non-negative fractions summing to 1 (train, val, test).
+        seed: Seed of the permutation.
+
+    Returns:
+        ``{"train": idx, "val": idx, "test": idx}`` with disjoint ``int64`` index tensors; the
+        test part takes the remainder so that all ``n`` indices are used.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"Expected 'fractions' to be three non-negative numbers summing to 1 (got {fractions})")
+    if n < 0:
+        raise ValueError(f"Expected 'n' to be >= 0 (got {n})")
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    n_val = min(n_val, n - n_train)
+    return {
+        "train": perm[:n_train],
+        "val": perm[n_train : n_train + n_val],
+        "test": perm[n_train + n_val :],
+    }
+
+
+def haar_rotation(
+    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, batch: int | None = None
+) -> torch.Tensor:
+    """Sample rotation matrices from the Haar measure on SO(3).
+
+    QR decomposition of a standard Gaussian matrix, with the signs of ``R``'s diagonal folded into
+    ``Q`` (so the distribution is Haar on O(3)), then one column flipped where ``det Q = -1``.
+
+    Args:
+        generator: Optional torch generator for reproducibility.
+        dtype: Floating dtype of the result.
+        batch: If given, return ``(batch, 3, 3)``; otherwise ``(3, 3)``.
+
+    Returns:
+        Rotation matrix/matrices with ``Q^T Q = I`` and ``det Q = +1``.
+    """
+    shape = (1 if batch is None else batch, 3, 3)
+    a = torch.randn(shape, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    d = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    q = q * d.unsqueeze(-2)
+    det = torch.linalg.det(q)
+    q[..., :, 0] = q[..., :, 0] * det.unsqueeze(-1)
+    q = q.to(dtype)
+    return q[0] if batch is None else q
