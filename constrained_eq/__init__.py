@@ -4,11 +4,23 @@ Write a training problem as data (an objective and constraints), pick how to sol
 and let one Lagrangian engine run the primal–dual loop.
 """
 
+from constrained_eq import symmetry
 from constrained_eq.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.formulations import resolve_formulation
-from constrained_eq.homotopy import HomotopicLayer, LinearBranch, gammas
+from constrained_eq.homotopy import (
+    HomotopicLayer,
+    LinearBranch,
+    branch_contributions,
+    gammas,
+    is_relaxed,
+    project,
+    recording,
+    relax,
+    set_recording,
+)
 from constrained_eq.problem import ConstrainedProblem, Objective
+from constrained_eq.symmetry import LieDerivative
 
 __version__ = "0.1.0"
 
@@ -21,11 +33,19 @@ __all__ = [
     "Inequality",
     "Resilient",
     "Penalty",
+    "LieDerivative",
     "Solver",
     "StepRecord",
     "NonFiniteError",
     "resolve_formulation",
     "HomotopicLayer",
     "LinearBranch",
+    "relax",
+    "project",
+    "is_relaxed",
     "gammas",
+    "branch_contributions",
+    "recording",
+    "set_recording",
+    "symmetry",
 ]

@@ -50,6 +50,8 @@ class Target:
         variables: Optional callable ``variables(model) -> list[Parameter]`` naming the parameters
             that the constraint acts on directly (ACE's γ). The ``Solver`` steps them with their own
             optimizer (plain SGD by default, as ACE's algorithms do).
+        prepare: Optional callable ``prepare(model)`` run once when a solver is built, before any
+            forward (e.g. switching on the input recording a penalty reads).
 
     Shapes:
         - **output of** ``fn``: ``(L,)``
@@ -62,6 +64,7 @@ class Target:
         *,
         needs_batch: bool = True,
         variables: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
+        prepare: Callable[[torch.nn.Module], None] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
@@ -71,6 +74,7 @@ class Target:
         self.name = name
         self.needs_batch = needs_batch
         self.variables = variables
+        self.prepare = prepare
 
     def __call__(self, model: torch.nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
         return self.fn(model, batch, output)

@@ -163,6 +163,9 @@ class Solver:
 
     def _constraint_sizes(self, example_batch: Any) -> dict[str, int]:
         """Evaluate each target once (dry run) to learn L and check shape and dtype."""
+        for plan in self.plans:
+            if plan.constraint.target.prepare is not None:
+                plan.constraint.target.prepare(self.model)
         output = None
         if any(p.constraint.target.needs_batch for p in self.plans):
             if example_batch is None:

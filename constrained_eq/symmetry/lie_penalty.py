@@ -89,9 +89,13 @@ def _regularizer_values(model: nn.Module, batch: Any = None, output: Any = None)
     return torch.stack([_lie_norm(b, x) + _branch_norm(b, x) for _, b, x in terms])
 
 
-lie_derivative_norms = register_target(Target(_lie_values, "lie_derivative_norms", needs_batch=True))
-branch_norms = register_target(Target(_norm_values, "branch_norms", needs_batch=True))
-lie_regularizer = register_target(Target(_regularizer_values, "lie_regularizer", needs_batch=True))
+lie_derivative_norms = register_target(
+    Target(_lie_values, "lie_derivative_norms", needs_batch=True, prepare=set_recording)
+)
+branch_norms = register_target(Target(_norm_values, "branch_norms", needs_batch=True, prepare=set_recording))
+lie_regularizer = register_target(
+    Target(_regularizer_values, "lie_regularizer", needs_batch=True, prepare=set_recording)
+)
 
 _GROUP_TARGETS: dict[tuple[Group, bool], Target] = {}
 
@@ -114,7 +118,7 @@ def _group_target(group: Group, include_norm: bool) -> Target:
             return base.fn(model, batch, output)
 
         name = f"{base.name}_{group.symbol}{group.n}"
-        _GROUP_TARGETS[key] = register_target(Target(fn, name, needs_batch=True))
+        _GROUP_TARGETS[key] = register_target(Target(fn, name, needs_batch=True, prepare=set_recording))
     return _GROUP_TARGETS[key]
 
 
