@@ -290,8 +290,9 @@ class NBodyDataset(Dataset):
         params = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, clip=clip, field=field)
         params.update(frame_in=frame_in, frame_out=frame_out)
         arrays = load_nbody(root, **params)
-        self.loc, self.vel, self.target = (torch.as_tensor(arrays[f"{split}_{k}"], dtype=dtype) for k in
-                                           ("loc", "vel", "target"))
+        self.loc, self.vel, self.target = (
+            torch.as_tensor(arrays[f"{split}_{k}"], dtype=dtype) for k in ("loc", "vel", "target")
+        )
         self.charges = torch.as_tensor(arrays[f"{split}_charges"], dtype=dtype).unsqueeze(-1)
 
     def __len__(self) -> int:
@@ -306,11 +307,21 @@ class NBodyDataset(Dataset):
         loc, vel, charges, target = (torch.stack(parts) for parts in zip(*samples, strict=True))
         b, n = loc.shape[:2]
         batch = torch.arange(b).repeat_interleave(n)
-        return NBodyBatch(loc.reshape(b * n, 3), vel.reshape(b * n, 3), charges.reshape(b * n, 1),
-                          target.reshape(b * n, 3), fully_connected_edges(b, n), batch, b)
+        return NBodyBatch(
+            loc.reshape(b * n, 3),
+            vel.reshape(b * n, 3),
+            charges.reshape(b * n, 1),
+            target.reshape(b * n, 3),
+            fully_connected_edges(b, n),
+            batch,
+            b,
+        )
 
-    def loader(self, batch_size: int = 100, shuffle: bool = False, seed: int | None = None, **kwargs: Any) -> DataLoader:
+    def loader(
+        self, batch_size: int = 100, shuffle: bool = False, seed: int | None = None, **kwargs: Any
+    ) -> DataLoader:
         """A :class:`~torch.utils.data.DataLoader` over this split that yields :class:`NBodyBatch`."""
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-                          generator=generator, **kwargs)
+        return DataLoader(
+            self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate, generator=generator, **kwargs
+        )

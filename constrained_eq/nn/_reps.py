@@ -47,7 +47,7 @@ def cartesian_algebra(layout: Sequence[tuple[str, int]], dtype: torch.dtype | No
     return out.to(dtype or torch.get_default_dtype())
 
 
-def so3_generators64(l: int) -> torch.Tensor:
+def so3_generators64(l: int) -> torch.Tensor:  # noqa: E741
     """e3nn's ``o3.so3_generators(l)`` computed in float64 (e3nn builds them in the default dtype).
 
     Shapes:

@@ -50,14 +50,16 @@ class EGNNLayer(nn.Module):
     def __init__(self, hidden_nf: int, edge_nf: int = 2) -> None:
         super().__init__()
         act = nn.SiLU
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden_nf + 1 + edge_nf, hidden_nf), act(),
-                                      nn.Linear(hidden_nf, hidden_nf), act())
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(2 * hidden_nf + 1 + edge_nf, hidden_nf), act(), nn.Linear(hidden_nf, hidden_nf), act()
+        )
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden_nf, hidden_nf), act(), nn.Linear(hidden_nf, hidden_nf))
         self.coord_mlp = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), act(), nn.Linear(hidden_nf, 1, bias=False))
         self.coord_mlp_vel = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), act(), nn.Linear(hidden_nf, 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
@@ -72,6 +74,7 @@ class EGNNLayer(nn.Module):
         edge_attr: torch.Tensor,
         batch: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply the layer; see the class docstring for shapes."""
         row, col = edge_index
         diff = x[row] - x[col]
         radial = (diff * diff).sum(-1, keepdim=True)
@@ -111,12 +114,16 @@ class EGNNBranch(nn.Module):
             rep_out = cartesian_algebra([("scalar", hidden_nf), ("vector", 1)])
             self.net = LinearBranch(d_in, d_out, rep_in, rep_out, init_std=init_std)
         elif isinstance(neq_hidden, int) and neq_hidden > 0:
-            self.net = nn.Sequential(LinearBranch(d_in, neq_hidden, init_std=init_std), nn.SiLU(),
-                                     LinearBranch(neq_hidden, d_out, init_std=init_std))
+            self.net = nn.Sequential(
+                LinearBranch(d_in, neq_hidden, init_std=init_std),
+                nn.SiLU(),
+                LinearBranch(neq_hidden, d_out, init_std=init_std),
+            )
         else:
             raise ValueError(f"Expected 'neq_hidden' to be None or a positive int (got {neq_hidden!r})")
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         for module in self.modules():
             if isinstance(module, LinearBranch):
                 module.reset_parameters()
@@ -130,12 +137,18 @@ class EGNNBranch(nn.Module):
         edge_attr: torch.Tensor,
         batch: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply the layer; see the class docstring for shapes."""
         out = self.net(torch.cat([x - _graph_mean(x, batch), vel, h], dim=-1))
         return out[:, : self.hidden_nf], out[:, self.hidden_nf :]
 
 
-def nbody_egnn_inputs(loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, edge_index: torch.Tensor,
-                      batch: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+def nbody_egnn_inputs(
+    loc: torch.Tensor,
+    vel: torch.Tensor,
+    charges: torch.Tensor,
+    edge_index: torch.Tensor,
+    batch: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     """EGNN N-body encoding: ``h = ‖v‖``, ``edge_attr = [q_i q_j, ‖x_i − x_j‖²]`` (EGNN ``main_nbody.py``).
 
     Returns the arguments of :meth:`EGNN.forward`: ``(h, loc, vel, edge_index, edge_attr, batch)``.
@@ -198,6 +211,7 @@ class EGNN(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         self.embedding.reset_parameters()
         for layer in self.layers:
             for sub in (layer.eq, layer.neq) if isinstance(layer, HomotopicLayer) else (layer,):
@@ -212,6 +226,7 @@ class EGNN(nn.Module):
         edge_attr: torch.Tensor,
         batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
         h = self.embedding(h)
         for layer in self.layers:
             h, x = layer(h, x, vel, edge_index, edge_attr, batch)

@@ -15,24 +15,21 @@ __all__ = ["SEGNN", "SEGNNLayer", "SEGNNBranch", "SteerableLinear", "balanced_ir
 
 def _tp_weight_count(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> int:
     """Number of weights of ``FullyConnectedTensorProduct(irreps_in1, irreps_in2, irreps_out)``."""
-    return sum(
-        m1 * m2 * mo
-        for m1, i1 in irreps_in1
-        for m2, i2 in irreps_in2
-        for mo, io in irreps_out
-        if io in i1 * i2
-    )
+    return sum(m1 * m2 * mo for m1, i1 in irreps_in1 for m2, i2 in irreps_in2 for mo, io in irreps_out if io in i1 * i2)
 
 
 def balanced_irreps(hidden_nf: int, lmax_h: int, attr_irreps: str | o3.Irreps) -> o3.Irreps:
-    """Smallest ``n × (0e + 1o + 2e + …)`` up to ``lmax_h`` whose steerable layer has at least as many
-    weights as a ``hidden_nf``-scalar one (SEGNN's weight-balanced hidden irreps; 64 → ``32x0e+32x1o``)."""
+    """SEGNN's weight-balanced hidden irreps (64 scalars with ``0e+1o`` attributes → ``32x0e+32x1o``).
+
+    The smallest ``n × (0e + 1o + 2e + …)`` up to ``lmax_h`` whose steerable layer has at least as many
+    weights as a ``hidden_nf``-scalar one.
+    """
     attr = o3.Irreps(attr_irreps)
     scalar = o3.Irreps(f"{hidden_nf}x0e")
     target = _tp_weight_count(scalar, attr, scalar)
     n = 1
     while True:
-        irreps = o3.Irreps([(n, (l, (-1) ** l)) for l in range(lmax_h + 1)])
+        irreps = o3.Irreps([(n, (deg, (-1) ** deg)) for deg in range(lmax_h + 1)])
         if _tp_weight_count(irreps, attr, irreps) >= target:
             return irreps
         n += 1
@@ -65,22 +62,27 @@ class SteerableLinear(nn.Module):
             scalars = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l == 0])
             gated = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l > 0])
             gates = o3.Irreps(f"{gated.num_irreps}x0e")
-            self.gate = Gate(scalars, [nn.functional.silu] * len(scalars), gates,
-                             [torch.sigmoid] * len(gates), gated)
+            self.gate = Gate(scalars, [nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
             tp_out = self.gate.irreps_in
         self.tp = o3.FullyConnectedTensorProduct(self.irreps_in, irreps_attr, tp_out, shared_weights=True)
-        idx = [i for (mul, ir), sl in zip(tp_out, tp_out.slices(), strict=True) if ir == o3.Irrep("0e")
-               for i in range(sl.start, sl.stop)]
+        idx = [
+            i
+            for (mul, ir), sl in zip(tp_out, tp_out.slices(), strict=True)
+            if ir == o3.Irrep("0e")
+            for i in range(sl.start, sl.stop)
+        ]
         self.register_buffer("bias_index", torch.tensor(idx, dtype=torch.long), persistent=False)
         self.bias = nn.Parameter(torch.zeros(len(idx)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         with torch.no_grad():
             self.tp.weight.normal_()
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
         out = self.tp(x, attr)
         out = out.index_add(-1, self.bias_index, self.bias.expand(out.shape[:-1] + self.bias.shape))
         return self.gate(out) if self.gate is not None else out
@@ -100,13 +102,16 @@ class SEGNNBranch(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, init_std: float | None = None) -> None:
         super().__init__()
         irreps_in, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        self.net = LinearBranch(irreps_in.dim, irreps_out.dim, irreps_algebra(irreps_in),
-                                irreps_algebra(irreps_out), init_std=init_std)
+        self.net = LinearBranch(
+            irreps_in.dim, irreps_out.dim, irreps_algebra(irreps_in), irreps_algebra(irreps_out), init_std=init_std
+        )
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         self.net.reset_parameters()
 
     def forward(self, x: torch.Tensor, attr: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
         return self.net(x)
 
 
@@ -138,9 +143,16 @@ class SEGNNLayer(nn.Module):
         - **output:** ``(|V|, irreps_h.dim)``
     """
 
-    def __init__(self, irreps_h: o3.Irreps, irreps_edge_attr: o3.Irreps, irreps_node_attr: o3.Irreps,
-                 irreps_msg: o3.Irreps, relaxed: bool = True, gamma_init: float = 1.0,
-                 neq_init_std: float | None = None) -> None:
+    def __init__(
+        self,
+        irreps_h: o3.Irreps,
+        irreps_edge_attr: o3.Irreps,
+        irreps_node_attr: o3.Irreps,
+        irreps_msg: o3.Irreps,
+        relaxed: bool = True,
+        gamma_init: float = 1.0,
+        neq_init_std: float | None = None,
+    ) -> None:
         super().__init__()
         irreps_h = o3.Irreps(irreps_h)
         msg_in = irreps_h + irreps_h + o3.Irreps(irreps_msg)  # [h_i, h_j, s_ij], not regrouped
@@ -155,12 +167,20 @@ class SEGNNLayer(nn.Module):
         self.update_layer_1, self.update_layer_2 = upd1, upd2
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         for module in self.modules():
             if isinstance(module, SteerableLinear | SEGNNBranch):
                 module.reset_parameters()
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor, node_attr: torch.Tensor,
-                msg: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        node_attr: torch.Tensor,
+        msg: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
         row, col = edge_index
         m = torch.cat([h[row], h[col], msg], dim=-1)
         m = self.message_layer_2(self.message_layer_1(m, edge_attr), edge_attr)
@@ -170,8 +190,14 @@ class SEGNNLayer(nn.Module):
         return h + update
 
 
-def nbody_segnn_inputs(loc: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, edge_index: torch.Tensor,
-                       batch: torch.Tensor | None = None, lmax_attr: int = 1) -> tuple[torch.Tensor, ...]:
+def nbody_segnn_inputs(
+    loc: torch.Tensor,
+    vel: torch.Tensor,
+    charges: torch.Tensor,
+    edge_index: torch.Tensor,
+    batch: torch.Tensor | None = None,
+    lmax_attr: int = 1,
+) -> tuple[torch.Tensor, ...]:
     r"""SEGNN N-body encoding ([CR-code], SPEC §4.1): the arguments of :meth:`SEGNN.forward`.
 
     Node features ``[x_i − \bar x, v_i, ‖v_i‖]`` (``2x1o + 1x0e``), edge attributes
@@ -221,9 +247,20 @@ class SEGNN(nn.Module):
         - **output:** ``(|V|, irreps_out.dim)``; γ: ``(2 · n_layers,)``
     """
 
-    def __init__(self, hidden_nf: int = 64, n_layers: int = 4, lmax_h: int = 1, lmax_attr: int = 1,
-                 relaxed: bool = True, gamma_init: float = 1.0, neq_init_std: float | None = None, *,
-                 irreps_in: str = "2x1o+1x0e", irreps_msg: str = "2x0e", irreps_out: str = "1x1o") -> None:
+    def __init__(
+        self,
+        hidden_nf: int = 64,
+        n_layers: int = 4,
+        lmax_h: int = 1,
+        lmax_attr: int = 1,
+        relaxed: bool = True,
+        gamma_init: float = 1.0,
+        neq_init_std: float | None = None,
+        *,
+        irreps_in: str = "2x1o+1x0e",
+        irreps_msg: str = "2x0e",
+        irreps_out: str = "1x1o",
+    ) -> None:
         super().__init__()
         for name, value in (("hidden_nf", hidden_nf), ("n_layers", n_layers), ("lmax_attr", lmax_attr)):
             if not isinstance(value, int) or value < 1:
@@ -242,11 +279,19 @@ class SEGNN(nn.Module):
         self.pre_pool2 = SteerableLinear(self.irreps_hidden, o3.Irreps(irreps_out), attr)
 
     def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
         for module in (self.embedding, *self.layers, self.pre_pool1, self.pre_pool2):
             module.reset_parameters()
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor, node_attr: torch.Tensor,
-                msg: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        node_attr: torch.Tensor,
+        msg: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
         h = self.embedding(h, node_attr)
         for layer in self.layers:
             h = layer(h, edge_index, edge_attr, node_attr, msg)

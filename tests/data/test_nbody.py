@@ -125,7 +125,10 @@ def test_field_changes_dynamics_along_the_field():
     "kwargs,match",
     [
         (dict(clip="box"), r"Expected 'clip' to be one of 'axis', 'norm', 'none' \(got 'box'\)"),
-        (dict(field=(1.0, 2.0)), r"Expected 'field' to be None or three finite numbers \(fx, fy, fz\) \(got \(1.0, 2.0\)\)"),
+        (
+            dict(field=(1.0, 2.0)),
+            r"Expected 'field' to be None or three finite numbers \(fx, fy, fz\) \(got \(1.0, 2.0\)\)",
+        ),
     ],
 )
 def test_bad_options_raise(kwargs, match):

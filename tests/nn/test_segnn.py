@@ -40,7 +40,7 @@ def test_balanced_hidden_irreps_and_parameter_counts():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(vanilla) == 147_424  # ACE Table 3, SEGNN N-body (vanilla)
     assert count(relaxed) == 147_424 + 4 * (256 * 128 + 128 * 128 + 2)  # W_1, W_2, two γ per layer
-    for i, layer in enumerate(relaxed.layers):
+    for layer in relaxed.layers:
         layer.update_layer_1, layer.update_layer_2 = layer.update_layer_1.eq, layer.update_layer_2.eq
     assert list(relaxed.state_dict()) == list(vanilla.state_dict())
 
@@ -120,5 +120,5 @@ def test_float64_generators_match_e3nn():
     from constrained_eq.nn._reps import SO3_GENERATORS, so3_generators64
 
     torch.testing.assert_close(so3_generators64(1), SO3_GENERATORS, atol=1e-15, rtol=0)
-    for l in range(4):
-        torch.testing.assert_close(so3_generators64(l).float(), o3.so3_generators(l), atol=1e-5, rtol=0)
+    for deg in range(4):
+        torch.testing.assert_close(so3_generators64(deg).float(), o3.so3_generators(deg), atol=1e-5, rtol=0)
