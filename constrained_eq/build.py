@@ -52,6 +52,7 @@ class AugmentedLoader:
 
     @property
     def generator(self) -> torch.Generator | None:
+        """The wrapped loader's generator (checkpointed by fit)."""
         return getattr(self.loader, "generator", None)
 
     def __len__(self) -> int:

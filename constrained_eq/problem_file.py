@@ -283,7 +283,8 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | No
         raise ProblemFileError(path, mark.line + 1 if mark else None, f"invalid YAML: {err.problem}") from None
     checker = _Checker(str(path))
     if not isinstance(raw, dict):
-        raise checker.fail(1, f"Expected the file to be a mapping with keys task, model, ... (got {type(raw).__name__})")
+        raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
+                              f"(got {type(raw).__name__})")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.rpartition(".")
         target = raw if not section else raw.setdefault(section, _Map())

@@ -53,13 +53,16 @@ class NBody(Task):
                             clip=o["clip"], field=o["field"])
 
     def loaders(self, seed: int, batch_size: int) -> Loaders:
+        """Build the train (seeded shuffle), validation and test loaders."""
         return Loaders(self._split("train").loader(batch_size, shuffle=True, seed=seed),
                        self._split("val").loader(batch_size), self._split("test").loader(batch_size))
 
     def loss(self, output: torch.Tensor, batch: NBodyBatch) -> torch.Tensor:
+        """Mean squared error of the predicted positions."""
         return F.mse_loss(output, batch.target)
 
     def model(self, name: str, **options: Any) -> nn.Module:
+        """Build the named model with its options."""
         if name == "egnn":
             model = EGNN(1, **options)
             model.inputs = "egnn"
@@ -73,6 +76,7 @@ class NBody(Task):
         raise ValueError(f"Expected 'model.name' to be one of 'egnn', 'segnn' (got {name!r})")
 
     def forward(self, model: nn.Module, batch: NBodyBatch) -> torch.Tensor:
+        """Run the model on a batch."""
         if getattr(model, "inputs", "egnn") == "segnn":
             from constrained_eq.nn.segnn import nbody_segnn_inputs
 
@@ -81,6 +85,7 @@ class NBody(Task):
         return model(*nbody_egnn_inputs(batch.loc, batch.vel, batch.charges, batch.edge_index, batch.batch))
 
     def augment(self, batch: NBodyBatch) -> NBodyBatch:
+        """Rotate inputs and targets by one random rotation."""
         rotation = random_rotation(dtype=batch.loc.dtype, device=batch.loc.device)
         return batch._replace(loc=batch.loc @ rotation.T, vel=batch.vel @ rotation.T,
                               target=batch.target @ rotation.T)

@@ -47,9 +47,11 @@ class VectorLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the weights."""
         nn.init.normal_(self.weight, std=self.weight.shape[1] ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer."""
         return torch.einsum("oi,bid->bod", self.weight, x)
 
 
@@ -63,9 +65,11 @@ class VectorBranch(nn.Module):
                                 _vector_algebra(out_channels), init_std=init_std)
 
     def reset_parameters(self) -> None:
+        """Re-initialise the weights."""
         self.net.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer."""
         return self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], self.out_channels, 3)
 
 
@@ -106,6 +110,7 @@ class VectorNet(nn.Module):
         self.gates = nn.ModuleList(VectorGate(c) for c in sizes[1:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer."""
         for index, layer in enumerate(self.layers):
             x = layer(x)
             if index < len(self.gates):
@@ -146,6 +151,7 @@ class ToyRotation(Task):
         return out
 
     def loaders(self, seed: int, batch_size: int) -> Loaders:
+        """Build the train (seeded shuffle), validation and test loaders."""
         data = self._data()
         generator = torch.Generator().manual_seed(int(seed))
         train = DataLoader(TensorDataset(*data["train"]), batch_size=batch_size, shuffle=True, generator=generator)
@@ -154,14 +160,17 @@ class ToyRotation(Task):
         return Loaders(train, val, test)
 
     def loss(self, output: torch.Tensor, batch: Any) -> torch.Tensor:
+        """Mean squared error against the target vectors."""
         return F.mse_loss(output, batch[1])
 
     def model(self, name: str, **options: Any) -> nn.Module:
+        """Build the named model with its options."""
         if name != "vector_net":
             raise ValueError(f"Expected 'model.name' to be 'vector_net' (got {name!r})")
         return VectorNet(int(self.options["points"]), **options)
 
     def augment(self, batch: Any) -> Any:
+        """Rotate inputs and targets by one random rotation."""
         x, y = batch
         rotation = random_rotation(dtype=x.dtype, device=x.device)
         return x @ rotation.T, y @ rotation.T
