@@ -1,0 +1,263 @@
+"""Turn a checked problem file (see :mod:`constrained_eq.problem_file`) into objects and run it.
+
+Strategies (``strategy:`` in the file or ``--strategy``) switch only how the one problem is solved:
+
+================  ===================  ===============================================================
+strategy          formulation          what changes
+================  ===================  ===============================================================
+``custom``        as written           nothing (the file's ``formulation``)
+``vanilla``       ``none``             model projected *before* training (f_neq removed), no constraints
+``ace_equality``  ``lagrangian``       ACE Alg. 1: γ → 0 by dual ascent
+``ace_resilient`` ``resilient``        ACE Alg. 2: |γ| ≤ u, learned slack
+``cr``            ``schedule``         CR: γ on a triangle over the epochs, plus the file's penalties
+``augmentation``  ``none``             non-equivariant (γ free), random rotations of training batches
+``penalty``       ``penalty``          fixed quadratic penalty on γ
+================  ===================  ===============================================================
+
+The file's ``formulation.options`` apply when ``formulation.name`` is the strategy's formulation.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from constrained_eq import constraints as constraint_kinds
+from constrained_eq.engine import Solver
+from constrained_eq.homotopy import homotopic_layers
+from constrained_eq.problem import ConstrainedProblem, Objective
+from constrained_eq.problem_file import STRATEGIES, ProblemFileError, problem_hash
+from constrained_eq.runs import read_json, write_json
+from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.train import FitResult, fit, to_device
+
+__all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
+
+
+class AugmentedLoader:
+    """Wrap a loader so every batch goes through ``augment`` (keeps ``len`` and ``generator``)."""
+
+    def __init__(self, loader: Any, augment: Any) -> None:
+        self.loader, self.augment = loader, augment
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The wrapped loader's generator (checkpointed by fit)."""
+        return getattr(self.loader, "generator", None)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.augment(batch) for batch in self.loader)
+
+
+@dataclass
+class Built:
+    """Everything a problem file builds."""
+
+    spec: dict[str, Any]
+    task: Task
+    model: torch.nn.Module
+    solver: Solver
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    formulation: str
+
+
+def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
+    return ProblemFileError(spec["file"], line, message)
+
+
+def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any:
+    try:
+        from constrained_eq.symmetry import LieDerivative  # provided by the symmetry package
+    except ImportError:
+        print(f"ceq: note: {spec['file']}:{line}: skipping {item!r}: constrained_eq.symmetry.LieDerivative is not "
+              "available in this installation", file=sys.stderr)
+        return None
+    if isinstance(item, dict):
+        kwargs = {k: v for k, v in item.items() if k != "kind"}
+    else:
+        call = ast.parse(item.strip(), mode="eval").body
+        if not isinstance(call, ast.Call) or call.args:
+            raise _fail(spec, line, f"Expected {item!r} to be written LieDerivative(name=value, ...)")
+        kwargs = {kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
+                  for kw in call.keywords}
+    return LieDerivative(**kwargs)
+
+
+def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
+    """The file's constraints (``LieDerivative`` only if the installation provides it)."""
+    out = []
+    for item, line in zip(spec["constraints"], spec["constraint_lines"], strict=True):
+        try:
+            kind = item["kind"] if isinstance(item, dict) else item.split("(", 1)[0].strip()
+            if kind == "LieDerivative":
+                built = _lie_derivative(item, spec, line)
+            elif isinstance(item, dict):
+                built = getattr(constraint_kinds, kind)(**{k: v for k, v in item.items() if k != "kind"})
+            else:
+                built = constraint_kinds.parse(item)
+        except (ValueError, TypeError, SyntaxError) as err:
+            raise _fail(spec, line, f"bad constraint {item!r}: {err}") from None
+        if built is not None:
+            out.append(built)
+    return out
+
+
+def _formulation(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = STRATEGIES[spec["strategy"]] or spec["formulation"]["name"]
+    options = dict(spec["formulation"]["options"]) if name == spec["formulation"]["name"] else {}
+    if name == "schedule":
+        options.setdefault("epochs", spec["training"]["epochs"])
+    return name, options
+
+
+def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    opt = spec["optimizer"]
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
+    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
+    """Build task, loaders, model and solver of a checked problem.
+
+    Raises:
+        ProblemFileError: If an option is refused by the task, the model or the formulation.
+    """
+    training = spec["training"]
+    seed_everything(training["seed"])
+    try:
+        task = get_task(spec["task"]["name"])(**spec["task"]["options"])
+        loaders = task.loaders(training["seed"], training["batch_size"])
+        model = task.model(spec["model"]["name"], **spec["model"]["options"])
+    except (ValueError, TypeError) as err:
+        raise _fail(spec, None, str(err)) from None
+    strategy = spec["strategy"]
+    constraints = build_constraints(spec)
+    if strategy == "vanilla":
+        model, constraints = projected(model), []
+    model = model.to(device)
+    name, options = _formulation(spec)
+    problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
+    try:
+        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+                        variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                        example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
+    except (ValueError, TypeError) as err:
+        raise _fail(spec, None, str(err)) from None
+    train = AugmentedLoader(loaders.train, task.augment) if strategy == "augmentation" else loaders.train
+    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name)
+
+
+@torch.no_grad()
+def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance: bool = True) -> dict[str, float]:
+    """Mean loss (and the task's metric when it differs) over ``loader``, plus the equivariance error."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    custom_metric = type(task).metric is not Task.metric
+    for batch in loader:
+        batch = to_device(batch, device)
+        n = batch.num_graphs if hasattr(batch, "num_graphs") else batch[0].shape[0]
+        output = task.forward(model, batch)
+        sums["loss"] = sums.get("loss", 0.0) + float(task.loss(output, batch)) * n
+        if custom_metric:
+            sums[task.metric_name] = sums.get(task.metric_name, 0.0) + float(task.metric(output, batch)) * n
+        count += n
+    out = {k: v / max(count, 1) for k, v in sums.items()}
+    error = task.equivariance_error(model, loader) if equivariance else None
+    if error is not None:
+        out["equivariance_error"] = error
+    model.train(was_training)
+    return out
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))]
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool) -> None:
+    stored = read_json(run_dir / "problem.json")
+    digest = problem_hash(spec)
+    if resume:
+        if not (run_dir / "checkpoint.pt").exists():
+            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first")
+        if stored.get("sha256") != digest:
+            changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
+                                                               if k not in ("file", "constraint_lines")})
+            raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
+                                    f"({'; '.join(changes[:5]) or 'content differs'}); restore the file or start "
+                                    "a new run with another --out")
+        return
+    if (run_dir / "checkpoint.pt").exists() or (run_dir / "problem.json").exists():
+        if not overwrite:
+            raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                    "start it again, or choose another --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "problem.json", {"sha256": digest, "problem": {k: v for k, v in spec.items()
+                                                                         if k not in ("file", "constraint_lines")}})
+
+
+def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Build and train a problem into ``run_dir``, then test the best model, projected and not.
+
+    Returns:
+        dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
+        ``test_projected``, ``seconds``, ``strategy``, ``formulation``).
+    """
+    run_dir = Path(run_dir)
+    _prepare_run_dir(spec, run_dir, resume, overwrite)
+    began = time.perf_counter()
+    built = build(spec, device)
+    training, evaluation = spec["training"], spec["evaluation"]
+
+    def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
+        return evaluate_split(built.task, model, loader, equivariance=evaluation["equivariance_error"])
+
+    result: FitResult = fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"],
+                            run_dir=run_dir, evaluate=evaluate, checkpoint_every=training["checkpoint_every"],
+                            eval_every=training["eval_every"], log_every=training["log_every"],
+                            steps_every=training["steps_every"], resume=resume, progress=progress,
+                            select=evaluation["select"])
+    if (run_dir / "best.pt").exists():
+        best = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
+        built.model.load_state_dict(best["model"])
+    summary = read_json(run_dir / "metrics.json")
+    summary["test"] = evaluate(built.model, built.test_loader)
+    if evaluation["project"] and any(True for _ in homotopic_layers(built.model)):
+        summary["test_projected"] = evaluate(projected(built.model), built.test_loader)
+    else:
+        summary["test_projected"] = summary["test"]
+    summary.update(strategy=spec["strategy"], formulation=built.formulation, file=spec["file"],
+                   metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss",
+                   wall_seconds=time.perf_counter() - began)
+    write_json(run_dir / "metrics.json", summary)
+    _ = result
+    return summary

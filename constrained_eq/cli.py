@@ -1,0 +1,160 @@
+"""The ``ceq`` command: run, compare and report problem files. No logic of its own.
+
+Usage::
+
+    ceq run problems/toy.yaml [--resume] [--overwrite] [--out runs/] [--epochs N] [--seed S]
+                              [--strategy NAME] [--device cpu|cuda] [--quiet]
+    ceq compare problems/a.yaml problems/b.yaml [--strategies vanilla,ace_equality,...] [--out runs/]
+    ceq report runs/toy
+
+Mistakes in a problem file or on the command line print ``ceq: error: <file>:<line>: …`` and exit
+with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"Expected '--device' to be one of 'cpu', 'cuda' (got {name!r})")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("Expected '--device' to be 'cpu' on this machine (got 'cuda': CUDA is not available)")
+    return name
+
+
+def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
+    from constrained_eq.problem_file import load_problem_file
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "epochs", None) is not None:
+        overrides["training.epochs"] = args.epochs
+    if getattr(args, "seed", None) is not None:
+        overrides["training.seed"] = args.seed
+    if strategy is not None:
+        overrides["strategy"] = strategy
+    return load_problem_file(file, overrides)
+
+
+def _run_dir(out: str, file: str, strategy: str | None) -> Path:
+    stem = Path(file).stem
+    return Path(out) / (f"{stem}-{strategy}" if strategy else stem)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _metric_value(summary: dict[str, Any], key: str) -> float | None:
+    metric = summary.get("metric", "loss")
+    return summary.get(key, {}).get(metric)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from constrained_eq.build import run_problem
+
+    device = _device(args.device)
+    spec = _load(args.file, args, args.strategy)
+    run_dir = _run_dir(args.out, args.file, args.strategy)
+    summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
+                          progress=not args.quiet)
+    print(f"run folder: {run_dir}")
+    print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
+          + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
+    for key in ("test", "test_projected"):
+        print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
+    print(f"seconds: {summary['wall_seconds']:.1f}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from constrained_eq.build import run_problem
+    from constrained_eq.problem_file import STRATEGIES
+
+    device = _device(args.device)
+    strategies: list[str | None] = [None]
+    if args.strategies:
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        for s in strategies:
+            if s not in STRATEGIES:
+                raise ValueError(f"Expected '--strategies' to list names among {', '.join(map(repr, STRATEGIES))} "
+                                 f"(got {s!r})")
+    jobs = [(file, s, _load(file, args, s)) for file in args.files for s in strategies]  # validate all first
+    rows = []
+    for file, strategy, spec in jobs:
+        run_dir = _run_dir(args.out, file, strategy)
+        resume = (run_dir / "checkpoint.pt").exists()
+        summary = run_problem(spec, run_dir, resume=resume, device=device, progress=not args.quiet)
+        rows.append([file, summary["strategy"], summary["formulation"], _fmt(summary["best"].get("val_loss")),
+                     _fmt(_metric_value(summary, "test_projected")), _fmt(_metric_value(summary, "test")),
+                     f"{summary['wall_seconds']:.1f}"])
+    header = ["file", "strategy", "formulation", "best val", "test (projected)", "test (unprojected)", "seconds"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from constrained_eq.plots import plot_run
+    from constrained_eq.runs import read_json
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "history.csv").exists():
+        raise ValueError(f"Expected '{run_dir}' to be a run folder with history.csv (found none); "
+                         "pass the folder `ceq run` printed")
+    summary = read_json(run_dir / "metrics.json")
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    for path in plot_run(run_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ceq", description="Run constrained-learning problem files.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train one problem file into a run folder")
+    run.add_argument("file")
+    run.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="start an existing run folder again")
+    compare = sub.add_parser("compare", help="run several problem files (or strategies) and print one table")
+    compare.add_argument("files", nargs="+")
+    compare.add_argument("--strategies", default=None, help="comma-separated strategies to run on every file")
+    for p in (run, compare):
+        p.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs)")
+        p.add_argument("--epochs", type=int, default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--strategy", default=None, help="override the file's strategy")
+    report = sub.add_parser("report", help="print a run's summary and write its plots")
+    report.add_argument("run_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ceq`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    commands = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report}
+    try:
+        return commands[args.command](args)
+    except (ValueError, TypeError) as err:
+        print(f"ceq: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ceq: interrupted; continue with `ceq run <file> --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

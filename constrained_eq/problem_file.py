@@ -1,0 +1,322 @@
+"""Problem files (YAML): load with line numbers, check every key and value, fill in the defaults.
+
+:func:`load_problem_file` returns the normalised problem as plain data (every key present, defaults
+filled in); a mistake raises :class:`ProblemFileError` naming the file, the line and the allowed
+values. Nothing is built here: :mod:`constrained_eq.build` turns the checked problem into objects.
+See ``docs/running.md`` for the reference of every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES", "OPTIMIZERS"]
+
+STRATEGIES: dict[str, str | None] = {
+    "custom": None,  # the formulation as written
+    "vanilla": "none",  # model projected before training, constraints dropped
+    "ace_equality": "lagrangian",
+    "ace_resilient": "resilient",
+    "cr": "schedule",
+    "augmentation": "none",  # non-equivariant (γ free) + random rotations of the training batches
+    "penalty": "penalty",
+}
+OPTIMIZERS = ("adam", "sgd", "adamw")
+VARIABLE_OPTIMIZERS = ("sgd", "primal")
+CONSTRAINT_KINDS = ("Equality", "Inequality", "Resilient", "Penalty", "LieDerivative")
+
+
+class ProblemFileError(ValueError):
+    """A mistake in a problem file, reported as ``<file>:<line>: <message>``."""
+
+    def __init__(self, file: str | os.PathLike, line: int | None, message: str) -> None:
+        self.file, self.line, self.message = str(file), line, message
+        super().__init__(f"{self.file}:{line}: {message}" if line else f"{self.file}: {message}")
+
+
+class _Map(dict):
+    line: int = 0
+    key_lines: dict
+
+
+class _Seq(list):
+    line: int = 0
+    item_lines: list
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader whose mappings and sequences remember the line of each key and item."""
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    out = _Map()
+    out.line, out.key_lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise ProblemFileError(loader.name, key_node.start_mark.line + 1, f"key {key!r} is given twice")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    out.line, out.item_lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- value checks
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+Check = tuple[Callable[[Any], bool], str]
+POS_INT: Check = (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1")
+INT: Check = (_is_int, "an integer")
+POS_NUMBER: Check = (lambda v: _is_number(v) and v > 0, "a number > 0")
+NONNEG_NUMBER: Check = (lambda v: _is_number(v) and v >= 0, "a number ≥ 0")
+BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
+STR: Check = (lambda v: isinstance(v, str), "a string")
+MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
+
+
+def _optional(check: Check) -> Check:
+    return (lambda v: v is None or check[0](v), f"null or {check[1]}")
+
+
+def _choice(choices: Any) -> Check:
+    listed = ", ".join(repr(c) for c in choices)
+    return (lambda v: v in choices, f"one of {listed}")
+
+
+# section -> key -> (check, default); REQUIRED marks keys without a default
+REQUIRED = object()
+SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "task": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
+    "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
+    "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
+    "optimizer": {"name": (_choice(OPTIMIZERS), "adam"), "lr": (POS_NUMBER, 1e-3),
+                  "weight_decay": (NONNEG_NUMBER, 0.0)},
+    "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
+                 "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
+                 "steps_every": (_optional(POS_INT), None)},
+    "evaluation": {"project": (BOOL, True), "select": (STR, "val_loss"), "equivariance_error": (BOOL, True)},
+}
+TOP: dict[str, tuple[Check, Any]] = {
+    "strategy": (_choice(STRATEGIES), "custom"),
+    "dual_lr": (POS_NUMBER, 1e-2),
+    "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
+    "variable_lr": (_optional(POS_NUMBER), None),
+}
+DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
+
+
+class _Checker:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, line: int | None, message: str) -> ProblemFileError:
+        return ProblemFileError(self.file, line, message)
+
+    def value(self, value: Any, check: Check, where: str, line: int | None) -> Any:
+        if not check[0](value):
+            raise self.fail(line, f"Expected '{where}' to be {check[1]} (got {value!r})")
+        return float(value) if check is POS_NUMBER or check is NONNEG_NUMBER else value
+
+    def keys(self, mapping: Mapping, allowed: Mapping, where: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                choices = ", ".join(repr(k) for k in allowed)
+                line = getattr(mapping, "key_lines", {}).get(key, getattr(mapping, "line", None))
+                name = f"{where}.{key}" if where else str(key)
+                raise self.fail(line, f"Unknown key '{name}'; expected one of {choices}")
+
+    def section(self, raw: Any, schema: Mapping[str, tuple[Check, Any]], where: str, line: int | None) -> dict:
+        if isinstance(raw, str) and "name" in schema:
+            raw = {"name": raw}  # shorthand: `formulation: resilient`
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise self.fail(line, f"Expected '{where}' to be a mapping with keys {', '.join(schema)} (got {raw!r})")
+        self.keys(raw, schema, where)
+        out = {}
+        for key, (check, default) in schema.items():
+            key_line = getattr(raw, "key_lines", {}).get(key, getattr(raw, "line", line))
+            if key not in raw:
+                if default is REQUIRED:
+                    raise self.fail(getattr(raw, "line", line), f"Missing key '{where}.{key}' ({check[1]})")
+                out[key] = _plain(default)
+            else:
+                out[key] = _plain(self.value(raw[key], check, f"{where}.{key}", key_line))
+        return out
+
+
+def _check_options(checker: _Checker, options: Mapping, defaults: Mapping[str, Any], where: str,
+                   line: int | None) -> None:
+    if defaults:
+        checker.keys(options, defaults, where)
+    if not defaults and options:
+        raise checker.fail(line, f"Unknown key '{where}.{next(iter(options))}'; '{where}' takes no options")
+    for key, value in options.items():
+        default = defaults[key]
+        key_line = getattr(options, "key_lines", {}).get(key, line)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            check = BOOL
+        elif isinstance(default, int):
+            check = INT
+        elif isinstance(default, float):
+            check = (_is_number, "a number")
+        elif isinstance(default, str):
+            check = STR
+        else:
+            continue
+        checker.value(value, check, f"{where}.{key}", key_line)
+
+
+def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
+    from constrained_eq.formulations import FORMULATIONS
+    from constrained_eq.tasks import get_task, task_names
+
+    def line_of(section: str, key: str) -> int | None:
+        sec = raw.get(section)
+        return getattr(sec, "key_lines", {}).get(key, getattr(raw, "key_lines", {}).get(section))
+
+    if spec["task"]["name"] not in task_names():
+        choices = ", ".join(repr(k) for k in task_names())
+        raise checker.fail(line_of("task", "name"), f"Expected 'task.name' to be one of {choices} "
+                                                     f"(got {spec['task']['name']!r})")
+    try:
+        task = get_task(spec["task"]["name"])
+    except ValueError as err:
+        raise checker.fail(line_of("task", "name"), str(err)) from None
+    _check_options(checker, raw["task"].get("options") or {}, task.option_defaults, "task.options",
+                   line_of("task", "options"))
+    if spec["model"]["name"] not in task.model_options:
+        choices = ", ".join(repr(k) for k in task.model_options)
+        raise checker.fail(line_of("model", "name"), f"Expected 'model.name' to be one of {choices} for task "
+                                                       f"{task.name!r} (got {spec['model']['name']!r})")
+    _check_options(checker, raw["model"].get("options") or {}, task.model_options[spec["model"]["name"]],
+                   "model.options", line_of("model", "options"))
+    if spec["formulation"]["name"] not in FORMULATIONS:
+        choices = ", ".join(repr(k) for k in FORMULATIONS)
+        raise checker.fail(line_of("formulation", "name"), f"Expected 'formulation.name' to be one of {choices} "
+                                                             f"(got {spec['formulation']['name']!r})")
+    if spec["strategy"] == "augmentation" and not task.supports_augmentation:
+        raise checker.fail(getattr(raw, "key_lines", {}).get("strategy"),
+                           f"Expected 'strategy' to be a strategy task {task.name!r} supports (got 'augmentation': "
+                           "the task has no augment())")
+
+
+def _check_constraints(checker: _Checker, raw: Any, line: int | None) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise checker.fail(line, f"Expected 'constraints' to be a list of constraint reprs or mappings (got {raw!r})")
+    out = []
+    for index, item in enumerate(raw):
+        item_line = raw.item_lines[index] if hasattr(raw, "item_lines") else line
+        if isinstance(item, str):
+            kind = item.split("(", 1)[0].strip()
+        elif isinstance(item, dict):
+            kind = item.get("kind")
+        else:
+            raise checker.fail(item_line, f"Expected 'constraints[{index}]' to be a string like "
+                                          f"'Equality(target=gammas)' or a mapping with 'kind' (got {item!r})")
+        if kind not in CONSTRAINT_KINDS:
+            choices = ", ".join(repr(k) for k in CONSTRAINT_KINDS)
+            raise checker.fail(item_line, f"Expected the kind of 'constraints[{index}]' to be one of {choices} "
+                                          f"(got {kind!r})")
+        out.append(_plain(item))
+    return out
+
+
+def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load, check and normalise a problem file.
+
+    Args:
+        path (str or PathLike): The YAML file.
+        overrides (mapping, optional): Dotted keys set after loading, e.g. ``{"training.epochs": 2}``
+            (the command line's ``--epochs``/``--seed``/``--strategy``); checked like the file.
+
+    Returns:
+        dict: The problem with every key present (see ``docs/running.md``) and ``"file"`` added.
+
+    Raises:
+        ProblemFileError: On a YAML syntax error, an unknown key, a wrong type or an unknown name.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ProblemFileError(path, None, "no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise ProblemFileError(path, mark.line + 1 if mark else None, f"invalid YAML: {err.problem}") from None
+    checker = _Checker(str(path))
+    if not isinstance(raw, dict):
+        raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
+                              f"(got {type(raw).__name__})")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.rpartition(".")
+        target = raw if not section else raw.setdefault(section, _Map())
+        if not isinstance(target, dict):
+            raise checker.fail(None, f"Expected '{section}' to be a mapping (got {target!r})")
+        target[key] = value
+    allowed = {**{k: None for k in SCHEMA}, **TOP, "constraints": None}
+    checker.keys(raw, allowed, "")
+    lines = getattr(raw, "key_lines", {})
+    spec: dict[str, Any] = {}
+    for section, schema in SCHEMA.items():
+        if section in ("task", "model") and section not in raw:
+            raise checker.fail(1, f"Missing key '{section}' (a mapping with 'name' and optional 'options')")
+        spec[section] = checker.section(raw.get(section), schema, section, lines.get(section))
+    for key, (check, default) in TOP.items():
+        spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
+    spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
+                           if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
+    _check_names(checker, raw, spec)
+    spec["constraint_lines"] = (list(getattr(raw.get("constraints"), "item_lines", [])) or
+                                [lines.get("constraints")] * len(spec["constraints"]))
+    spec["file"] = str(path)
+    return spec
+
+
+def _named(stream: str, path: Path) -> _Loader:
+    loader = _Loader(stream)
+    loader.name = str(path)
+    return loader
+
+
+def problem_hash(spec: Mapping[str, Any]) -> str:
+    """SHA-256 of the normalised problem (without its file name and line numbers)."""
+    data = {k: v for k, v in spec.items() if k not in ("file", "constraint_lines")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,51 @@
+"""Task registry: a task name in a problem file → a :class:`Task` class, imported on first use.
+
+Each task lives in its own module, so one whose dependencies are missing (e.g. ``nbody``) fails
+only when it is asked for, with a message, and the rest of the package imports without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from constrained_eq.tasks.base import Loaders, Task, projected, random_rotation
+
+__all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "task_names", "get_task"]
+
+_TASKS: dict[str, str | type[Task]] = {
+    "toy_rotation": "constrained_eq.tasks.toy_rotation:ToyRotation",
+    "nbody": "constrained_eq.tasks.nbody:NBody",
+}
+
+
+def register_task(name: str, task: str | type[Task]) -> None:
+    """Make a task known by ``name``: a :class:`Task` subclass or ``"module.path:ClassName"``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"Expected 'name' to be a Python identifier (got {name!r})")
+    _TASKS[name] = task
+
+
+def task_names() -> list[str]:
+    """The registered task names."""
+    return list(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    """Return the task class registered as ``name``.
+
+    Raises:
+        ValueError: If ``name`` is unknown (the message lists the choices) or its module cannot be imported.
+    """
+    if name not in _TASKS:
+        choices = ", ".join(repr(k) for k in _TASKS)
+        raise ValueError(f"Expected 'task.name' to be one of {choices} (got {name!r})")
+    entry = _TASKS[name]
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module_name), attr)
+        except ImportError as err:
+            raise ValueError(f"Task {name!r} is not available in this installation ({err}); "
+                             f"install its dependencies or pick another task") from None
+        _TASKS[name] = entry
+    return entry

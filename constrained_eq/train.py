@@ -1,0 +1,286 @@
+"""The training loop: ``fit(solver, train_loader, val_loader)`` with history, checkpoints and resume.
+
+Each epoch calls ``solver.set_epoch(e)`` (the CR schedule), one ``solver.step(batch)`` per batch and,
+every ``eval_every`` epochs, a validation pass. What is measured goes to the run folder as it is
+produced (see :mod:`constrained_eq.runs`), never into a growing in-memory list. Only throttled
+logging reads values back to the host: the progress bar every ``log_every`` steps, ``steps.csv``
+every ``steps_every`` steps and one read per epoch for ``history.csv``.
+
+Resume is exact: the checkpoint at the end of epoch ``e`` holds the solver's state (model, γ, λ, u,
+optimizers, counters, global RNG) and the state of the train loader's ``torch.Generator``, so the
+shuffle order of every later epoch is the one an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from constrained_eq.engine import Solver, StepRecord
+from constrained_eq.runs import CsvStream, atomic_torch_save, read_json, write_json
+
+__all__ = ["fit", "FitResult", "to_device", "objective_evaluator"]
+
+Evaluator = Callable[[torch.nn.Module, Any], Mapping[str, float]]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        best_epoch: The selected epoch (0-based), or ``None`` if no epoch was evaluated.
+        best_metrics: The history row's metrics at the best epoch.
+        final_metrics: The metrics of the last epoch.
+        run_dir: The run folder, or ``None`` when nothing was written.
+        epochs: Number of epochs completed.
+    """
+
+    best_epoch: int | None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+    epochs: int = 0
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) batch to ``device``; named tuples keep their type."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(to_device(b, device) for b in batch))
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    if isinstance(batch, tuple | list) and batch:
+        return _batch_size(batch[0])
+    return 1
+
+
+def objective_evaluator(solver: Solver, device: torch.device | None = None) -> Evaluator:
+    """The default validation: the problem's objective averaged over the loader, as ``{"loss": …}``."""
+    objective = solver.problem.objective
+
+    def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
+        total, count = None, 0
+        for batch in loader:
+            batch = to_device(batch, device) if device is not None else batch
+            n = _batch_size(batch)
+            value = objective(objective.forward(model, batch), batch).detach() * n
+            total = value if total is None else total + value
+            count += n
+        return {"loss": float(total) / max(count, 1) if total is not None else float("nan")}
+
+    return evaluate
+
+
+def _device(solver: Solver) -> torch.device:
+    return next((p.device for p in solver.model.parameters()), torch.device("cpu"))
+
+
+def _constraint_columns(record: StepRecord | None) -> dict[str, float]:
+    """Per-element γ (values), λ and u of every constraint as ``<key>.<what>.<i>`` columns (one sync)."""
+    if record is None:
+        return {}
+    names, tensors = [], []
+    for what, group in (("value", record.values), ("lambda", record.multipliers), ("slack", record.slacks)):
+        for key, tensor in group.items():
+            flat = tensor.detach().reshape(-1).float()
+            names += [f"{key}.{what}.{i}" for i in range(flat.numel())]
+            tensors.append(flat)
+    if not tensors:
+        return {}
+    return dict(zip(names, torch.cat([t.to(tensors[0].device) for t in tensors]).tolist(), strict=True))
+
+
+def _postfix(record: StepRecord) -> dict[str, str]:
+    zero = record.loss.new_zeros(())
+    gamma = max((v.detach().abs().max() for v in record.values.values() if v.numel()), default=zero)
+    lam = max((m.abs().max() for m in record.multipliers.values() if m.numel()), default=zero)
+    loss, gamma, lam = torch.stack([record.loss.float(), gamma.float(), lam.float()]).tolist()
+    return {"loss": f"{loss:.4g}", "max|γ|": f"{gamma:.3g}", "max|λ|": f"{lam:.3g}"}
+
+
+def _loader_generator(loader: Any) -> torch.Generator | None:
+    generator = getattr(loader, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
+def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"fit: expected '{name}' to be an integer ≥ 1{extra} (got {value!r})")
+
+
+def fit(
+    solver: Solver,
+    train_loader: Any,
+    val_loader: Any = None,
+    *,
+    epochs: int,
+    run_dir: str | Path | None = None,
+    evaluate: Evaluator | None = None,
+    metrics: Mapping[str, Callable[[torch.nn.Module, Any], float]] | None = None,
+    checkpoint_every: int = 1,
+    eval_every: int = 1,
+    log_every: int = 10,
+    steps_every: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    select: str = "val_loss",
+    plot: bool = True,
+) -> FitResult:
+    """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
+
+    Args:
+        solver (Solver): The solver (model, problem, formulation, optimizers).
+        train_loader (iterable): Training batches. For exact resume give it a seeded
+            ``torch.Generator`` (``DataLoader(..., shuffle=True, generator=g)``); its state is checkpointed.
+        val_loader (iterable, optional): Validation batches (default: none; selection then uses
+            ``train_loss``).
+        epochs (int): Total number of epochs (including those done before a resume).
+        run_dir (str or Path, optional): Run folder for history, checkpoints, ``best.pt``, metrics and plots
+            (default: none, nothing is written and ``resume`` is unavailable).
+        evaluate (callable, optional): ``evaluate(model, loader) -> dict[str, float]`` (default: the
+            problem's objective averaged over the loader, ``{"loss": …}``); keys get a ``val_`` prefix.
+        metrics (mapping, optional): Extra ``name -> fn(model, loader) -> float`` validation metrics
+            (e.g. an equivariance error); logged as ``val_<name>``.
+        checkpoint_every (int, optional): Write ``checkpoint.pt`` every N epochs and at the end (default: 1).
+        eval_every (int, optional): Validate every N epochs and at the end (default: 1).
+        log_every (int, optional): Refresh the progress bar every N steps (default: 10).
+        steps_every (int, optional): Append to ``steps.csv`` every N steps (default: none).
+        resume (bool, optional): Continue from ``run_dir/checkpoint.pt`` (default: :obj:`False`).
+        progress (bool, optional): Show a tqdm progress bar (default: :obj:`True`).
+        select (str, optional): History column minimised to pick the best epoch (default: ``"val_loss"``).
+        plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
+
+    Returns:
+        FitResult: best epoch and metrics, final metrics, run folder.
+
+    Raises:
+        ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
+            holds a checkpoint with ``resume=False``, or a ``select`` column that is never logged.
+    """
+    _check_positive_int(epochs, "epochs")
+    for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("log_every", log_every)):
+        _check_positive_int(value, name)
+    _check_positive_int(steps_every, "steps_every", allow_none=True)
+    device = _device(solver)
+    evaluate = evaluate or objective_evaluator(solver, device)
+    generator = _loader_generator(train_loader)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    history = CsvStream(run_dir / "history.csv") if run_dir else None
+    steps = CsvStream(run_dir / "steps.csv") if run_dir and steps_every else None
+    state = {"epoch": -1, "best_epoch": None, "best_value": math.inf, "best_metrics": {}, "final_metrics": {}}
+
+    checkpoint_path = run_dir / "checkpoint.pt" if run_dir else None
+    if resume:
+        if checkpoint_path is None or not checkpoint_path.exists():
+            raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
+                             "run without resume=True first")
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        solver.load_state_dict(checkpoint["solver"])
+        if generator is not None and checkpoint["loader_rng"] is not None:
+            generator.set_state(checkpoint["loader_rng"].cpu())
+        state.update({k: checkpoint[k] for k in state})
+        history.truncate(checkpoint["history_rows"])
+        if steps is not None:
+            steps.truncate(checkpoint["steps_rows"])
+    elif run_dir is not None:
+        if checkpoint_path.exists():
+            raise ValueError(f"fit: {run_dir} already holds a checkpoint; pass resume=True to continue it or "
+                             "choose another run_dir")
+        for stream in (history, steps):
+            if stream is not None:
+                stream.truncate(0)
+
+    steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
+    start = state["epoch"] + 1
+    bar = tqdm(total=steps_per_epoch * epochs if steps_per_epoch else None,
+               initial=steps_per_epoch * start if steps_per_epoch else 0, disable=not progress, dynamic_ncols=True,
+               desc="fit")
+    began = time.perf_counter()
+    model = solver.model
+    try:
+        for epoch in range(start, epochs):
+            solver.set_epoch(epoch)
+            model.train()
+            loss_sum, count, record = None, 0, None
+            for batch in train_loader:
+                record = solver.step(to_device(batch, device))
+                if not record.skipped:
+                    loss_sum = record.loss if loss_sum is None else loss_sum + record.loss
+                    count += 1
+                if progress and solver.step_count % log_every == 0 and not record.skipped:
+                    bar.set_postfix(_postfix(record), refresh=False)
+                if steps is not None and solver.step_count % steps_every == 0 and not record.skipped:
+                    steps.append({"step": record.step, "epoch": epoch,
+                                  **dict(zip(("loss", "lagrangian"), torch.stack(
+                                      [record.loss.float(), record.lagrangian.float()]).tolist(), strict=True)),
+                                  **_constraint_columns(record)})
+                bar.update(1)
+            row: dict[str, Any] = {"epoch": epoch,
+                                   "train_loss": float(loss_sum) / count if count else float("nan")}
+            if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
+                model.eval()
+                with torch.no_grad():
+                    values = dict(evaluate(model, val_loader))
+                    for name, metric in (metrics or {}).items():
+                        values[name] = metric(model, val_loader)
+                model.train()
+                row.update({f"val_{k}": float(v) for k, v in values.items()})
+            row.update(_constraint_columns(record))
+            if history is not None:
+                history.append(row)
+            metrics_row = {k: v for k, v in row.items() if k != "epoch" and "." not in k}
+            key = select if val_loader is not None else "train_loss"
+            if key in row:
+                if math.isfinite(row[key]) and row[key] < state["best_value"]:
+                    state.update(best_epoch=epoch, best_value=row[key], best_metrics=metrics_row)
+                    if run_dir is not None:
+                        atomic_torch_save({"model": model.state_dict(), "epoch": epoch, "metrics": metrics_row},
+                                          run_dir / "best.pt")
+            elif any(k.startswith("val_") for k in row):
+                raise ValueError(f"fit: expected 'select' to be one of the logged columns "
+                                 f"{sorted(metrics_row)} (got {select!r})")
+            state["epoch"] = epoch
+            state["final_metrics"] = metrics_row
+            if run_dir is not None and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
+                atomic_torch_save({"solver": solver.state_dict(), **state,
+                                   "loader_rng": generator.get_state() if generator is not None else None,
+                                   "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
+                                  checkpoint_path)
+    finally:
+        bar.close()
+    result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
+                       state["epoch"] + 1)
+    if run_dir is not None:
+        summary = read_json(run_dir / "metrics.json")
+        summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
+                       epochs=result.epochs, select=select)
+        summary.setdefault("seconds", 0.0)
+        summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
+        write_json(run_dir / "metrics.json", summary)
+        if plot:
+            from constrained_eq.plots import plot_run
+
+            plot_run(run_dir)
+    return result
