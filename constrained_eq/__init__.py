@@ -21,6 +21,7 @@ from constrained_eq.homotopy import (
 )
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.symmetry import LieDerivative
+from constrained_eq.train import FitResult, fit
 
 __version__ = "0.1.0"
 
@@ -47,5 +48,7 @@ __all__ = [
     "branch_contributions",
     "recording",
     "set_recording",
+    "fit",
+    "FitResult",
     "symmetry",
 ]

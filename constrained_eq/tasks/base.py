@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from constrained_eq.homotopy import HomotopicLayer
+from constrained_eq.homotopy import is_relaxed, project
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation"]
 
@@ -81,18 +81,8 @@ class Task:
 
 
 def projected(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every :class:`HomotopicLayer` replaced by its equivariant branch f_eq.
-
-    The result computes f_{θ,0} (all γ = 0) and is exactly equivariant when the branches are.
-    """
-    model = copy.deepcopy(model)
-    if isinstance(model, HomotopicLayer):
-        return model.eq
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, HomotopicLayer):
-                setattr(parent, name, child.eq)
-    return model
+    """A copy of ``model`` computing f_{θ,0}: every :class:`HomotopicLayer` replaced by its f_eq."""
+    return project(model, inplace=False) if is_relaxed(model) else copy.deepcopy(model)
 
 
 def random_rotation(generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
