@@ -1,0 +1,246 @@
+r"""A per-layer report of where and how much a trained model breaks its symmetry, and ACE-style plots.
+
+:class:`SymmetryReport` collects, per constrained layer, the final γ_i, λ_i, u_i, the branch
+contribution :math:`\|\gamma_i f_{neq,i}\|` (when logged) and the signature read by
+:mod:`constrained_eq.diagnostics`, plus the measured equivariance error and the Thm 4.2 bound
+:math:`2\bar\gamma (M + C\bar\gamma)^{L-1} L B^2 \|x\|` (C = max(B, M)) from the final γ.
+
+:func:`symmetry_report` builds one from a run folder's ``history.csv`` whose per-layer columns are
+``<constraint>.<field>.<i>`` (fields ``gamma`` or ``value`` for γ, ``lambda``, ``slack``, optionally
+``contribution``). The plots follow ACE Figs. 4–6.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from constrained_eq.diagnostics import check_resilient, classify_equality, slack_ranking
+from constrained_eq.symmetry.bounds import equivariance_error_bound
+
+__all__ = ["LayerSummary", "SymmetryReport", "build_report", "read_history", "symmetry_report",
+           "plot_dynamics", "plot_equivariance"]
+
+GAMMA_FIELDS = ("gamma", "value")
+_COLUMN = re.compile(r"^(?P<key>.+)\.(?P<field>gamma|value|lambda|slack|contribution)\.(?P<i>\d+)$")
+
+
+@dataclass
+class LayerSummary:
+    """One constrained layer at the end of training (``nan`` where not logged)."""
+
+    layer: int
+    gamma: float
+    lam: float
+    slack: float
+    contribution: float
+    signature: str
+
+
+@dataclass
+class SymmetryReport:
+    r"""Per-layer summary of a run; ``str(report)`` is a table, :meth:`to_json` a JSON string.
+
+    Attributes:
+        formulation: ``"lagrangian"`` (equality, Alg. 1) or ``"resilient"`` (Alg. 2).
+        layers: One :class:`LayerSummary` per constrained layer.
+        rho: Slack cost ρ of a resilient run.
+        slack_ranking: Layers by decreasing slack (resilient runs).
+        kkt_ok: Whether :math:`u \approx \lambda/\rho` and :math:`|\gamma| \approx u` (active) hold.
+        equivariance_error: Measured error of the final model, if logged.
+        bound: Thm 4.2 from the final γ, if B, M and ‖x‖ were given.
+    """
+
+    formulation: str
+    layers: list[LayerSummary]
+    rho: float | None = None
+    slack_ranking: list[int] = field(default_factory=list)
+    kkt_ok: bool | None = None
+    equivariance_error: float | None = None
+    bound: float | None = None
+
+    def __str__(self) -> str:
+        head = f"{'layer':>5} {'gamma':>10} {'lambda':>10} {'slack':>10} {'|γ f_neq|':>10}  signature"
+        rows = [f"{s.layer:>5} {s.gamma:>10.4g} {s.lam:>10.4g} {s.slack:>10.4g} {s.contribution:>10.4g}  {s.signature}"
+                for s in self.layers]
+        lines = [f"SymmetryReport ({self.formulation}" + (f", rho={self.rho:g})" if self.rho else ")"), head, *rows]
+        if self.slack_ranking:
+            lines.append(f"layers by slack: {self.slack_ranking}; KKT u≈λ/ρ, |γ|≈u: {self.kkt_ok}")
+        if self.equivariance_error is not None or self.bound is not None:
+            lines.append(f"equivariance error {_fmt(self.equivariance_error)} ≤ Thm 4.2 bound {_fmt(self.bound)}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        """The report as JSON (``nan`` becomes ``null``)."""
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+        return json.dumps(clean(asdict(self)), indent=2)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def build_report(
+    gamma,
+    lam,
+    slack=None,
+    *,
+    rho: float | None = None,
+    contribution=None,
+    equivariance_error: float | None = None,
+    B: float | None = None,
+    M: float | None = None,
+    x_norm: float | None = None,
+    **thresholds,
+) -> SymmetryReport:
+    r"""Build a :class:`SymmetryReport` from ``(T, L)`` histories.
+
+    A run with ``slack`` is read as resilient (signatures ``"relaxed"``/``"tight"`` by whether the
+    constraint is active, λ_i > 0); otherwise the equality signatures of
+    :func:`~constrained_eq.diagnostics.classify_equality` (``thresholds`` are passed on).
+    The bound is Thm 4.2 with C = max(B, M) at the final γ when ``B``, ``M``, ``x_norm`` are given.
+    """
+    g, lm = np.asarray(gamma, float), np.asarray(lam, float)
+    L = g.shape[1]
+    contrib = np.full(L, np.nan) if contribution is None else np.asarray(contribution, float).reshape(-1, L)[-1]
+    bound = None
+    if B is not None and M is not None and x_norm is not None:
+        bound = float(equivariance_error_bound(np.abs(g[-1]).tolist(), B=B, M=M, x_norm=x_norm))
+    if slack is not None:
+        u = np.asarray(slack, float)
+        check = check_resilient(g, lm, u, rho or 1.0)
+        signatures = ["relaxed" if a else "tight" for a in check.active]
+        layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
+                               signatures[i]) for i in range(L)]
+        return SymmetryReport("resilient", layers, rho or 1.0, slack_ranking(u).tolist(), check.ok,
+                              equivariance_error, bound)
+    signatures = classify_equality(g, lm, **thresholds)
+    layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), math.nan, float(contrib[i]), signatures[i])
+              for i in range(L)]
+    return SymmetryReport("lagrangian", layers, None, [], None, equivariance_error, bound)
+
+
+def read_history(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Read a ``history.csv``: per constraint key, ``{field: (T, L) array}``, and the other columns.
+
+    γ is returned under ``"gamma"`` whether logged as ``gamma`` or ``value``.
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"Expected '{path}' to hold at least one row (got none)")
+    groups: dict[str, dict[str, dict[int, str]]] = {}
+    others: dict[str, np.ndarray] = {}
+    for name in rows[0]:
+        m = _COLUMN.match(name)
+        if m:
+            fld = "gamma" if m["field"] in GAMMA_FIELDS else m["field"]
+            groups.setdefault(m["key"], {}).setdefault(fld, {})[int(m["i"])] = name
+        else:
+            others[name] = np.array([_num(r[name]) for r in rows])
+    out = {key: {fld: np.array([[_num(r[cols[i]]) for i in sorted(cols)] for r in rows]) for fld, cols in fields.items()}
+           for key, fields in groups.items()}
+    return out, others
+
+
+def _num(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def symmetry_report(
+    run_dir: str | Path,
+    *,
+    constraint: str | None = None,
+    rho: float | None = None,
+    error_column: str = "val_equivariance_error",
+    B: float | None = None,
+    M: float | None = None,
+    x_norm: float | None = None,
+    **thresholds,
+) -> SymmetryReport:
+    """Build the report of a run folder from its ``history.csv`` (or a path to the CSV itself).
+
+    Args:
+        run_dir: Run folder or CSV path.
+        constraint: Constraint key (default: the first key with γ columns, e.g. ``equality_gammas``).
+        rho: Slack cost of a resilient run (default: 1, as ACE).
+        error_column: Column holding the equivariance error (also tried without ``val_``).
+        B, M, x_norm: Constants of Thm 4.2 for the bound (omitted: no bound).
+    """
+    path = Path(run_dir)
+    path = path / "history.csv" if path.is_dir() else path
+    groups, others = read_history(path)
+    keys = [k for k, f in groups.items() if "gamma" in f]
+    if constraint is None:
+        if not keys:
+            raise ValueError(f"Expected '{path}' to have '<constraint>.gamma.<i>' columns (got {sorted(groups)})")
+        constraint = keys[0]
+    if constraint not in keys:
+        raise ValueError(f"Expected 'constraint' to be one of {', '.join(map(repr, keys))} (got {constraint!r})")
+    f = groups[constraint]
+    lam = f.get("lambda", np.zeros_like(f["gamma"]))
+    error = None
+    for name in (error_column, error_column.removeprefix("val_")):
+        if name in others and np.isfinite(others[name]).any():
+            error = float(others[name][np.isfinite(others[name])][-1])
+            break
+    return build_report(f["gamma"], lam, f.get("slack"), rho=rho, contribution=f.get("contribution"),
+                        equivariance_error=error, B=B, M=M, x_norm=x_norm, **thresholds)
+
+
+def plot_dynamics(gamma, lam, slack=None, path: str | Path = "dynamics.png", *, title: str = "") -> Path:
+    """γ, λ (and u) per layer over steps, as ACE Figs. 5, 6 (matplotlib Agg); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("γ", gamma), ("λ", lam)] + ([("u", slack)] if slack is not None else [])
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series, strict=True):
+        values = np.asarray(values, float)
+        for i in range(values.shape[1]):
+            ax.plot(values[:, i], lw=1, label=f"layer {i}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="step", ylabel=name)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_equivariance(error, bound=None, path: str | Path = "equivariance.png", *, title: str = "") -> Path:
+    """Equivariance error (and the Thm 4.2 bound) over epochs, log scale, as ACE Fig. 4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.semilogy(np.asarray(error, float), label="measured error")
+    if bound is not None:
+        ax.semilogy(np.asarray(bound, float), "--", label="Thm 4.2 bound")
+    ax.set(xlabel="epoch", ylabel="equivariance error", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
