@@ -8,6 +8,7 @@ strategy          formulation          what changes
 ``custom``        as written           nothing (the file's ``formulation``)
 ``vanilla``       ``none``             model projected *before* training (f_neq removed), no constraints
 ``ace_equality``  ``lagrangian``       ACE Alg. 1: γ → 0 by dual ascent
+``ace_augmented`` ``augmented_lagrangian`` γ = 0 with a c/2‖γ‖² term that damps the dual oscillation
 ``ace_resilient`` ``resilient``        ACE Alg. 2: |γ| ≤ u, learned slack
 ``cr``            ``schedule``         CR: γ on a triangle over the epochs, plus the file's penalties
 ``augmentation``  ``none``             non-equivariant (γ free), random rotations of training batches
@@ -20,6 +21,7 @@ The file's ``formulation.options`` apply when ``formulation.name`` is the strate
 from __future__ import annotations
 
 import ast
+import json
 import random
 import shutil
 import sys
@@ -224,6 +226,19 @@ def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overw
                                                                          if k not in ("file", "constraint_lines")}})
 
 
+def _selection(spec: Mapping[str, Any], relaxed: bool) -> str:
+    """The validation column that picks the best epoch.
+
+    ``select: auto`` picks the projected model's loss for strategies that deploy f_{θ,0}
+    (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
+    """
+    select = spec["evaluation"]["select"]
+    if select != "auto":
+        return select
+    deploys_projection = relaxed and spec["strategy"] in ("ace_equality", "ace_augmented", "cr", "custom", "penalty")
+    return "val_projected_loss" if deploys_projection else "val_loss"
+
+
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                 device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
@@ -238,20 +253,25 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     built = build(spec, device)
     training, evaluation = spec["training"], spec["evaluation"]
 
+    relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
+
     def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
-        return evaluate_split(built.task, model, loader, equivariance=evaluation["equivariance_error"])
+        metrics = evaluate_split(built.task, model, loader, equivariance=evaluation["equivariance_error"])
+        if relaxed:  # the deployed f_{θ,0}: both papers select the projected model by validation
+            metrics["projected_loss"] = evaluate_split(built.task, projected(model), loader, equivariance=False)["loss"]
+        return metrics
 
     result: FitResult = fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"],
                             run_dir=run_dir, evaluate=evaluate, checkpoint_every=training["checkpoint_every"],
                             eval_every=training["eval_every"], log_every=training["log_every"],
                             steps_every=training["steps_every"], resume=resume, progress=progress,
-                            select=evaluation["select"])
+                            select=_selection(spec, relaxed))
     if (run_dir / "best.pt").exists():
         best = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader)
-    if evaluation["project"] and any(True for _ in homotopic_layers(built.model)):
+    if relaxed:
         summary["test_projected"] = evaluate(projected(built.model), built.test_loader)
     else:
         summary["test_projected"] = summary["test"]
@@ -259,5 +279,20 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
                    metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss",
                    wall_seconds=time.perf_counter() - began)
     write_json(run_dir / "metrics.json", summary)
+    write_symmetry_report(run_dir)
     _ = result
     return summary
+
+
+def write_symmetry_report(run_dir: str | Path) -> Any:
+    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has γ columns."""
+    from constrained_eq.report import symmetry_report
+
+    run_dir = Path(run_dir)
+    try:
+        report = symmetry_report(run_dir)
+    except ValueError:  # a run without per-layer γ (vanilla): nothing to report
+        return None
+    write_json(run_dir / "symmetry_report.json", json.loads(report.to_json()))
+    (run_dir / "symmetry_report.txt").write_text(str(report) + "\n", encoding="utf-8")
+    return report

@@ -106,6 +106,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from constrained_eq.build import write_symmetry_report
     from constrained_eq.plots import plot_run
     from constrained_eq.runs import read_json
 
@@ -117,6 +118,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, sort_keys=True))
     for path in plot_run(run_dir):
         print(f"wrote {path}")
+    report = write_symmetry_report(run_dir)
+    if report is not None:
+        print(report)
     return 0
 
 

@@ -24,6 +24,7 @@ STRATEGIES: dict[str, str | None] = {
     "custom": None,  # the formulation as written
     "vanilla": "none",  # model projected before training, constraints dropped
     "ace_equality": "lagrangian",
+    "ace_augmented": "augmented_lagrangian",  # γ = 0 with the damping of c/2‖γ‖²
     "ace_resilient": "resilient",
     "cr": "schedule",
     "augmentation": "none",  # non-equivariant (γ free) + random rotations of the training batches
@@ -126,7 +127,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
                  "steps_every": (_optional(POS_INT), None)},
-    "evaluation": {"project": (BOOL, True), "select": (STR, "val_loss"), "equivariance_error": (BOOL, True)},
+    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
     "strategy": (_choice(STRATEGIES), "custom"),
