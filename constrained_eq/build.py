@@ -24,7 +24,6 @@ import ast
 import json
 import random
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -82,13 +81,13 @@ def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFil
     return ProblemFileError(spec["file"], line, message)
 
 
+LIE_PENALTY_STRATEGIES = ("cr", "custom")
+
+
 def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any:
-    try:
-        from constrained_eq.symmetry import LieDerivative  # provided by the symmetry package
-    except ImportError:
-        print(f"ceq: note: {spec['file']}:{line}: skipping {item!r}: constrained_eq.symmetry.LieDerivative is not "
-              "available in this installation", file=sys.stderr)
-        return None
+    """Build a ``LieDerivative`` entry; its fixed-weight penalty form is CR's, used by ``cr``/``custom`` only."""
+    from constrained_eq.symmetry import LieDerivative
+
     if isinstance(item, dict):
         kwargs = {k: v for k, v in item.items() if k != "kind"}
     else:
@@ -97,7 +96,10 @@ def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any
             raise _fail(spec, line, f"Expected {item!r} to be written LieDerivative(name=value, ...)")
         kwargs = {kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
                   for kw in call.keywords}
-    return LieDerivative(**kwargs)
+    built = LieDerivative(**kwargs)
+    if built.is_penalty and spec["strategy"] not in LIE_PENALTY_STRATEGIES:
+        return None  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
+    return built
 
 
 def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
