@@ -37,7 +37,7 @@ def _entries(indices: Sequence[int], name: str) -> Target:
 
 def projection_problem(a: torch.Tensor, eq_idx: Sequence[int], ineq_idx: Sequence[int], b: torch.Tensor,
                        scale: float = 1.0) -> ConstrainedProblem:
-    """min scale·½‖x − a‖² s.t. x_S = 0 (S = ``eq_idx``), x_T ≤ b (T = ``ineq_idx``)."""
+    """Min scale·½‖x − a‖² s.t. x_S = 0 (S = ``eq_idx``), x_T ≤ b (T = ``ineq_idx``)."""
     constraints = []
     if len(eq_idx):
         constraints.append(Equality(_entries(eq_idx, "x_s")))
@@ -60,6 +60,6 @@ def projection_solution(a: torch.Tensor, eq_idx: Sequence[int], ineq_idx: Sequen
 
 
 def resilient_scalar_problem(a: float, rho: float) -> ConstrainedProblem:
-    """min ½(x − a)² + ρ/2 u² s.t. |x| ≤ u (the slack cost comes from the constraint)."""
+    """Min ½(x − a)² + ρ/2 u² s.t. |x| ≤ u (the slack cost comes from the constraint)."""
     target = Target(lambda model, batch, output: model.x, "x", needs_batch=False)
     return ConstrainedProblem(lambda out, batch: 0.5 * (out - a).pow(2).sum(), [Resilient(target, rho=rho)])

@@ -21,9 +21,8 @@ At a KKT point u* = λ*/ρ.
 from __future__ import annotations
 
 from constrained_eq.constraints import Constraint, Penalty
-from constrained_eq.formulations.base import ConstraintPlan, hard_plan, penalty_plan
+from constrained_eq.formulations.base import ConstraintPlan, check_positive, hard_plan, penalty_plan
 from constrained_eq.formulations.lagrangian import Lagrangian
-from constrained_eq.formulations.base import check_positive
 
 __all__ = ["ResilientLagrangian"]
 
