@@ -1,12 +1,11 @@
 r"""Registered targets for constraints that are not about equivariance.
 
-===========================  ========================================================  =================
-target                       value (one entry per layer unless noted)                  typical constraint
-===========================  ========================================================  =================
-``spectral_norms``           :math:`\hat\sigma(W_l) = u_l^\top W_l v_l` (power iteration)  ``Inequality(spectral_norms, bound=1.0)``
-``l1_norms``                 :math:`\|W_l\|_1 / \#W_l` (mean absolute weight)              ``Inequality(l1_norms, bound=0.05)``
-``false_positive_rate``      :math:`\sum_i \sigma(s_i/\tau)[y_i=0] / \sum_i [y_i=0]`, ``(1,)``  ``Inequality(false_positive_rate, bound=0.05)``
-===========================  ========================================================  =================
+- ``spectral_norms``: :math:`\hat\sigma(W_l) = u_l^\top W_l v_l` by power iteration, one per layer;
+  ``Inequality(spectral_norms, bound=1.0)`` is a per-layer Lipschitz bound.
+- ``l1_norms``: :math:`\|W_l\|_1 / \#W_l` (mean absolute weight), one per layer;
+  ``Inequality(l1_norms, bound=0.05)`` is a sparsity budget.
+- ``false_positive_rate``: :math:`\sum_i \sigma(s_i/\tau)[y_i=0] / \sum_i [y_i=0]`, shape ``(1,)``, on the batch;
+  ``Inequality(false_positive_rate, bound=0.05)`` bounds a binary classifier's false positives.
 
 The weight layers are the ``nn.Linear`` modules and the modules with a 2-D ``weight`` parameter
 (e.g. :class:`~constrained_eq.nn.VNLinear`), in ``model.modules()`` order.
@@ -35,7 +34,9 @@ _U, _V = "_spectral_u", "_spectral_v"
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
     """The modules of ``model`` whose ``weight`` is a 2-D parameter (``nn.Linear``, ``VNLinear``, …)."""
-    layers = [m for m in model.modules() if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() == 2]
+    layers = [
+        m for m in model.modules() if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() == 2
+    ]
     if not layers:
         raise ValueError(
             f"Expected the model to contain layers with a 2-D 'weight' parameter (got none in {type(model).__name__})"
@@ -92,9 +93,7 @@ def fpr_surrogate(scores: torch.Tensor, labels: torch.Tensor, temperature: float
     """
     scores, labels = scores.reshape(-1), labels.reshape(-1)
     if scores.shape != labels.shape:
-        raise ValueError(
-            f"Expected 'labels' to have one entry per score ({scores.numel()}) (got {labels.numel()})"
-        )
+        raise ValueError(f"Expected 'labels' to have one entry per score ({scores.numel()}) (got {labels.numel()})")
     negative = (labels == 0).to(scores.dtype)
     return ((torch.sigmoid(scores / temperature) * negative).sum() / negative.sum().clamp(min=1)).reshape(1)
 
@@ -102,8 +101,7 @@ def fpr_surrogate(scores: torch.Tensor, labels: torch.Tensor, temperature: float
 def _false_positive_rate(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
     if not isinstance(batch, tuple | list) or len(batch) < 2:
         raise ValueError(
-            "Expected 'batch' to be an (inputs, labels) pair for false_positive_rate "
-            f"(got {type(batch).__name__})"
+            f"Expected 'batch' to be an (inputs, labels) pair for false_positive_rate (got {type(batch).__name__})"
         )
     return fpr_surrogate(output, batch[1])
 

@@ -84,7 +84,9 @@ def test_targets_cover_every_weight_layer_and_are_registered():
     assert spectral_norms(model).shape == (2,) and l1_norms(model).shape == (2,)
     registered = ceq.constraints.registered_targets()
     assert {"spectral_norms", "l1_norms", "false_positive_rate"} <= set(registered)
-    assert repr(ceq.Inequality("false_positive_rate", bound=0.05)) == "Inequality(target=false_positive_rate, bound=0.05)"
+    assert (
+        repr(ceq.Inequality("false_positive_rate", bound=0.05)) == "Inequality(target=false_positive_rate, bound=0.05)"
+    )
     with pytest.raises(ValueError, match=r"Expected the model to contain layers with a 2-D 'weight' parameter"):
         spectral_norms(torch.nn.ReLU())
 

@@ -89,7 +89,9 @@ class VNLeakyReLU(nn.Module):
     ) -> None:
         super().__init__()
         self.negative_slope = negative_slope
-        self.map_to_dir = vn_linear(in_channels, 1 if share_nonlinearity else out_channels, relaxed, gamma_init, init_std)
+        self.map_to_dir = vn_linear(
+            in_channels, 1 if share_nonlinearity else out_channels, relaxed, gamma_init, init_std
+        )
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Apply the nonlinearity to ``q`` with directions computed from ``x``."""
@@ -119,9 +121,7 @@ class VNLinearLeakyReLU(nn.Module):
     ) -> None:
         super().__init__()
         self.map_to_feat = vn_linear(in_channels, out_channels, relaxed, gamma_init, init_std)
-        self.act = VNLeakyReLU(
-            in_channels, out_channels, 0.2, share_nonlinearity, relaxed, gamma_init, init_std
-        )
+        self.act = VNLeakyReLU(in_channels, out_channels, 0.2, share_nonlinearity, relaxed, gamma_init, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block; see the class docstring for shapes."""
@@ -148,7 +148,9 @@ class VNMaxPool(nn.Module):
 
 
 class VNInvariant(nn.Module):
-    r"""Rotation-invariant features :math:`Z = X F^\top` with an equivariant frame :math:`F = V\sigma(U X)` (VNStdFeature).
+    r"""Rotation-invariant features :math:`Z = X F^\top` in an equivariant frame :math:`F = V\sigma(U X)`.
+
+    VNStdFeature of the VN code.
 
     Rotating ``X ↦ X Qᵀ`` rotates the 3 frame vectors alike, so ``X Qᵀ (F Qᵀ)ᵀ = X Fᵀ``.
 

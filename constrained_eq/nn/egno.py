@@ -50,7 +50,7 @@ class TemporalConv(nn.Module):
         out[:k] = torch.einsum("k...i,koi->k...o", spectrum[:k], weight)
         return torch.fft.irfft(out, n=t, dim=0)
 
-    def extra_repr(self) -> str:
+    def extra_repr(self) -> str:  # noqa: D102
         return f"{self.in_channels}, {self.out_channels}, num_modes={self.num_modes}"
 
 
@@ -70,7 +70,14 @@ def mocap_egno_inputs(data) -> tuple[torch.Tensor, ...]:
     row, col = data.edge_index
     dist = ((data.pos[row] - data.pos[col]) ** 2).sum(-1, keepdim=True)
     edge_attr = torch.cat([data.edge_attr.to(dist.dtype), dist], dim=-1)
-    return data.vel.norm(dim=-1, keepdim=True), data.pos, data.vel, data.edge_index, edge_attr, getattr(data, "batch", None)
+    return (
+        data.vel.norm(dim=-1, keepdim=True),
+        data.pos,
+        data.vel,
+        data.edge_index,
+        edge_attr,
+        getattr(data, "batch", None),
+    )
 
 
 class EGNO(nn.Module):

@@ -80,7 +80,9 @@ class SchNetBranch(nn.Module):
     def __init__(self, hidden_channels: int, neq_hidden: int = 32, init_std: float | None = None) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            LinearBranch(3, neq_hidden, init_std=init_std), nn.SiLU(), LinearBranch(neq_hidden, hidden_channels, init_std=init_std)
+            LinearBranch(3, neq_hidden, init_std=init_std),
+            nn.SiLU(),
+            LinearBranch(neq_hidden, hidden_channels, init_std=init_std),
         )
 
     def reset_parameters(self) -> None:

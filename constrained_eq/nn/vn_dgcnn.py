@@ -75,7 +75,9 @@ class VNDGCNN(nn.Module):
         self.k, self.relaxed = k, bool(relaxed)
         opts = dict(relaxed=relaxed, gamma_init=gamma_init, init_std=neq_init_std)
         ins = (3,) + tuple(2 * c for c in channels[:-1])
-        self.edge_convs = nn.ModuleList(VNLinearLeakyReLU(c_in, c_out, **opts) for c_in, c_out in zip(ins, channels))
+        self.edge_convs = nn.ModuleList(
+            VNLinearLeakyReLU(c_in, c_out, **opts) for c_in, c_out in zip(ins, channels, strict=True)
+        )
         self.embed = VNLinearLeakyReLU(sum(channels), emb_channels, share_nonlinearity=True, **opts)
         self.invariant = VNInvariant(2 * emb_channels, **opts)
         self.head = nn.Sequential(

@@ -21,12 +21,13 @@ class VNPointNet(nn.Module):
     r"""VN-PointNet classifier (Deng et al. 2021, §4; CR §5 relaxation).
 
     .. math::
-        X^{(0)}_i = \operatorname{mean}_{j \in \mathrm{kNN}(i)} \sigma\big(W_0 [x_j - x_i, x_i, x_j \times x_i]\big),\quad
+        X^{(0)}_i = \operatorname{mean}_{j \in \mathrm{kNN}(i)}
+            \sigma\big(W_0 [x_j - x_i, x_i, x_j \times x_i]\big),\quad
         X^{(l+1)}_i = \sigma\big(W_{l+1} [X^{(l)}_i, \bar X^{(l)}]\big),\quad
-        y = \mathrm{MLP}\big(\max_i\, X^{(L)}_i F_i^\top\big)
+        y = \mathrm{MLP}\big([G, \bar X^{(L)}]\, F^\top\big)
 
-    with :math:`\sigma` the VN-LeakyReLU, :math:`\bar X` the mean over points and :math:`F_i` an
-    equivariant frame (VN invariant head), followed by VN max pooling of the equivariant features.
+    with :math:`\sigma` the VN-LeakyReLU, :math:`\bar X` the mean over points, :math:`G` the VN max
+    pooling of :math:`X^{(L)}` over points and :math:`F` an equivariant frame (VN invariant head).
     With ``relaxed``, every VN linear map — feature maps, VN-LeakyReLU direction maps, the pooling
     direction and the frame — becomes :math:`W_e X + \gamma\,\mathrm{unvec}(W\,\mathrm{vec}(X))`
     (CR eq. 2) in a :class:`~constrained_eq.homotopy.HomotopicLayer`; with every ``γ = 0`` the
@@ -78,9 +79,7 @@ class VNPointNet(nn.Module):
         self.conv_out = vn_linear(2 * channels[-2], channels[-1], relaxed, gamma_init, neq_init_std)
         self.pool = VNMaxPool(channels[-1], **opts)
         self.invariant = VNInvariant(2 * channels[-1], **opts)
-        self.head = nn.Sequential(
-            nn.Linear(2 * channels[-1] * 3, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
+        self.head = nn.Sequential(nn.Linear(2 * channels[-1] * 3, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

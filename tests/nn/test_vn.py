@@ -85,7 +85,9 @@ def test_vn_branch_is_equivariant_iff_lie_derivative_vanishes():
 def test_graph_feature_shapes_and_bad_input():
     assert graph_feature(torch.randn(2, 10, 4, 3), k=3, cross=False).shape == (2, 10, 3, 8, 3)
     assert graph_feature(torch.randn(2, 10, 1, 3), k=3, cross=True).shape == (2, 10, 3, 3, 3)
-    with pytest.raises(ValueError, match=r"Expected 'points' to have shape \(B, N, 3\) or \(N, 3\) \(got \(2, 5, 2\)\)"):
+    with pytest.raises(
+        ValueError, match=r"Expected 'points' to have shape \(B, N, 3\) or \(N, 3\) \(got \(2, 5, 2\)\)"
+    ):
         VNPointNet(2)(torch.randn(2, 5, 2))
     with pytest.raises(ValueError, match=r"Expected 'k' to be a positive int \(got 0\)"):
         VNDGCNN(2, k=0)
