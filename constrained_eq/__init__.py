@@ -21,6 +21,7 @@ from constrained_eq.homotopy import (
 )
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.symmetry import LieDerivative
+from constrained_eq.targets import false_positive_rate, l1_norms, spectral_norms
 from constrained_eq.train import FitResult, fit
 
 __version__ = "0.1.0"
@@ -48,6 +49,9 @@ __all__ = [
     "branch_contributions",
     "recording",
     "set_recording",
+    "spectral_norms",
+    "l1_norms",
+    "false_positive_rate",
     "fit",
     "FitResult",
     "symmetry",
