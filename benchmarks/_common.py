@@ -1,0 +1,175 @@
+"""Shared helpers of the benchmarks: machine report, interleaved timing, relaxed models.
+
+Every benchmark measures its variants side by side in one process: after a warm-up, the
+variants are timed in interleaved rounds (A, B, C, B, C, A, …, order rotated), one step per sample, and the
+median of many steps is reported. Ratios are taken between medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from constrained_eq import HomotopicLayer, LinearBranch
+
+__all__ = [
+    "machine",
+    "parse_args",
+    "devices",
+    "synchronize",
+    "interleaved",
+    "print_table",
+    "RelaxedMLP",
+    "TinyRelaxed",
+]
+
+
+def parse_args(description: str, steps: int = 200, warmup: int = 20) -> argparse.Namespace:
+    """Common command-line options: ``--steps``, ``--warmup``, ``--threads``, ``--device``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per variant (median taken)")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per variant first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda if available)")
+    args, _ = parser.parse_known_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def devices(choice: str | None) -> list[torch.device]:
+    """The devices to benchmark on: ``choice``, or CPU plus CUDA when it is available."""
+    if choice is not None:
+        return [torch.device(choice)]
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def machine(device: torch.device) -> str:
+    """One line naming the machine, the device and the library versions."""
+    import cooper
+
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return (f"{where} | torch {torch.__version__} | cooper {getattr(cooper, '__version__', '?')} | "
+            f"python {platform.python_version()} | {platform.system()}")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Per-variant step times in seconds."""
+
+    name: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: int,
+                device: torch.device) -> dict[str, Timing]:
+    """Time each variant's step ``steps`` times in interleaved rounds after ``warmup`` rounds.
+
+    Args:
+        variants: Name → a callable that runs one step.
+        steps: Timed rounds.
+        warmup: Untimed rounds first.
+        device: Synchronised around each timed step (CUDA).
+
+    Returns:
+        Name → :class:`Timing`.
+    """
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    synchronize(device)
+    timings = {name: Timing(name, []) for name in variants}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        names = list(variants)
+        for round_index in range(steps):
+            shift = round_index % len(names)  # rotate the order so no variant always runs first
+            for name in names[shift:] + names[:shift]:
+                fn = variants[name]
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                timings[name].samples.append(time.perf_counter() - start)
+            gc.collect()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return timings
+
+
+def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    """Print a small fixed-width table."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+class RelaxedMLP(nn.Module):
+    """An EGNN-sized relaxed MLP: ``depth`` homotopic blocks f_eq + γ_i f_neq of width ``width``.
+
+    f_eq is a two-layer SiLU MLP (the "message/update" MLP of an EGNN layer), f_neq a dense linear
+    branch; with width 128 and depth 4 it has ~200k parameters, the size of N-body EGNNs.
+
+    Args:
+        in_features: Input size per node.
+        width: Hidden width.
+        depth: Number of homotopic blocks (= number of γ).
+        out_features: Output size per node.
+    """
+
+    def __init__(self, in_features: int = 16, width: int = 128, depth: int = 4, out_features: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(
+            HomotopicLayer(
+                nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)),
+                nn.Linear(width, width, bias=False),
+            )
+            for _ in range(depth)
+        )
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = h + torch.nn.functional.silu(block(h))
+        return self.head(h)
+
+
+class TinyRelaxed(nn.Module):
+    """``layers`` tiny homotopic layers (scale eq, linear neq on 4 features), to isolate per-γ overhead."""
+
+    def __init__(self, layers: int, features: int = 4) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            HomotopicLayer(nn.Identity(), LinearBranch(features, features, init_std=1e-2)) for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
