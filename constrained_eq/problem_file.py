@@ -42,6 +42,9 @@ class ProblemFileError(ValueError):
         self.file, self.line, self.message = str(file), line, message
         super().__init__(f"{self.file}:{line}: {message}" if line else f"{self.file}: {message}")
 
+    def __reduce__(self) -> tuple:
+        return type(self), (self.file, self.line, self.message)
+
 
 class _Map(dict):
     line: int = 0

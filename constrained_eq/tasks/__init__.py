@@ -15,6 +15,7 @@ __all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "
 _TASKS: dict[str, str | type[Task]] = {
     "toy_rotation": "constrained_eq.tasks.toy_rotation:ToyRotation",
     "nbody": "constrained_eq.tasks.nbody:NBody",
+    "classification": "constrained_eq.tasks.classification:Classification",
 }
 
 
