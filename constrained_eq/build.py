@@ -39,7 +39,7 @@ from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
-from constrained_eq.runs import read_json, write_json
+from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.train import FitResult, fit, to_device
 
@@ -298,7 +298,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
                             steps_every=training["steps_every"], resume=resume, progress=progress,
                             select=_selection(spec, relaxed))
     if (run_dir / "best.pt").exists():
-        best = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
+        best = load_checkpoint(run_dir / "best.pt", map_location=device)
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader)
