@@ -177,6 +177,9 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
         model = task.model(spec["model"]["name"], **spec["model"]["options"])
+    except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
+        raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
+            from None
     except (ValueError, TypeError) as err:
         named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"
