@@ -37,8 +37,8 @@ from constrained_eq import constraints as constraint_kinds
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
-from constrained_eq.problem_file import STRATEGIES, ProblemFileError, problem_hash
-from constrained_eq.runs import read_json, write_json
+from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
+from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.train import FitResult, fit, to_device
 
@@ -82,6 +82,29 @@ def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFil
 
 
 LIE_PENALTY_STRATEGIES = ("cr", "custom")
+
+
+def _line(spec: Mapping[str, Any], key: str) -> int | None:
+    """The file line of a dotted key (``None`` when the key is not in the file)."""
+    return spec.get("lines", {}).get(key)
+
+
+def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -> None:
+    """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
+    evaluation = spec["evaluation"]
+    if evaluation["select"] == "auto":
+        return
+    columns = ["train_loss", "val_loss"]
+    if type(task).metric is not Task.metric:
+        columns.append(f"val_{task.metric_name}")
+    if evaluation["equivariance_error"]:
+        columns.append("val_equivariance_error")
+    if evaluation["project"] and any(True for _ in homotopic_layers(model)):
+        columns.append("val_projected_loss")
+    if evaluation["select"] not in columns:
+        raise _fail(spec, _line(spec, "evaluation.select"),
+                    f"Expected 'evaluation.select' to be 'auto' or one of {', '.join(map(repr, columns))} "
+                    f"(got {evaluation['select']!r})")
 
 
 def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any:
@@ -150,12 +173,22 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
     """
     training = spec["training"]
     seed_everything(training["seed"])
+    section = "task"
     try:
         task = get_task(spec["task"]["name"])(**spec["task"]["options"])
         loaders = task.loaders(training["seed"], training["batch_size"])
+        section = "model"
         model = task.model(spec["model"]["name"], **spec["model"]["options"])
+    except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
+        raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
+            from None
     except (ValueError, TypeError) as err:
-        raise _fail(spec, None, str(err)) from None
+        named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
+        where = f"{section}.options.{named}" if named else f"{section}.options"
+        line = _line(spec, where) or _line(spec, f"{section}.options") or _line(spec, section)
+        raise _fail(spec, line, f"Expected '{where}' to be accepted by {section} "
+                                f"{spec[section]['name']!r}: {err}") from None
+    _check_select(spec, task, model)
     strategy = spec["strategy"]
     constraints = build_constraints(spec)
     if strategy == "vanilla":
@@ -166,6 +199,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
     try:
         solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                        on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
     except (ValueError, TypeError) as err:
         raise _fail(spec, None, str(err)) from None
@@ -213,7 +247,7 @@ def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overw
             raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first")
         if stored.get("sha256") != digest:
             changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
-                                                               if k not in ("file", "constraint_lines")})
+                                                               if k not in LOCATION_KEYS})
             raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
                                     f"({'; '.join(changes[:5]) or 'content differs'}); restore the file or start "
                                     "a new run with another --out")
@@ -225,7 +259,7 @@ def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overw
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "problem.json", {"sha256": digest, "problem": {k: v for k, v in spec.items()
-                                                                         if k not in ("file", "constraint_lines")}})
+                                                                         if k not in LOCATION_KEYS}})
 
 
 def _selection(spec: Mapping[str, Any], relaxed: bool) -> str:
@@ -269,7 +303,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
                             steps_every=training["steps_every"], resume=resume, progress=progress,
                             select=_selection(spec, relaxed))
     if (run_dir / "best.pt").exists():
-        best = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
+        best = load_checkpoint(run_dir / "best.pt", map_location=device)
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader)

@@ -8,7 +8,8 @@ Usage::
     ceq report runs/toy
 
 Mistakes in a problem file or on the command line print ``ceq: error: <file>:<line>: …`` and exit
-with status 2.
+with status 2. A run stopped by a fault (NaN/Inf, diverging duals) prints ``ceq: error: <file>: training
+stopped: …`` and exits with status 1; its last checkpoint is intact.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         print(f"ceq: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # NonFiniteError, DivergenceError: training stopped, checkpoint intact
+        where = getattr(args, "file", None) or getattr(args, "run_dir", "")
+        print(f"ceq: error: {where}: training stopped: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ceq: interrupted; continue with `ceq run <file> --resume`", file=sys.stderr)
         return 130

@@ -18,7 +18,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES", "OPTIMIZERS"]
+__all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES", "OPTIMIZERS", "LOCATION_KEYS"]
+
+# keys of the loaded problem that say where things are, not what the problem is (left out of the hash)
+LOCATION_KEYS = ("file", "constraint_lines", "lines")
 
 STRATEGIES: dict[str, str | None] = {
     "custom": None,  # the formulation as written
@@ -116,7 +119,7 @@ def _optional(check: Check) -> Check:
 
 def _choice(choices: Any) -> Check:
     listed = ", ".join(repr(c) for c in choices)
-    return (lambda v: v in choices, f"one of {listed}")
+    return (lambda v: isinstance(v, str | int | float | bool | None) and v in choices, f"one of {listed}")
 
 
 # section -> key -> (check, default); REQUIRED marks keys without a default
@@ -129,7 +132,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                   "weight_decay": (NONNEG_NUMBER, 0.0)},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
-                 "steps_every": (_optional(POS_INT), None)},
+                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise")},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
@@ -139,6 +142,15 @@ TOP: dict[str, tuple[Check, Any]] = {
     "variable_lr": (_optional(POS_NUMBER), None),
 }
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
+# task and model options whose meaning is fixed by their name across tasks: counts and sizes
+NONNEG_INT: Check = (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0")
+OPTION_CHECKS: dict[str, Check] = {
+    **{name: POS_INT for name in ("points", "n_train", "n_val", "n_test", "hidden", "n_layers", "hidden_nf")},
+    "neq_hidden": _optional(POS_INT),
+    "neq_init_std": _optional(POS_NUMBER),
+    "lmax_h": NONNEG_INT,
+    "lmax_attr": NONNEG_INT,
+}
 
 
 class _Checker:
@@ -174,7 +186,8 @@ class _Checker:
             key_line = getattr(raw, "key_lines", {}).get(key, getattr(raw, "line", line))
             if key not in raw:
                 if default is REQUIRED:
-                    raise self.fail(getattr(raw, "line", line), f"Missing key '{where}.{key}' ({check[1]})")
+                    raise self.fail(line if line is not None else getattr(raw, "line", None),
+                                    f"Missing key '{where}.{key}' ({check[1]})")
                 out[key] = _plain(default)
             else:
                 out[key] = _plain(self.value(raw[key], check, f"{where}.{key}", key_line))
@@ -190,6 +203,9 @@ def _check_options(checker: _Checker, options: Mapping, defaults: Mapping[str, A
     for key, value in options.items():
         default = defaults[key]
         key_line = getattr(options, "key_lines", {}).get(key, line)
+        if key in OPTION_CHECKS:
+            checker.value(value, OPTION_CHECKS[key], f"{where}.{key}", key_line)
+            continue
         if default is None:
             continue
         if isinstance(default, bool):
@@ -259,7 +275,80 @@ def _check_constraints(checker: _Checker, raw: Any, line: int | None) -> list[An
             raise checker.fail(item_line, f"Expected the kind of 'constraints[{index}]' to be one of {choices} "
                                           f"(got {kind!r})")
         out.append(_plain(item))
+    built: dict[str, int] = {}
+    for index, item in enumerate(out):
+        item_line = raw.item_lines[index] if hasattr(raw, "item_lines") else line
+        constraint = _parse_constraint(checker, item, index, item_line)
+        if constraint is None:
+            continue
+        key = repr(constraint)
+        if key in built:
+            raise checker.fail(item_line, f"Expected 'constraints[{index}]' to differ from 'constraints[{built[key]}]' "
+                                          f"(got {key} twice); remove the duplicate")
+        built[key] = index
     return out
+
+
+def _parse_constraint(checker: _Checker, item: Any, index: int, line: int | None) -> Any:
+    """Build one constraint entry to check it (nothing is kept); ``None`` for an unavailable kind."""
+    import ast
+
+    from constrained_eq import constraints as kinds
+
+    where = f"constraints[{index}]"
+    try:
+        kind = item["kind"] if isinstance(item, dict) else item.split("(", 1)[0].strip()
+        if kind == "LieDerivative":
+            try:
+                from constrained_eq.symmetry import LieDerivative
+            except ImportError:
+                return None
+            if isinstance(item, dict):
+                return LieDerivative(**{k: v for k, v in item.items() if k != "kind"})
+            call = ast.parse(item.strip(), mode="eval").body
+            if not isinstance(call, ast.Call) or call.args:
+                raise ValueError("expected LieDerivative(name=value, ...)")
+            return LieDerivative(**{kw.arg: kw.value.id if isinstance(kw.value, ast.Name)
+                                    else ast.literal_eval(kw.value) for kw in call.keywords})
+        if isinstance(item, dict):
+            return getattr(kinds, kind)(**{k: v for k, v in item.items() if k != "kind"})
+        return kinds.parse(item)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as err:
+        raise checker.fail(line, f"Expected '{where}' to be a valid constraint such as 'Equality(target=gammas)' "
+                                 f"or 'Resilient(target=gammas, rho=1.0)' (got {item!r}: {err})") from None
+
+
+def _check_formulation(checker: _Checker, raw: Mapping, spec: dict) -> None:
+    """Build the formulation the strategy uses with the file's options; check it fits the constraints."""
+    from constrained_eq.formulations import resolve_formulation
+
+    name = STRATEGIES[spec["strategy"]] or spec["formulation"]["name"]
+    section = raw.get("formulation")
+    options = dict(spec["formulation"]["options"]) if name == spec["formulation"]["name"] else {}
+    if name == "schedule":
+        options.setdefault("epochs", spec["training"]["epochs"])
+    lines = getattr(raw, "key_lines", {})
+    try:
+        formulation = resolve_formulation(name, **options)
+    except (ValueError, TypeError) as err:
+        raw_options = section.get("options") if isinstance(section, dict) else None
+        key_lines = getattr(raw_options, "key_lines", {})
+        named = next((k for k in options if f"'{k}'" in str(err) or f" {k}" in str(err)), None)
+        where = f"formulation.options.{named}" if named else "formulation.options"
+        line = key_lines.get(named) if named else None
+        if line is None:
+            line = getattr(section, "key_lines", {}).get("options", lines.get("formulation"))
+        raise checker.fail(line, f"Expected '{where}' to be an option formulation {name!r} accepts "
+                                 f"(got {options.get(named, options) if named else options!r}): {err}") from None
+    if formulation.expects_multiplier and spec["strategy"] != "vanilla":
+        kinds = [(item.get("kind") if isinstance(item, dict) else item.split("(", 1)[0].strip())
+                 for item in spec["constraints"]]
+        if not any(kind in ("Equality", "Inequality", "Resilient") for kind in kinds):
+            raise checker.fail(lines.get("constraints", lines.get("formulation", lines.get("strategy"))),
+                               f"Expected 'constraints' to hold a hard constraint (Equality, Inequality or "
+                               f"Resilient) for formulation {name!r}, which enforces them with multipliers "
+                               f"(got {kinds or 'none'}); add one, or use strategy 'penalty'/'cr'/'vanilla' or "
+                               "formulation 'penalty'/'none'")
 
 
 def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -308,10 +397,23 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | No
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
     _check_names(checker, raw, spec)
+    _check_formulation(checker, raw, spec)
     spec["constraint_lines"] = (list(getattr(raw.get("constraints"), "item_lines", [])) or
                                 [lines.get("constraints")] * len(spec["constraints"]))
+    spec["lines"] = _key_lines(raw)
     spec["file"] = str(path)
     return spec
+
+
+def _key_lines(raw: Any, prefix: str = "") -> dict[str, int]:
+    """Line of every key of the file as ``{"section.key": line}`` (for errors found while building)."""
+    out: dict[str, int] = {}
+    for key, line in getattr(raw, "key_lines", {}).items():
+        name = f"{prefix}{key}"
+        out[name] = line
+        if isinstance(raw[key], dict):
+            out.update(_key_lines(raw[key], f"{name}."))
+    return out
 
 
 def _named(stream: str, path: Path) -> _Loader:
@@ -322,5 +424,5 @@ def _named(stream: str, path: Path) -> _Loader:
 
 def problem_hash(spec: Mapping[str, Any]) -> str:
     """SHA-256 of the normalised problem (without its file name and line numbers)."""
-    data = {k: v for k, v in spec.items() if k not in ("file", "constraint_lines")}
+    data = {k: v for k, v in spec.items() if k not in LOCATION_KEYS}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "write_json", "read_json", "CsvStream",
-           "read_csv"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
+           "read_json", "CsvStream", "read_csv"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -59,6 +59,29 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """Load a checkpoint written by :func:`atomic_torch_save` without ever executing code from it.
+
+    Uses ``torch.load(..., weights_only=True)``: only tensors, numbers, strings and containers are
+    accepted; a file that pickles any other object is refused.
+
+    Raises:
+        ValueError: If the file is not a readable checkpoint or holds something other than plain data
+            (the message names the file).
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # UnpicklingError, RuntimeError (corrupt zip), EOFError, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refusing to load the checkpoint: it is not a plain checkpoint of tensors and "
+                         f"numbers (it may be corrupt, or hold pickled objects, which are never executed) "
+                         f"({type(err).__name__}: {reason}); delete it and start the run again "
+                         "(`ceq run <file> --overwrite`)") from None
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:

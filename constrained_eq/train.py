@@ -9,12 +9,21 @@ every ``steps_every`` steps and one read per epoch for ``history.csv``.
 Resume is exact: the checkpoint at the end of epoch ``e`` holds the solver's state (model, γ, λ, u,
 optimizers, counters, global RNG) and the state of the train loader's ``torch.Generator``, so the
 shuffle order of every later epoch is the one an uninterrupted run would have drawn.
+
+Faults stop a run without losing anything: a non-finite loss, violation or gradient raises
+:class:`NonFiniteError` naming the step, the epoch and the last checkpoint (left as it was), unless
+the solver skips such batches (``on_nonfinite="skip"``; their number is ``skipped_steps`` in
+``metrics.json``). At the throttled logging points (every ``log_every`` steps, no extra host sync
+elsewhere) the multipliers λ and the constrained targets γ are checked: beyond ``divergence_limit``
+(or non-finite) fit raises :class:`DivergenceError` naming the learning rates to lower; a growth by
+``1e3×`` over the run only warns.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +32,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from constrained_eq.engine import Solver, StepRecord
-from constrained_eq.runs import CsvStream, atomic_torch_save, read_json, write_json
+from constrained_eq.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
 
-__all__ = ["fit", "FitResult", "to_device", "objective_evaluator"]
+__all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
+
+DIVERGENCE_GROWTH = 1e3  # warn when max|λ| or max|γ| grows this much over the run
+
+
+class DivergenceError(FloatingPointError):
+    """The multipliers λ or the constrained targets γ exploded; the last checkpoint is intact."""
 
 Evaluator = Callable[[torch.nn.Module, Any], Mapping[str, float]]
 
@@ -109,12 +124,48 @@ def _constraint_columns(record: StepRecord | None) -> dict[str, float]:
     return dict(zip(names, torch.cat([t.to(tensors[0].device) for t in tensors]).tolist(), strict=True))
 
 
-def _postfix(record: StepRecord) -> dict[str, str]:
+def _magnitudes(record: StepRecord) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Loss, max|γ| and max|λ| per constraint, read back to the host in one sync."""
     zero = record.loss.new_zeros(())
-    gamma = max((v.detach().abs().max() for v in record.values.values() if v.numel()), default=zero)
-    lam = max((m.abs().max() for m in record.multipliers.values() if m.numel()), default=zero)
-    loss, gamma, lam = torch.stack([record.loss.float(), gamma.float(), lam.float()]).tolist()
+    gammas = {k: v.detach().abs().max().float() for k, v in record.values.items() if v.numel()}
+    lambdas = {k: m.abs().max().float() for k, m in record.multipliers.items() if m.numel()}
+    values = torch.stack([record.loss.float().to(zero.device), *(t.to(zero.device) for t in gammas.values()),
+                          *(t.to(zero.device) for t in lambdas.values())]).tolist()
+    return (values[0], dict(zip(gammas, values[1:1 + len(gammas)], strict=True)),
+            dict(zip(lambdas, values[1 + len(gammas):], strict=True)))
+
+
+def _postfix(loss: float, gammas: Mapping[str, float], lambdas: Mapping[str, float]) -> dict[str, str]:
+    gamma, lam = max(gammas.values(), default=0.0), max(lambdas.values(), default=0.0)
     return {"loss": f"{loss:.4g}", "max|γ|": f"{gamma:.3g}", "max|λ|": f"{lam:.3g}"}
+
+
+def _learning_rates(solver: Solver) -> str:
+    lrs = [group["lr"] for opt in getattr(solver.optimizer, "primal_optimizers", []) for group in opt.param_groups]
+    return f"dual_lr={solver.dual_lr:g}, variable_lr/primal lr={[float(f'{lr:g}') for lr in lrs]}"
+
+
+def _check_divergence(solver: Solver, gammas: Mapping[str, float], lambdas: Mapping[str, float], state: dict,
+                      limit: float | None, step: int, epoch: int, checkpoint: Callable[[], str]) -> None:
+    """Raise :class:`DivergenceError` past ``limit``; warn once on a 1e3× growth over the run."""
+    if limit is None:
+        return
+    for what, values in (("|λ|", lambdas), ("|γ|", gammas)):
+        for key, value in values.items():
+            if not math.isfinite(value) or value > limit:
+                raise DivergenceError(
+                    f"step {step} (epoch {epoch}): the duals diverged: max{what} of constraint {key!r} is {value:.3g} "
+                    f"(limit {limit:g}); lower the learning rates ({_learning_rates(solver)}): 'dual_lr' first, "
+                    f"then 'variable_lr'. {checkpoint()}")
+    current = max([*gammas.values(), *lambdas.values()], default=0.0)
+    if state.get("dual_baseline") is None:
+        state["dual_baseline"] = current
+        return
+    if not state.get("dual_growth_warned") and current > DIVERGENCE_GROWTH * max(state["dual_baseline"], 1.0):
+        state["dual_growth_warned"] = True
+        warnings.warn(f"step {step} (epoch {epoch}): max|λ|, max|γ| grew from {state['dual_baseline']:.3g} to "
+                      f"{current:.3g} over the run; if it keeps growing lower 'dual_lr' or 'variable_lr' "
+                      f"({_learning_rates(solver)})", RuntimeWarning, stacklevel=3)
 
 
 def _loader_generator(loader: Any) -> torch.Generator | None:
@@ -147,6 +198,7 @@ def fit(
     progress: bool = True,
     select: str = "val_loss",
     plot: bool = True,
+    divergence_limit: float | None = 1e6,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -171,11 +223,16 @@ def fit(
         progress (bool, optional): Show a tqdm progress bar (default: :obj:`True`).
         select (str, optional): History column minimised to pick the best epoch (default: ``"val_loss"``).
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
+        divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
+            :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
 
     Raises:
+        NonFiniteError: A loss, violation or gradient was NaN/Inf (solver with ``on_nonfinite="raise"``);
+            the message names the step, the epoch and the last checkpoint, which is intact.
+        DivergenceError: max|λ| or max|γ| passed ``divergence_limit``; names the learning rates to lower.
         ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
             holds a checkpoint with ``resume=False``, or a ``select`` column that is never logged.
     """
@@ -183,24 +240,28 @@ def fit(
     for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("log_every", log_every)):
         _check_positive_int(value, name)
     _check_positive_int(steps_every, "steps_every", allow_none=True)
+    if divergence_limit is not None and not (isinstance(divergence_limit, int | float)
+                                             and not isinstance(divergence_limit, bool) and divergence_limit > 0):
+        raise ValueError(f"fit: expected 'divergence_limit' to be a number > 0 or None (got {divergence_limit!r})")
     device = _device(solver)
     evaluate = evaluate or objective_evaluator(solver, device)
     generator = _loader_generator(train_loader)
     run_dir = Path(run_dir) if run_dir is not None else None
     history = CsvStream(run_dir / "history.csv") if run_dir else None
     steps = CsvStream(run_dir / "steps.csv") if run_dir and steps_every else None
-    state = {"epoch": -1, "best_epoch": None, "best_value": math.inf, "best_metrics": {}, "final_metrics": {}}
+    state: dict[str, Any] = {"epoch": -1, "best_epoch": None, "best_value": math.inf, "best_metrics": {},
+                             "final_metrics": {}, "skipped_steps": 0, "dual_baseline": None}
 
     checkpoint_path = run_dir / "checkpoint.pt" if run_dir else None
     if resume:
         if checkpoint_path is None or not checkpoint_path.exists():
             raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                              "run without resume=True first")
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
         solver.load_state_dict(checkpoint["solver"])
         if generator is not None and checkpoint["loader_rng"] is not None:
             generator.set_state(checkpoint["loader_rng"].cpu())
-        state.update({k: checkpoint[k] for k in state})
+        state.update({k: checkpoint.get(k, state[k]) for k in state})
         history.truncate(checkpoint["history_rows"])
         if steps is not None:
             steps.truncate(checkpoint["steps_rows"])
@@ -219,6 +280,16 @@ def fit(
                desc="fit")
     began = time.perf_counter()
     model = solver.model
+    epoch = start
+
+    def last_checkpoint() -> str:
+        if checkpoint_path is None:
+            return "No run folder: nothing was saved."
+        if checkpoint_path.exists():
+            return (f"The last checkpoint {checkpoint_path} (end of epoch {state['epoch']}) is intact; continue "
+                    "with resume=True (`ceq run <file> --resume`) after the fix.")
+        return f"No checkpoint was written yet in {run_dir}."
+
     try:
         for epoch in range(start, epochs):
             solver.set_epoch(epoch)
@@ -229,8 +300,14 @@ def fit(
                 if not record.skipped:
                     loss_sum = record.loss if loss_sum is None else loss_sum + record.loss
                     count += 1
-                if progress and solver.step_count % log_every == 0 and not record.skipped:
-                    bar.set_postfix(_postfix(record), refresh=False)
+                else:
+                    state["skipped_steps"] += 1
+                if solver.step_count % log_every == 0 and not record.skipped:
+                    loss, gammas, lambdas = _magnitudes(record)  # the one sync of a logging point
+                    if progress:
+                        bar.set_postfix(_postfix(loss, gammas, lambdas), refresh=False)
+                    _check_divergence(solver, gammas, lambdas, state, divergence_limit, record.step, epoch,
+                                      last_checkpoint)
                 if steps is not None and solver.step_count % steps_every == 0 and not record.skipped:
                     steps.append({"step": record.step, "epoch": epoch,
                                   **dict(zip(("loss", "lagrangian"), torch.stack(
@@ -268,6 +345,9 @@ def fit(
                                    "loader_rng": generator.get_state() if generator is not None else None,
                                    "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
                                   checkpoint_path)
+    except NonFiniteError as err:
+        raise NonFiniteError(f"{err} (epoch {epoch}). {last_checkpoint()} To skip such batches instead, set "
+                             "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).") from None
     finally:
         bar.close()
     result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
@@ -275,7 +355,7 @@ def fit(
     if run_dir is not None:
         summary = read_json(run_dir / "metrics.json")
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
-                       epochs=result.epochs, select=select)
+                       epochs=result.epochs, select=select, skipped_steps=state["skipped_steps"])
         summary.setdefault("seconds", 0.0)
         summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
         write_json(run_dir / "metrics.json", summary)
