@@ -1,6 +1,9 @@
 """Measure SchNet base vs ACE f^eq on a QM9 subset and print the rows of docs/results/qm9.md.
 
-    PYTHONPATH=. python benchmarks/qm9_results.py --limit 5000 --epochs 10 --seeds 0 --out runs/qm9
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/qm9_results.py --limit 10000 --epochs 12 --seeds 0 1 \
+        --strategies vanilla --out runs/qm9/vanilla
+
+(one process per strategy, run side by side; one thread each is much faster than oversubscribed threads).
 
 Runs ``problems/qm9_schnet_ace.yaml`` (qm9pack, offline) under ``vanilla`` (the projected SchNet
 trained alone = SchNet base), ``ace_augmented`` and ``ace_equality`` for each seed, one run after the
@@ -38,8 +41,8 @@ def run_one(strategy: str, seed: int, limit: int, epochs: int, out: Path) -> dic
 def main() -> None:
     """Run every strategy and seed, then print a markdown table of test MAE."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--out", default="runs/qm9")
