@@ -75,6 +75,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
+    if callable(getattr(batch, "to", None)):  # PyG Data/Batch and other objects that move themselves
+        return batch.to(device)
     return batch
 
 

@@ -77,3 +77,13 @@ def test_csv_stream_extends_header_and_truncates(tmp_path):
     assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,a,b", "0,1.0,", "1,2.0,3.0"]
     stream.truncate(1)
     assert len(CsvStream(tmp_path / "h.csv")) == 1
+
+
+def test_to_device_moves_pyg_batches():
+    from torch_geometric.data import Batch, Data
+
+    from constrained_eq.train import to_device
+
+    batch = Batch.from_data_list([Data(pos=torch.zeros(2, 3)), Data(pos=torch.ones(3, 3))])
+    moved = to_device((batch, torch.zeros(1)), torch.device("cpu"))
+    assert isinstance(moved[0], Batch) and moved[0].pos.shape == (5, 3)
