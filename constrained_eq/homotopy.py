@@ -79,6 +79,7 @@ class HomotopicLayer(nn.Module):
         super().__init__()
         self.eq = eq
         self.neq = neq
+        self.gamma_init = float(gamma_init)
         self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
         self._check_pending = check_output
 
@@ -88,6 +89,14 @@ class HomotopicLayer(nn.Module):
             check_same_structure(eq_out, neq_out, type(self.eq).__name__)
             self._check_pending = False
         return _combine(eq_out, neq_out, self.gamma)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise both branches (those that can) and set γ back to ``gamma_init``."""
+        for branch in (self.eq, self.neq):
+            if callable(getattr(branch, "reset_parameters", None)):
+                branch.reset_parameters()
+        with torch.no_grad():
+            self.gamma.fill_(self.gamma_init)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma.detach().item():.4g}"

@@ -214,8 +214,7 @@ class EGNN(nn.Module):
         """Re-initialise the parameters."""
         self.embedding.reset_parameters()
         for layer in self.layers:
-            for sub in (layer.eq, layer.neq) if isinstance(layer, HomotopicLayer) else (layer,):
-                sub.reset_parameters()
+            layer.reset_parameters()
 
     def forward(
         self,

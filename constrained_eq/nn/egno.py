@@ -158,8 +158,7 @@ class EGNO(nn.Module):
         for conv in [*self.time_h, *self.time_x]:
             conv.reset_parameters()
         for layer in self.layers:
-            for sub in (layer.eq, layer.neq) if isinstance(layer, HomotopicLayer) else (layer,):
-                sub.reset_parameters()
+            layer.reset_parameters()
 
     def forward(
         self,
