@@ -208,3 +208,14 @@ def test_branch_contributions_and_recording():
     assert [b.last_input.shape for b in branches] == [(3, 6), (3, 6)]
     assert not any(b.recording for b in branches)
     assert isinstance(model[1].neq.branch, LinearBranch)
+
+
+def test_reset_parameters_resets_both_branches_and_gamma():
+    layer = HomotopicLayer(torch.nn.Linear(3, 3), LinearBranch(3, 3), gamma_init=0.7)
+    with torch.no_grad():
+        layer.gamma.fill_(-2.0)
+        layer.eq.weight.zero_()
+        layer.neq.weight.zero_()
+    layer.reset_parameters()
+    assert layer.gamma.item() == pytest.approx(0.7)
+    assert layer.eq.weight.abs().sum() > 0 and layer.neq.weight.abs().sum() > 0
