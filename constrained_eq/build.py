@@ -40,7 +40,7 @@ from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
-from constrained_eq.train import FitResult, fit, to_device
+from constrained_eq.train import fit, to_device
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
 
@@ -297,7 +297,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
             metrics["projected_loss"] = evaluate_split(built.task, projected(model), loader, equivariance=False)["loss"]
         return metrics
 
-    result: FitResult = fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"],
+    fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"],
                             run_dir=run_dir, evaluate=evaluate, checkpoint_every=training["checkpoint_every"],
                             eval_every=training["eval_every"], log_every=training["log_every"],
                             steps_every=training["steps_every"], resume=resume, progress=progress,
@@ -316,7 +316,6 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
                    wall_seconds=time.perf_counter() - began)
     write_json(run_dir / "metrics.json", summary)
     write_symmetry_report(run_dir)
-    _ = result
     return summary
 
 

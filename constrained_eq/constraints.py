@@ -17,7 +17,7 @@ kind               constraint                  violation handed to the formulati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,10 +329,3 @@ def parse(text: str) -> Constraint:
         raise ValueError(f"Unable to parse constraint {text!r}: give every field but the target by name")
     return _KINDS[call.func.id](**kwargs)
 
-
-def iter_targets(constraints: Iterable[Constraint]) -> list[Target]:
-    """Distinct targets of ``constraints``, in order."""
-    seen: dict[str, Target] = {}
-    for constraint in constraints:
-        seen.setdefault(constraint.target.name, constraint.target)
-    return list(seen.values())
