@@ -14,6 +14,7 @@ import cooper
 import torch
 import torch.distributed as dist
 
+from constrained_eq.distributed import unwrap
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
 
@@ -83,12 +84,18 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
             self._register_constraint(key, constraint)
 
     def evaluate(self, model: torch.nn.Module, batch: Any, *, with_objective: bool = True) -> StepValues:
-        """Forward the model and evaluate the objective and every target on ``batch``."""
+        """Forward the model and evaluate the objective and every target on ``batch``.
+
+        Under DDP only the objective's forward goes through the wrapper; targets see the bare module
+        (a target that runs the model again, like the Lie derivative, must not start a second DDP
+        forward; its gradients still reach the same parameters and are averaged with the rest).
+        """
         output = self.problem.objective.forward(model, batch)
         objective = self.problem.objective(output, batch) if with_objective else None
         result = StepValues(objective=objective, output=output)
+        bare = unwrap(model)
         for plan in self.plans:
-            values = plan.constraint.target(model, batch, output).reshape(-1)
+            values = plan.constraint.target(bare, batch, output).reshape(-1)
             result.values[plan.key] = values
             result.logged[plan.key] = values.detach().clone()
             if plan.mode == "lagrangian":
@@ -130,7 +137,12 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         checked = [v for v in result.values.values()]
         if loss is not None:
             checked.append(loss.reshape(1))
-        if not checked or bool(torch.isfinite(torch.cat([c.detach().reshape(-1) for c in checked])).all()):
+        if not checked:
+            return
+        finite = torch.isfinite(torch.cat([c.detach().reshape(-1) for c in checked])).all().to(torch.int32)
+        if _is_distributed():  # all ranks must agree, or the ones that go on wait forever in DDP's all-reduce
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if bool(finite):
             return
         # Failure path only: find which quantity is to blame.
         if result.objective is not None and not torch.isfinite(result.objective).all():
@@ -140,4 +152,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
             if not torch.isfinite(values).all():
                 raise NonFiniteError(f"step {self.step_index}: constraint {key!r} has non-finite values "
                                      f"{values.detach().cpu().tolist()}; nothing was updated")
-        raise NonFiniteError(f"step {self.step_index}: the loss with penalties is non-finite; nothing was updated")
+        if loss is not None and not torch.isfinite(loss).all():
+            raise NonFiniteError(f"step {self.step_index}: the loss with penalties is non-finite; nothing was updated")
+        raise NonFiniteError(f"step {self.step_index}: another rank's batch gave a non-finite loss or violation; "
+                             "nothing was updated")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from constrained_eq import constraints as constraint_kinds
+from constrained_eq import distributed
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
@@ -55,6 +56,11 @@ class AugmentedLoader:
     def generator(self) -> torch.Generator | None:
         """The wrapped loader's generator (checkpointed by fit)."""
         return getattr(self.loader, "generator", None)
+
+    @property
+    def sampler(self) -> Any:
+        """The wrapped loader's sampler (``fit`` calls its ``set_epoch`` under torch.distributed)."""
+        return getattr(self.loader, "sampler", None)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -165,8 +171,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
+def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
+          context: distributed.Context | None = None) -> Built:
     """Build task, loaders, model and solver of a checked problem.
+
+    Under ``torchrun`` (``context`` from :func:`constrained_eq.distributed.init_from_env`) the train
+    loader is sharded across ranks and the model wrapped in DDP once the Solver is built.
 
     Raises:
         ProblemFileError: If an option is refused by the task, the model or the formulation.
@@ -203,7 +213,15 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu") -> Built:
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
     except (ValueError, TypeError) as err:
         raise _fail(spec, None, str(err)) from None
-    train = AugmentedLoader(loaders.train, task.augment) if strategy == "augmentation" else loaders.train
+    train = loaders.train
+    if context is not None:
+        try:
+            train = distributed.shard_loader(train, context, training["seed"])
+        except ValueError as err:
+            raise _fail(spec, _line(spec, "training.batch_size"), str(err)) from None
+        solver.model = distributed.wrap_model(model, context)
+    if strategy == "augmentation":
+        train = AugmentedLoader(train, task.augment)
     return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name)
 
 
@@ -275,18 +293,43 @@ def _selection(spec: Mapping[str, Any], relaxed: bool) -> str:
     return "val_projected_loss" if deploys_projection else "val_loss"
 
 
+def _check_world_size(spec: Mapping[str, Any], context: distributed.Context | None) -> None:
+    batch_size = spec["training"]["batch_size"]
+    if context is not None and batch_size % context.world_size:
+        raise _fail(spec, _line(spec, "training.batch_size"),
+                    f"Expected 'training.batch_size' ({batch_size}) to be a multiple of the number of processes "
+                    f"({context.world_size}): it is the global batch, split evenly across ranks")
+
+
+def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[str, Any] | None:
+    """World size and the largest difference between ranks of θ, γ, λ and u (a collective)."""
+    if context is None:
+        return None
+    solver = built.solver
+    tensors = [*built.model.parameters(), *solver.multipliers().values(), *solver.slacks.values()]
+    return {"world_size": context.world_size, "backend": context.backend,
+            "max_rank_difference": distributed.max_rank_difference(tensors)}
+
+
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                device: str = "cpu", progress: bool = True,
+                context: distributed.Context | None = None) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
+
+    Under ``torchrun`` pass the ``context`` of :func:`constrained_eq.distributed.init_from_env`: every
+    rank trains its share of each global batch, rank 0 alone writes the run folder and tests, and
+    ``metrics.json`` records ``distributed.max_rank_difference`` (0.0 when all ranks hold the same
+    θ, γ, λ and u, as they should).
 
     Returns:
         dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
-        ``test_projected``, ``seconds``, ``strategy``, ``formulation``).
+        ``test_projected``, ``seconds``, ``strategy``, ``formulation``); on ranks other than 0, an empty dict.
     """
     run_dir = Path(run_dir)
-    _prepare_run_dir(spec, run_dir, resume, overwrite)
+    _check_world_size(spec, context)
+    distributed.on_main(lambda: _prepare_run_dir(spec, run_dir, resume, overwrite))
     began = time.perf_counter()
-    built = build(spec, device)
+    built = build(spec, device, context)
     training, evaluation = spec["training"], spec["evaluation"]
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
@@ -297,11 +340,13 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
             metrics["projected_loss"] = evaluate_split(built.task, projected(model), loader, equivariance=False)["loss"]
         return metrics
 
-    fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"],
-                            run_dir=run_dir, evaluate=evaluate, checkpoint_every=training["checkpoint_every"],
-                            eval_every=training["eval_every"], log_every=training["log_every"],
-                            steps_every=training["steps_every"], resume=resume, progress=progress,
-                            select=_selection(spec, relaxed))
+    fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
+        evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
+        log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
+        select=_selection(spec, relaxed))
+    agreement = _rank_agreement(built, context)
+    if not distributed.is_main_process():
+        return {}
     if (run_dir / "best.pt").exists():
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         built.model.load_state_dict(best["model"])
@@ -314,6 +359,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     summary.update(strategy=spec["strategy"], formulation=built.formulation, file=spec["file"],
                    metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss",
                    wall_seconds=time.perf_counter() - began)
+    if agreement is not None:
+        summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
     write_symmetry_report(run_dir)
     return summary

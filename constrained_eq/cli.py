@@ -7,6 +7,9 @@ Usage::
     ceq compare problems/a.yaml problems/b.yaml [--strategies vanilla,ace_equality,...] [--out runs/]
     ceq report runs/toy
 
+Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
+the run is data-parallel: see docs/distributed.md.
+
 Mistakes in a problem file or on the command line print ``ceq: error: <file>:<line>: …`` and exit
 with status 2. A run stopped by a fault (NaN/Inf, diverging duals) prints ``ceq: error: <file>: training
 stopped: …`` and exits with status 1; its last checkpoint is intact.
@@ -62,19 +65,38 @@ def _metric_value(summary: dict[str, Any], key: str) -> float | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from constrained_eq import distributed
     from constrained_eq.build import run_problem
 
     device = _device(args.device)
     spec = _load(args.file, args, args.strategy)
     run_dir = _run_dir(args.out, args.file, args.strategy)
-    summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                          progress=not args.quiet)
+    context = distributed.init_from_env(device)
+    try:
+        if context is not None:
+            device = str(context.device)
+            if context.is_main:
+                print(f"torchrun: {context.world_size} processes ({context.backend}), global batch "
+                      f"{spec['training']['batch_size']} = {context.world_size} × "
+                      f"{spec['training']['batch_size'] // max(context.world_size, 1)}")
+        summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
+                              progress=not args.quiet, context=context)
+    finally:
+        if context is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if not summary:  # ranks other than 0 print nothing
+        return 0
     print(f"run folder: {run_dir}")
     print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
           + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
+    if "distributed" in summary:
+        print(f"ranks agree: max difference of θ, γ, λ, u across {summary['distributed']['world_size']} "
+              f"processes = {summary['distributed']['max_rank_difference']:g}")
     return 0
 
 

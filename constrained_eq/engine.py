@@ -23,6 +23,7 @@ import torch
 from constrained_eq import _optim
 from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues, all_reduce_mean_
 from constrained_eq._rng import get_rng_state, set_rng_state
+from constrained_eq.distributed import unwrap
 from constrained_eq.formulations import Formulation, resolve_formulation
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
@@ -149,6 +150,13 @@ class Solver:
         }
         self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite)
         self.variables = self._constrained_variables()
+        if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
+            raise ValueError(
+                "Solver: the 'schedule' formulation freezes γ (it sets it each epoch), but the model is already "
+                "wrapped in DistributedDataParallel, which registered γ as trained; build the Solver on the bare "
+                "model and wrap it afterwards (`solver.model = DistributedDataParallel(solver.model)`, or "
+                "constrained_eq.distributed.wrap_model)"
+            )
         if self.formulation.expects_schedule:
             for variable in self.variables:
                 variable.requires_grad_(False)
@@ -308,11 +316,15 @@ class Solver:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Model, multipliers, slacks, every optimizer, step/epoch counters and RNG states."""
+        """Model, multipliers, slacks, every optimizer, step/epoch counters and RNG states.
+
+        The model's weights are those of the bare module (no ``module.`` prefix under DDP), so a checkpoint
+        taken on N processes loads on one and back.
+        """
         return {
             "problem": repr(self.problem),
             "formulation": repr(self.formulation),
-            "model": self.model.state_dict(),
+            "model": unwrap(self.model).state_dict(),
             "cmp": self.cmp.state_dict(),
             "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
             "optimizer": self.optimizer.state_dict(),
@@ -329,7 +341,7 @@ class Solver:
                     f"Solver.load_state_dict: the checkpoint was taken with {field_name}\n  {state.get(field_name)}\n"
                     f"but this solver has\n  {mine}"
                 )
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.cmp.load_state_dict(state["cmp"])
         with torch.no_grad():
             for key, value in state["slacks"].items():

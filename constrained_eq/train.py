@@ -10,6 +10,11 @@ Resume is exact: the checkpoint at the end of epoch ``e`` holds the solver's sta
 optimizers, counters, global RNG) and the state of the train loader's ``torch.Generator``, so the
 shuffle order of every later epoch is the one an uninterrupted run would have drawn.
 
+Under ``torch.distributed`` (see :mod:`constrained_eq.distributed`) every rank runs ``fit``: the train
+loader's sampler is told the epoch (``DistributedSampler.set_epoch``), the epoch's train loss is averaged
+over ranks, and only rank 0 validates, shows progress and writes the run folder; every rank reads the
+checkpoint on resume.
+
 Faults stop a run without losing anything: a non-finite loss, violation or gradient raises
 :class:`NonFiniteError` naming the step, the epoch and the last checkpoint (left as it was), unless
 the solver skips such batches (``on_nonfinite="skip"``; their number is ``skipped_steps`` in
@@ -32,6 +37,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
 
@@ -175,6 +181,13 @@ def _loader_generator(loader: Any) -> torch.Generator | None:
     return generator if isinstance(generator, torch.Generator) else None
 
 
+def _set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Reshuffle a ``DistributedSampler`` (or any sampler with ``set_epoch``) for ``epoch``."""
+    sampler = getattr(loader, "sampler", None)
+    if callable(getattr(sampler, "set_epoch", None)):
+        sampler.set_epoch(epoch)
+
+
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
     if allow_none and value is None:
         return
@@ -249,8 +262,10 @@ def fit(
     evaluate = evaluate or objective_evaluator(solver, device)
     generator = _loader_generator(train_loader)
     run_dir = Path(run_dir) if run_dir is not None else None
-    history = CsvStream(run_dir / "history.csv") if run_dir else None
-    steps = CsvStream(run_dir / "steps.csv") if run_dir and steps_every else None
+    main = is_main_process()
+    writes = run_dir is not None and main  # under torch.distributed only rank 0 writes
+    history = CsvStream(run_dir / "history.csv") if writes else None
+    steps = CsvStream(run_dir / "steps.csv") if writes and steps_every else None
     state: dict[str, Any] = {"epoch": -1, "best_epoch": None, "best_value": math.inf, "best_metrics": {},
                              "final_metrics": {}, "skipped_steps": 0, "dual_baseline": None}
 
@@ -264,10 +279,11 @@ def fit(
         if generator is not None and checkpoint["loader_rng"] is not None:
             generator.set_state(checkpoint["loader_rng"].cpu())
         state.update({k: checkpoint.get(k, state[k]) for k in state})
-        history.truncate(checkpoint["history_rows"])
+        if history is not None:
+            history.truncate(checkpoint["history_rows"])
         if steps is not None:
             steps.truncate(checkpoint["steps_rows"])
-    elif run_dir is not None:
+    elif writes:
         if checkpoint_path.exists():
             raise ValueError(f"fit: {run_dir} already holds a checkpoint; pass resume=True to continue it or "
                              "choose another run_dir")
@@ -278,10 +294,11 @@ def fit(
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
     start = state["epoch"] + 1
     bar = tqdm(total=steps_per_epoch * epochs if steps_per_epoch else None,
-               initial=steps_per_epoch * start if steps_per_epoch else 0, disable=not progress, dynamic_ncols=True,
+               initial=steps_per_epoch * start if steps_per_epoch else 0, disable=not (progress and main),
+               dynamic_ncols=True,
                desc="fit")
     began = time.perf_counter()
-    model = solver.model
+    model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
     epoch = start
 
     def last_checkpoint() -> str:
@@ -295,6 +312,7 @@ def fit(
     try:
         for epoch in range(start, epochs):
             solver.set_epoch(epoch)
+            _set_sampler_epoch(train_loader, epoch)
             model.train()
             loss_sum, count, record = None, 0, None
             for batch in train_loader:
@@ -316,9 +334,9 @@ def fit(
                                       [record.loss.float(), record.lagrangian.float()]).tolist(), strict=True)),
                                   **_constraint_columns(record)})
                 bar.update(1)
-            row: dict[str, Any] = {"epoch": epoch,
-                                   "train_loss": float(loss_sum) / count if count else float("nan")}
-            if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
+            mean_loss = loss_sum / count if count else torch.full((), float("nan"), device=device)
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": float(all_reduce_mean(mean_loss))}
+            if main and val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
                 model.eval()
                 with torch.no_grad():
                     values = dict(evaluate(model, val_loader))
@@ -334,7 +352,7 @@ def fit(
             if key in row:
                 if math.isfinite(row[key]) and row[key] < state["best_value"]:
                     state.update(best_epoch=epoch, best_value=row[key], best_metrics=metrics_row)
-                    if run_dir is not None:
+                    if writes:
                         atomic_torch_save({"model": model.state_dict(), "epoch": epoch, "metrics": metrics_row},
                                           run_dir / "best.pt")
             elif any(k.startswith("val_") for k in row):
@@ -342,7 +360,7 @@ def fit(
                                  f"{sorted(metrics_row)} (got {select!r})")
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
-            if run_dir is not None and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
+            if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
                 atomic_torch_save({"solver": solver.state_dict(), **state,
                                    "loader_rng": generator.get_state() if generator is not None else None,
                                    "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
@@ -354,7 +372,7 @@ def fit(
         bar.close()
     result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
                        state["epoch"] + 1)
-    if run_dir is not None:
+    if writes:
         summary = read_json(run_dir / "metrics.json")
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
                        epochs=result.epochs, select=select, skipped_steps=state["skipped_steps"])

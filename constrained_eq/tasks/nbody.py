@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from constrained_eq.data.nbody import NBodyBatch, NBodyDataset
+from constrained_eq.distributed import unwrap
 from constrained_eq.nn.egnn import EGNN, nbody_egnn_inputs
 from constrained_eq.tasks.base import Loaders, Task, random_rotation
 
@@ -77,7 +78,7 @@ class NBody(Task):
 
     def forward(self, model: nn.Module, batch: NBodyBatch) -> torch.Tensor:
         """Run the model on a batch."""
-        if getattr(model, "inputs", "egnn") == "segnn":
+        if getattr(unwrap(model), "inputs", "egnn") == "segnn":  # the bare module under DDP
             from constrained_eq.nn.segnn import nbody_segnn_inputs
 
             return batch.loc + model(*nbody_segnn_inputs(batch.loc, batch.vel, batch.charges, batch.edge_index,
