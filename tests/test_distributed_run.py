@@ -1,0 +1,176 @@
+"""``ceq run`` under ``torchrun``: ranks agree bitwise, N ranks equal one rank, rank 0 alone writes, resume.
+
+The CLI cases launch real ``torchrun`` jobs (``python -m torch.distributed.run --standalone``, gloo on
+loopback). Under torchrun the shuffle is ``DistributedSampler``'s, so a 1-process torchrun run sees
+the same global batches as a 2-process one: their final θ, γ and λ must agree to float tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import constrained_eq as ceq
+from constrained_eq import distributed
+from constrained_eq.build import build
+from constrained_eq.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "problems" / "toy.yaml"
+EPOCHS = 3
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _torchrun(nproc: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "constrained_eq.cli", "run", str(TOY), "--out", str(out), "--quiet", "--epochs", str(EPOCHS),
+               *extra]
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _solver_state(run: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["solver"]
+    flat = {f"model.{k}": v for k, v in state["model"].items()}
+    flat.update({f"lambda.{k}": m["weight"] for k, m in state["cmp"]["multipliers"].items()})
+    return flat
+
+
+@pytest.fixture(scope="module")
+def two_and_one(tmp_path_factory):
+    """One 2-process and one 1-process torchrun of the toy problem (ACE, γ = 0 by dual ascent)."""
+    out = tmp_path_factory.mktemp("torchrun")
+    runs = {n: _torchrun(n, out / f"n{n}") for n in (2, 1)}
+    for n, done in runs.items():
+        assert done.returncode == 0, f"{n} processes:\n{done.stdout}\n{done.stderr}"
+    return out, runs
+
+
+def test_two_ranks_agree_bitwise_and_write_the_run_folder_once(two_and_one):
+    out, runs = two_and_one
+    run = out / "n2" / "toy"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["distributed"] == {"world_size": 2, "backend": "gloo", "max_rank_difference": 0.0}
+    history = (run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + EPOCHS  # header + one row per epoch: one writer, not two
+    assert runs[2].stdout.count("run folder:") == 1  # only rank 0 reports
+    assert "torchrun: 2 processes (gloo), global batch 32 = 2 × 16" in runs[2].stdout
+    assert metrics["test_projected"]["equivariance_error"] < 1e-5
+
+
+def test_two_ranks_equal_one_rank_on_the_same_global_batches(two_and_one):
+    out, _ = two_and_one
+    two, one = _solver_state(out / "n2" / "toy"), _solver_state(out / "n1" / "toy")
+    assert two.keys() == one.keys() and not any(k.startswith("model.module.") for k in two)  # bare-module keys
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+    assert two["lambda.equality_gammas"].abs().min() > 0.1  # the duals did move
+
+
+def test_a_refused_run_fails_on_every_rank_without_hanging(two_and_one):
+    out, _ = two_and_one
+    again = _torchrun(2, out / "n2")  # the folder holds a run: rank 0 refuses, rank 1 must not wait forever
+    assert again.returncode != 0
+    assert "already holds a run; pass --resume" in again.stderr
+
+
+def test_cr_under_torchrun_freezes_gamma_outside_ddp(tmp_path):
+    done = _torchrun(2, tmp_path, "--strategy", "cr")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "toy-cr" / "metrics.json").read_text())
+    assert metrics["distributed"]["max_rank_difference"] == 0.0
+
+
+class _Context:
+    world_size = 3
+
+
+def test_a_global_batch_not_divisible_by_the_world_size_is_refused_before_training(tmp_path):
+    from constrained_eq.build import _check_world_size
+
+    spec = load_problem_file(TOY, {})
+    with pytest.raises(ProblemFileError, match=r"toy.yaml:\d+: Expected 'training.batch_size' \(32\) to be a "
+                                               r"multiple of the number of processes \(3\)"):
+        _check_world_size(spec, _Context())
+
+
+def test_solver_refuses_a_ddp_model_under_the_schedule_formulation(tmp_path):
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(
+            nn.Sequential(ceq.HomotopicLayer(nn.Identity(), ceq.LinearBranch(2, 2))))
+        problem = ceq.ConstrainedProblem(lambda out, batch: out.pow(2).mean(), [ceq.Equality(ceq.gammas)])
+        with pytest.raises(ValueError, match="build the Solver on the bare model and wrap it afterwards"):
+            ceq.Solver(problem, model, "schedule", epochs=4)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------- resume across ranks (spawned)
+def _resume_worker(rank: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    try:
+        context = distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo")
+        spec = load_problem_file(TOY, {"training.epochs": 2})
+        out_dir = Path(out)
+
+        def run(epochs: int, folder: str, resume: bool = False):
+            built = build(spec, "cpu", context)
+            fit(built.solver, built.train_loader, None, epochs=epochs, run_dir=out_dir / folder, resume=resume,
+                progress=False, plot=False)
+            dist.barrier()  # rank 0 has written the checkpoint before anyone reads it
+            return built.solver.state_dict()
+
+        run(1, "interrupted")
+        resumed = run(2, "interrupted", resume=True)
+        straight = run(2, "straight")
+        if rank == 0:
+            torch.save({"resumed": resumed, "straight": straight}, out_dir / "states.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
+    mp.spawn(_resume_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    states = torch.load(tmp_path / "states.pt", weights_only=False)
+    resumed, straight = states["resumed"], states["straight"]
+    assert resumed["step"] == straight["step"] == 2 * 256 // 32
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for key, value in straight["cmp"]["multipliers"].items():
+        assert torch.equal(resumed["cmp"]["multipliers"][key]["weight"], value["weight"]), key
+
+
+def test_fit_reshuffles_the_distributed_sampler_every_epoch():
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from constrained_eq.build import AugmentedLoader
+    from constrained_eq.train import _set_sampler_epoch
+
+    data = TensorDataset(torch.arange(12.0))
+    loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=0, seed=1))
+    orders = []
+    for epoch in range(2):
+        _set_sampler_epoch(AugmentedLoader(loader, lambda b: b), epoch)  # through the augmentation wrapper too
+        orders.append(torch.cat([b[0] for b in loader]).tolist())
+    assert loader.sampler.epoch == 1 and orders[0] != orders[1]
