@@ -110,7 +110,8 @@ class CsvStream:
 
     The header is fixed by the first row written (or read from an existing file). A row with a
     column the header lacks rewrites the file once with the header extended (earlier rows get empty
-    cells), so columns never shift.
+    cells), so columns never shift. The number of rows is counted once and then kept up to date, so
+    ``len`` (read at every checkpoint) does not re-read a file that grows by a row per step.
 
     Args:
         path (str or PathLike): The CSV file.
@@ -119,6 +120,7 @@ class CsvStream:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.columns: list[str] | None = None
+        self._rows: int | None = None  # counted on first use
         if self.path.exists() and self.path.stat().st_size > 0:
             with self.path.open(newline="", encoding="utf-8") as handle:
                 self.columns = next(csv.reader(handle), None)
@@ -136,6 +138,7 @@ class CsvStream:
         writer.writerows(r + [""] * (len(columns) - len(r)) for r in rows)
         atomic_write_text(self.path, buffer.getvalue())
         self.columns = columns
+        self._rows = len(rows)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Append one row (a mapping column → value); the first row also writes the header."""
@@ -145,12 +148,19 @@ class CsvStream:
         new = [k for k in row if k not in self.columns]
         if new:
             self._rewrite(self.columns + new, self._read_rows())
+        count = len(self)
         with self.path.open("a", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerow([_format(row.get(k)) for k in self.columns])
+        self._rows = count + 1
 
     def __len__(self) -> int:
         """Number of data rows in the file."""
-        return len(self._read_rows())
+        if self._rows is None:
+            if not self.path.exists():
+                return 0
+            with self.path.open(newline="", encoding="utf-8") as handle:
+                self._rows = max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+        return self._rows
 
     def truncate(self, rows: int) -> None:
         """Keep the header and the first ``rows`` data rows (drop rows written after a checkpoint)."""
@@ -158,7 +168,7 @@ class CsvStream:
             return
         if rows == 0:
             self.path.unlink()
-            self.columns = None
+            self.columns, self._rows = None, 0
             return
         kept = self._read_rows()
         if len(kept) > rows:

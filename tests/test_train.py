@@ -75,8 +75,15 @@ def test_csv_stream_extends_header_and_truncates(tmp_path):
     stream.append({"epoch": 0, "a": 1.0})
     stream.append({"epoch": 1, "a": 2.0, "b": 3.0})
     assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,a,b", "0,1.0,", "1,2.0,3.0"]
+    assert len(stream) == 2
     stream.truncate(1)
-    assert len(CsvStream(tmp_path / "h.csv")) == 1
+    assert len(stream) == len(CsvStream(tmp_path / "h.csv")) == 1
+    stream.append({"epoch": 1, "a": "x\ny"})  # a quoted newline is one row, not two
+    assert len(stream) == len(CsvStream(tmp_path / "h.csv")) == 2
+    stream.truncate(0)
+    assert len(stream) == 0
+    stream.append({"epoch": 0})
+    assert len(stream) == 1 and (tmp_path / "h.csv").read_text().splitlines() == ["epoch", "0"]
 
 
 def test_to_device_moves_pyg_batches():
