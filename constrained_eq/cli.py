@@ -18,9 +18,10 @@ stopped: …`` and exits with status 1; its last checkpoint is intact.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,28 +65,34 @@ def _metric_value(summary: dict[str, Any], key: str) -> float | None:
     return summary.get(key, {}).get(metric)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
+    """Join torchrun's process group when launched by it: yields ``(context or None, device)``."""
     from constrained_eq import distributed
+
+    context = distributed.init_from_env(device)
+    if context is None:
+        yield None, device
+        return
+    try:
+        if context.is_main:
+            print(f"torchrun: {context.world_size} processes ({context.backend}); training.batch_size is the global "
+                  f"batch, {context.world_size} shards of it per step")
+        yield context, str(context.device)
+    finally:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from constrained_eq.build import run_problem
 
-    device = _device(args.device)
     spec = _load(args.file, args, args.strategy)
     run_dir = _run_dir(args.out, args.file, args.strategy)
-    context = distributed.init_from_env(device)
-    try:
-        if context is not None:
-            device = str(context.device)
-            if context.is_main:
-                print(f"torchrun: {context.world_size} processes ({context.backend}), global batch "
-                      f"{spec['training']['batch_size']} = {context.world_size} × "
-                      f"{spec['training']['batch_size'] // max(context.world_size, 1)}")
+    with _torchrun(_device(args.device)) as (context, device):
         summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
                               progress=not args.quiet, context=context)
-    finally:
-        if context is not None:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     if not summary:  # ranks other than 0 print nothing
         return 0
     print(f"run folder: {run_dir}")
@@ -101,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from constrained_eq import distributed
     from constrained_eq.build import run_problem
     from constrained_eq.problem_file import STRATEGIES
 
@@ -114,13 +122,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  f"(got {s!r})")
     jobs = [(file, s, _load(file, args, s)) for file in args.files for s in strategies]  # validate all first
     rows = []
-    for file, strategy, spec in jobs:
-        run_dir = _run_dir(args.out, file, strategy)
-        resume = (run_dir / "checkpoint.pt").exists()
-        summary = run_problem(spec, run_dir, resume=resume, device=device, progress=not args.quiet)
-        rows.append([file, summary["strategy"], summary["formulation"], _fmt(summary["best"].get("val_loss")),
-                     _fmt(_metric_value(summary, "test_projected")), _fmt(_metric_value(summary, "test")),
-                     f"{summary['wall_seconds']:.1f}"])
+    with _torchrun(device) as (context, device):
+        for file, strategy, spec in jobs:
+            run_dir = _run_dir(args.out, file, strategy)
+            resume = distributed.on_main(lambda run_dir=run_dir: (run_dir / "checkpoint.pt").exists())
+            summary = run_problem(spec, run_dir, resume=resume, device=device, progress=not args.quiet,
+                                  context=context)
+            if summary:  # rank 0 (or a single process)
+                rows.append([file, summary["strategy"], summary["formulation"],
+                             _fmt(summary["best"].get("val_loss")), _fmt(_metric_value(summary, "test_projected")),
+                             _fmt(_metric_value(summary, "test")), f"{summary['wall_seconds']:.1f}"])
+    if not rows:  # ranks other than 0 print nothing
+        return 0
     header = ["file", "strategy", "formulation", "best val", "test (projected)", "test (unprojected)", "seconds"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:

@@ -71,7 +71,7 @@ def test_two_ranks_agree_bitwise_and_write_the_run_folder_once(two_and_one):
     history = (run / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + EPOCHS  # header + one row per epoch: one writer, not two
     assert runs[2].stdout.count("run folder:") == 1  # only rank 0 reports
-    assert "torchrun: 2 processes (gloo), global batch 32 = 2 × 16" in runs[2].stdout
+    assert "torchrun: 2 processes (gloo); training.batch_size is the global batch" in runs[2].stdout
     assert metrics["test_projected"]["equivariance_error"] < 1e-5
 
 
@@ -91,11 +91,17 @@ def test_a_refused_run_fails_on_every_rank_without_hanging(two_and_one):
     assert "already holds a run; pass --resume" in again.stderr
 
 
-def test_cr_under_torchrun_freezes_gamma_outside_ddp(tmp_path):
-    done = _torchrun(2, tmp_path, "--strategy", "cr")
+def test_compare_under_torchrun_trains_cr_and_resilient_on_both_ranks(tmp_path):
+    """``ceq compare`` too; CR's frozen γ stays outside DDP, the resilient slack u is averaged."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "constrained_eq.cli", "compare", str(TOY), "--strategies", "cr,ace_resilient", "--out",
+               str(tmp_path), "--quiet", "--epochs", "1"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((tmp_path / "toy-cr" / "metrics.json").read_text())
-    assert metrics["distributed"]["max_rank_difference"] == 0.0
+    assert done.stdout.count("test (projected)") == 1  # one table, from rank 0
+    for strategy in ("cr", "ace_resilient"):
+        metrics = json.loads((tmp_path / f"toy-{strategy}" / "metrics.json").read_text())
+        assert metrics["distributed"]["max_rank_difference"] == 0.0, strategy
 
 
 class _Context:
