@@ -48,7 +48,9 @@ class SymmetryReport:
     r"""Per-layer summary of a run; ``str(report)`` is a table, :meth:`to_json` a JSON string.
 
     Attributes:
-        formulation: ``"lagrangian"`` (equality, Alg. 1) or ``"resilient"`` (Alg. 2).
+        formulation: ``"lagrangian"`` (equality, Alg. 1), ``"resilient"`` (Alg. 2), or the run's formulation
+            when it is known (``"augmented_lagrangian"``, and ``"none"``/``"schedule"``/``"penalty"``, whose γ
+            carry no multiplier: signatures ``free``/``scheduled``/``penalised``).
         layers: One :class:`LayerSummary` per constrained layer.
         rho: Slack cost ρ of a resilient run.
         slack_ranking: Layers by decreasing slack (resilient runs).
@@ -93,6 +95,10 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+SHORT = "too-short"  # the signature of a history with a single logged point
+UNCONSTRAINED_SIGNATURES = {"none": "free", "schedule": "scheduled", "penalty": "penalised"}
+
+
 def build_report(
     gamma,
     lam,
@@ -104,13 +110,17 @@ def build_report(
     B: float | None = None,
     M: float | None = None,
     x_norm: float | None = None,
+    formulation: str | None = None,
     **thresholds,
 ) -> SymmetryReport:
     r"""Build a :class:`SymmetryReport` from ``(T, L)`` histories.
 
     A run with ``slack`` is read as resilient (signatures ``"relaxed"``/``"tight"`` by whether the
-    constraint is active, λ_i > 0); otherwise the equality signatures of
-    :func:`~constrained_eq.diagnostics.classify_equality` (``thresholds`` are passed on).
+    constraint is active, λ_i > 0). A history of one logged point gets the signature ``too-short``.
+    A run whose ``formulation`` has no multiplier on γ (``"none"``,
+    ``"schedule"``, ``"penalty"``) gets the signature ``free``, ``scheduled`` or ``penalised``. Otherwise
+    the equality signatures of :func:`~constrained_eq.diagnostics.classify_equality` (``thresholds`` are
+    passed on), labelled ``formulation`` (default ``"lagrangian"``).
     The bound is Thm 4.2 with C = max(B, M) at the final γ when ``B``, ``M``, ``x_norm`` are given.
     """
     g, lm = np.asarray(gamma, float), np.asarray(lam, float)
@@ -121,16 +131,26 @@ def build_report(
         bound = float(equivariance_error_bound(np.abs(g[-1]).tolist(), B=B, M=M, x_norm=x_norm))
     if slack is not None:
         u = np.asarray(slack, float)
+        if g.shape[0] < 2:  # one logged point: no dynamics to read
+            layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
+                                   SHORT) for i in range(L)]
+            return SymmetryReport("resilient", layers, rho or 1.0, slack_ranking(u[-1]).tolist(), None,
+                                  equivariance_error, bound)
         check = check_resilient(g, lm, u, rho or 1.0)
         signatures = ["relaxed" if a else "tight" for a in check.active]
         layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
                                signatures[i]) for i in range(L)]
         return SymmetryReport("resilient", layers, rho or 1.0, slack_ranking(u).tolist(), check.ok,
                               equivariance_error, bound)
-    signatures = classify_equality(g, lm, **thresholds)
+    if formulation in UNCONSTRAINED_SIGNATURES:
+        signatures = [UNCONSTRAINED_SIGNATURES[formulation]] * L
+    elif g.shape[0] < 2:
+        signatures = [SHORT] * L
+    else:
+        signatures = classify_equality(g, lm, **thresholds)
     layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), math.nan, float(contrib[i]), signatures[i])
               for i in range(L)]
-    return SymmetryReport("lagrangian", layers, None, [], None, equivariance_error, bound)
+    return SymmetryReport(formulation or "lagrangian", layers, None, [], None, equivariance_error, bound)
 
 
 def read_history(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -151,7 +171,8 @@ def read_history(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], di
             groups.setdefault(m["key"], {}).setdefault(fld, {})[int(m["i"])] = name
         else:
             others[name] = np.array([_num(r[name]) for r in rows])
-    out = {key: {fld: np.array([[_num(r[cols[i]]) for i in sorted(cols)] for r in rows]) for fld, cols in fields.items()}
+    out = {key: {fld: np.array([[_num(r[cols[i]]) for i in sorted(cols)] for r in rows])
+                 for fld, cols in fields.items()}
            for key, fields in groups.items()}
     return out, others
 
@@ -176,12 +197,17 @@ def symmetry_report(
 ) -> SymmetryReport:
     """Build the report of a run folder from its ``history.csv`` (or a path to the CSV itself).
 
+    The formulation is read from the folder's ``metrics.json`` when there is one.
+
     Args:
         run_dir: Run folder or CSV path.
         constraint: Constraint key (default: the first key with γ columns, e.g. ``equality_gammas``).
         rho: Slack cost of a resilient run (default: 1, as ACE).
         error_column: Column holding the equivariance error (also tried without ``val_``).
-        B, M, x_norm: Constants of Thm 4.2 for the bound (omitted: no bound).
+        B: Lipschitz constant of the non-equivariant branches (Thm 4.2; omitted: no bound).
+        M: Lipschitz constant of the layers (Thm 4.2).
+        x_norm: Input norm ‖x‖ (Thm 4.2).
+        **thresholds: Passed to :func:`~constrained_eq.diagnostics.classify_equality`.
     """
     path = Path(run_dir)
     path = path / "history.csv" if path.is_dir() else path
@@ -200,8 +226,10 @@ def symmetry_report(
         if name in others and np.isfinite(others[name]).any():
             error = float(others[name][np.isfinite(others[name])][-1])
             break
+    metrics = path.parent / "metrics.json"
+    formulation = json.loads(metrics.read_text()).get("formulation") if metrics.exists() else None
     return build_report(f["gamma"], lam, f.get("slack"), rho=rho, contribution=f.get("contribution"),
-                        equivariance_error=error, B=B, M=M, x_norm=x_norm, **thresholds)
+                        equivariance_error=error, B=B, M=M, x_norm=x_norm, formulation=formulation, **thresholds)
 
 
 def plot_dynamics(gamma, lam, slack=None, path: str | Path = "dynamics.png", *, title: str = "") -> Path:

@@ -104,3 +104,18 @@ def test_report_prints_summary_and_writes_plots(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert '"strategy": "ace_resilient"' in printed and "curves.png" in printed
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.parametrize(("strategy", "label", "signature"), [
+    ("augmentation", "SymmetryReport (none)", "free"),
+    ("cr", "SymmetryReport (schedule)", "scheduled"),
+    ("penalty", "SymmetryReport (penalty)", "penalised"),
+    ("ace_augmented", "SymmetryReport (augmented_lagrangian)", "too-short"),  # one epoch: one logged point
+    ("ace_resilient", "SymmetryReport (resilient, rho=1)", "too-short"),
+])
+def test_the_symmetry_report_names_the_run_formulation(tmp_path, strategy, label, signature):
+    path = _write(tmp_path, SMALL.replace("epochs: 2", "epochs: 1"))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--quiet", "--strategy", strategy]) == 0
+    report = (tmp_path / "runs" / f"p-{strategy}" / "symmetry_report.txt").read_text().splitlines()
+    assert report[0] == label
+    assert [row.split()[-1] for row in report[2:4]] == [signature, signature]
