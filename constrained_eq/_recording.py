@@ -3,7 +3,7 @@ r"""Reading what the non-equivariant branches do: recorded inputs and per-layer 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -80,28 +80,45 @@ def branch_contributions(model: nn.Module, *inputs: Any, **kwargs: Any) -> torch
         >>> branch_contributions(net, torch.ones(2, 3))
         tensor([0.])
     """
+    with contribution_hooks(model) as contributions:
+        with torch.no_grad():
+            model(*inputs, **kwargs)
+    return contributions()
+
+
+@contextlib.contextmanager
+def contribution_hooks(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
+    r"""Hook every f_neq of ``model``; the yielded callable gives :math:`c_i = |\gamma_i|\,\overline{\|f_{neq,i}(z)\|}`.
+
+    The mean runs over every sample of every forward made inside the block (a whole validation loader,
+    say), so the contributions cost no forward of their own. Layers whose f_neq did not run give 0.
+
+    Raises:
+        ValueError: If the model has no :class:`HomotopicLayer`.
+    """
     layers = list(homotopic_layers(model))
     if not layers:
         raise ValueError(
             f"Expected the model to contain HomotopicLayer modules (got none in {type(model).__name__}); "
             "wrap its equivariant layers with constrained_eq.relax(model) first"
         )
-    outputs: dict[int, list[Any]] = {i: [] for i in range(len(layers))}
-    handles = [
-        layer.neq.register_forward_hook(lambda _m, _a, out, i=i: outputs[i].append(out))
-        for i, layer in enumerate(layers)
-    ]
+    sums = [None] * len(layers)
+    counts = [0] * len(layers)
+
+    def hook(i: int):
+        def record(_module, _args, out):
+            norms = sample_norms(out).detach()
+            sums[i] = norms.sum() if sums[i] is None else sums[i] + norms.sum()
+            counts[i] += norms.numel()
+        return record
+
+    def contributions() -> torch.Tensor:
+        return torch.stack([layer.gamma.detach().abs().reshape(()) * (sums[i] / counts[i]) if counts[i]
+                            else layer.gamma.new_zeros(()) for i, layer in enumerate(layers)])
+
+    handles = [layer.neq.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
-        with torch.no_grad():
-            model(*inputs, **kwargs)
+        yield contributions
     finally:
         for handle in handles:
             handle.remove()
-    values = []
-    for i, layer in enumerate(layers):
-        if not outputs[i]:
-            values.append(layer.gamma.new_zeros(()))
-            continue
-        norms = torch.cat([sample_norms(out) for out in outputs[i]])
-        values.append(layer.gamma.detach().abs() * norms.mean())
-    return torch.stack(values)

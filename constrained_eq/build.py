@@ -21,6 +21,7 @@ The file's ``formulation.options`` apply when ``formulation.name`` is the strate
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import random
 import shutil
@@ -35,6 +36,7 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
@@ -226,11 +228,31 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
 
 
 @torch.no_grad()
-def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance: bool = True) -> dict[str, float]:
-    """Mean loss (and the task's metric when it differs) over ``loader``, plus the equivariance error."""
+def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance: bool = True,
+                   contributions: bool = False) -> dict[str, float]:
+    r"""Mean loss (and the task's metric when it differs) over ``loader``, plus the equivariance error.
+
+    With ``contributions=True`` and a relaxed model, also ``branch.contribution.<i>``: the per-layer
+    :math:`|\gamma_i|\,\mathbb{E}\|f_{neq,i}(z_{i-1})\|` over the loader, read by hooks during the same
+    forward passes (logged as ``val_branch.contribution.<i>``; the symmetry report's ``|γ f_neq|``).
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    with contextlib.ExitStack() as stack:
+        read = (stack.enter_context(contribution_hooks(model))
+                if contributions and any(True for _ in homotopic_layers(model)) else None)
+        out = _loader_means(task, model, loader, device)
+        if read is not None:
+            out.update({f"branch.contribution.{i}": float(c) for i, c in enumerate(read().tolist())})
+    error = task.equivariance_error(model, loader) if equivariance else None
+    if error is not None:
+        out["equivariance_error"] = error
+    model.train(was_training)
+    return out
+
+
+def _loader_means(task: Task, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
     sums: dict[str, float] = {}
     count = 0
     custom_metric = type(task).metric is not Task.metric
@@ -242,12 +264,7 @@ def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance
         if custom_metric:
             sums[task.metric_name] = sums.get(task.metric_name, 0.0) + float(task.metric(output, batch)) * n
         count += n
-    out = {k: v / max(count, 1) for k, v in sums.items()}
-    error = task.equivariance_error(model, loader) if equivariance else None
-    if error is not None:
-        out["equivariance_error"] = error
-    model.train(was_training)
-    return out
+    return {k: v / max(count, 1) for k, v in sums.items()}
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -334,8 +351,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
 
-    def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
-        metrics = evaluate_split(built.task, model, loader, equivariance=evaluation["equivariance_error"])
+    def evaluate(model: torch.nn.Module, loader: Any, contributions: bool = True) -> dict[str, float]:
+        metrics = evaluate_split(built.task, model, loader, equivariance=evaluation["equivariance_error"],
+                                 contributions=contributions)
         if relaxed:  # the deployed f_{θ,0}: both papers select the projected model by validation
             metrics["projected_loss"] = evaluate_split(built.task, projected(model), loader, equivariance=False)["loss"]
         return metrics
@@ -351,9 +369,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
-    summary["test"] = evaluate(built.model, built.test_loader)
+    summary["test"] = evaluate(built.model, built.test_loader, contributions=False)
     if relaxed:
-        summary["test_projected"] = evaluate(projected(built.model), built.test_loader)
+        summary["test_projected"] = evaluate(projected(built.model), built.test_loader, contributions=False)
     else:
         summary["test_projected"] = summary["test"]
     summary.update(strategy=spec["strategy"], formulation=built.formulation, file=spec["file"],

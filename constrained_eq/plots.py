@@ -15,7 +15,8 @@ from constrained_eq.runs import read_csv
 
 __all__ = ["plot_run"]
 
-_WHAT = {"value": "value (γ)", "lambda": "multiplier λ", "slack": "slack u"}
+_WHAT = {"value": "value (γ)", "lambda": "multiplier λ", "slack": "slack u",
+         "contribution": "branch contribution |γ f_neq| (validation)"}
 
 
 def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
@@ -27,7 +28,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     """Write ``plots/*.png`` for the ``history.csv`` of ``run_dir`` and return the files written.
 
     Files: ``curves.png`` (train loss and every ``val_*`` metric), ``<constraint>_<what>.png`` for
-    what in value/lambda/slack (one line per layer), ``equivariance_error.png`` when logged.
+    what in value/lambda/slack (one line per layer), ``val_branch_contribution.png`` (|γ_i f_neq,i| per
+    layer at validation) and ``equivariance_error.png`` when logged.
     """
     import matplotlib
 
@@ -50,7 +52,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    curves = [k for k in history if k == "train_loss" or (k.startswith("val_") and "equivariance" not in k)]
+    curves = [k for k in history
+              if k == "train_loss" or (k.startswith("val_") and "equivariance" not in k and "." not in k)]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key in curves:
         ax.plot(*_finite(epochs, history[key]), label=key, marker=".")
@@ -63,13 +66,13 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 
     groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for key in history:
-        match = re.fullmatch(r"(.+)\.(value|lambda|slack)\.(\d+)", key)
+        match = re.fullmatch(r"(.+)\.(value|lambda|slack|contribution)\.(\d+)", key)
         if match:
             groups.setdefault((match[1], match[2]), []).append((int(match[3]), key))
     for (constraint, what), columns in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for index, key in sorted(columns):
-            ax.plot(epochs, history[key], label=f"layer {index}")
+            ax.plot(*_finite(epochs, history[key]), label=f"layer {index}")
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xlabel("epoch")
         ax.set_title(f"{constraint}: {_WHAT[what]}")

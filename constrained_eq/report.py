@@ -95,6 +95,7 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+VALIDATION_CONTRIBUTIONS = "val_branch"  # columns val_branch.contribution.<i>
 SHORT = "too-short"  # the signature of a history with a single logged point
 UNCONSTRAINED_SIGNATURES = {"none": "free", "schedule": "scheduled", "penalty": "penalised"}
 
@@ -197,7 +198,9 @@ def symmetry_report(
 ) -> SymmetryReport:
     """Build the report of a run folder from its ``history.csv`` (or a path to the CSV itself).
 
-    The formulation is read from the folder's ``metrics.json`` when there is one.
+    The formulation is read from the folder's ``metrics.json`` when there is one; the ``|γ f_neq|``
+    column from ``<constraint>.contribution.<i>`` or, failing that, from the validation-measured
+    ``val_branch.contribution.<i>`` that ``ceq run`` logs.
 
     Args:
         run_dir: Run folder or CSV path.
@@ -226,9 +229,13 @@ def symmetry_report(
         if name in others and np.isfinite(others[name]).any():
             error = float(others[name][np.isfinite(others[name])][-1])
             break
+    contribution = f.get("contribution")
+    measured = groups.get(VALIDATION_CONTRIBUTIONS, {}).get("contribution")  # logged by `ceq run` at validation
+    if contribution is None and measured is not None and measured.shape[1] == f["gamma"].shape[1]:
+        contribution = measured
     metrics = path.parent / "metrics.json"
     formulation = json.loads(metrics.read_text()).get("formulation") if metrics.exists() else None
-    return build_report(f["gamma"], lam, f.get("slack"), rho=rho, contribution=f.get("contribution"),
+    return build_report(f["gamma"], lam, f.get("slack"), rho=rho, contribution=contribution,
                         equivariance_error=error, B=B, M=M, x_norm=x_norm, formulation=formulation, **thresholds)
 
 

@@ -119,3 +119,5 @@ def test_the_symmetry_report_names_the_run_formulation(tmp_path, strategy, label
     report = (tmp_path / "runs" / f"p-{strategy}" / "symmetry_report.txt").read_text().splitlines()
     assert report[0] == label
     assert [row.split()[-1] for row in report[2:4]] == [signature, signature]
+    contributions = [float(row.split()[4]) for row in report[2:4]]  # |γ f_neq|, measured at validation
+    assert all(c >= 0.0 for c in contributions)  # finite: nan compares False

@@ -210,6 +210,34 @@ def test_branch_contributions_and_recording():
     assert isinstance(model[1].neq.branch, LinearBranch)
 
 
+def test_contributions_over_a_loader_average_every_sample_of_every_batch():
+    from constrained_eq._recording import contribution_hooks
+    from constrained_eq.build import evaluate_split
+    from constrained_eq.tasks.base import Task
+
+    model = relax(nn.Sequential(VNLinear(2, 2), VNLinear(2, 1)), gamma_init=-0.5)
+    batches = [torch.randn(3, 2, 3), torch.randn(5, 2, 3)]
+    with contribution_hooks(model) as read:
+        for x in batches:
+            model(x)
+    whole = torch.cat(batches)
+    weight = model[0].neq.branch.weight
+    expected0 = 0.5 * (whole.flatten(-2) @ weight.T).norm(dim=1).mean()  # |γ| times the mean over all 8 samples
+    torch.testing.assert_close(read()[0], expected0.detach())
+    torch.testing.assert_close(read(), branch_contributions(model, whole))
+    assert not model[0].neq._forward_hooks  # hooks removed on exit
+
+    class Identity(Task):
+        def loss(self, output, batch):
+            return output.pow(2).mean()
+
+        def forward(self, model, batch):
+            return model(batch)
+
+    metrics = evaluate_split(Identity(), model, batches, equivariance=False, contributions=True)
+    assert [metrics[f"branch.contribution.{i}"] for i in range(2)] == pytest.approx(read().tolist())
+
+
 def test_reset_parameters_resets_both_branches_and_gamma():
     layer = HomotopicLayer(torch.nn.Linear(3, 3), LinearBranch(3, 3), gamma_init=0.7)
     with torch.no_grad():
