@@ -26,10 +26,10 @@ def _run(job: tuple[str, int, int, int, str, int]) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    import yaml
+
     from constrained_eq.build import run_problem
     from constrained_eq.problem_file import load_problem_file
-
-    import yaml
 
     run_dir = Path(out) / f"{strategy}-n{n_train}-s{seed}"
     raw = yaml.safe_load(Path("problems/nbody_quick.yaml").read_text())

@@ -205,10 +205,13 @@ def check_resilient(
     stochastic steps keep the iterates moving around the KKT point.
 
     Args:
-        gamma, lam, slack: ``(T, L)`` histories.
+        gamma: ``(T, L)`` history of γ.
+        lam: ``(T, L)`` history of λ.
+        slack: ``(T, L)`` history of u.
         rho: The slack cost ρ > 0 (default: :obj:`1.0`).
         tail: Fraction of the history averaged (default: :obj:`0.1`).
-        rtol, atol: Tolerances of both checks (default: :obj:`0.2`, :obj:`1e-3`).
+        rtol: Relative tolerance of both checks (default: :obj:`0.2`).
+        atol: Absolute tolerance of both checks (default: :obj:`1e-3`).
         active_tol: A constraint is active when its mean λ exceeds this fraction of the largest
             (default: :obj:`0.05`).
     """

@@ -91,7 +91,8 @@ class ConstrainedProblem:
             constraints = [constraints]
         if not isinstance(constraints, Sequence) or isinstance(constraints, str):
             raise TypeError(
-                f"ConstrainedProblem: expected 'constraints' to be a list of constraints (got {type(constraints).__name__})"
+                "ConstrainedProblem: expected 'constraints' to be a list of constraints "
+                f"(got {type(constraints).__name__})"
             )
         self._objective = objective
         self._constraints = tuple(constraints)
@@ -128,4 +129,5 @@ class ConstrainedProblem:
             yield constraint.key, constraint
 
     def __repr__(self) -> str:
-        return f"ConstrainedProblem(objective={self._objective!r}, constraints=[{', '.join(map(repr, self._constraints))}])"
+        constraints = ", ".join(map(repr, self._constraints))
+        return f"ConstrainedProblem(objective={self._objective!r}, constraints=[{constraints}])"

@@ -9,7 +9,6 @@ Each rank trains on its half of a fixed batch. After a few steps:
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,7 +59,10 @@ def _train(model: nn.Module, batch, formulation: str) -> dict[str, torch.Tensor]
     for _ in range(STEPS):
         solver.step(batch)
     record = solver.step(batch)
-    flat = lambda d: torch.cat([v.reshape(-1) for v in d.values()]) if d else torch.zeros(0, dtype=torch.float64)
+
+    def flat(d):
+        return torch.cat([v.reshape(-1) for v in d.values()]) if d else torch.zeros(0, dtype=torch.float64)
+
     return {"lambda": flat(record.multipliers), "u": flat(record.slacks),
             "gamma": ceq.gammas(model).detach().clone(),
             "theta": torch.cat([p.detach().reshape(-1) for p in model.parameters()])}
@@ -105,7 +107,7 @@ def test_ddp_ranks_agree_and_match_one_process(tmp_path, formulation):
     torch.manual_seed(0)
     single = _train(Relaxed().double(), _data(), formulation)
     for key, value in single.items():
-        torch.testing.assert_close(gathered[key][0], value, rtol=1e-9, atol=1e-11, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(gathered[key][0], value, rtol=1e-9, atol=1e-11, msg=lambda m, key=key: f"{key}: {m}")
     if formulation == "resilient":
         assert gathered["u"][0].numel() == 3 and gathered["lambda"][0].numel() == 3  # one slack and one λ per γ
     assert not torch.equal(single["gamma"], torch.ones(3, dtype=torch.float64))  # γ actually moved

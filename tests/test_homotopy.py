@@ -16,8 +16,16 @@ from constrained_eq.homotopy import (
     relax,
 )
 from constrained_eq.nn import VNLinear
-from constrained_eq.symmetry import SO, S, DirectSumRep, PermutationRep, ScalarRep, VectorRep
-from constrained_eq.symmetry import assert_equivariant, equivariance_error
+from constrained_eq.symmetry import (
+    SO,
+    DirectSumRep,
+    PermutationRep,
+    S,
+    ScalarRep,
+    VectorRep,
+    assert_equivariant,
+    equivariance_error,
+)
 
 
 def _set_gammas(model, value):

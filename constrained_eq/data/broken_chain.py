@@ -3,7 +3,8 @@ r"""A synthetic family with SO(3) symmetry broken at a chosen depth (the right a
 Inputs are sets of ``C`` vectors, :math:`x = \phi(a\,\xi) \in \mathbb{R}^{C\times 3}` with
 :math:`\xi \sim \mathcal{N}(0, I)` and ``a`` the teacher's gain, so inputs and hidden features
 have the same range (every vector shorter than 1; otherwise the first layer's branch, acting on
-larger vectors, buys more loss per unit of γ and attracts the slack whatever the depth). The target is produced by a fixed deep *teacher* with ``L`` layers
+larger vectors, buys more loss per unit of γ and attracts the slack whatever the depth). The target
+is produced by a fixed deep *teacher* with ``L`` layers
 
 .. math::
     z_0 = x, \qquad z_i = \phi(W_i z_{i-1}) + [i = k]\; \varepsilon\, N(z_{i-1}), \qquad y = z_L,
@@ -145,7 +146,9 @@ def make_broken_chain(
     gain: float = 2.0,
     seed: int = 0,
 ) -> BrokenChainData:
-    r"""Sample :math:`x = \phi(a\,\xi)`, :math:`\xi \sim \mathcal{N}(0, I)^{C\times 3}`, and label it with :class:`BrokenChainTeacher`.
+    r"""Sample :math:`x = \phi(a\,\xi)`, :math:`\xi \sim \mathcal{N}(0, I)^{C\times 3}`, and label it.
+
+    The labels come from :class:`BrokenChainTeacher`.
 
     The teacher's weights depend on ``seed`` only, the inputs on ``seed`` too (a second stream),
     so two calls with the same arguments return identical tensors.

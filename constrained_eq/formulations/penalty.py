@@ -1,7 +1,8 @@
 """The fixed quadratic penalty formulation: no multipliers.
 
 .. math::
-    J_0(\\theta) + \\tfrac{c}{2}\\|h(\\theta)\\|^2 \\quad\\text{or}\\quad J_0(\\theta) + \\tfrac{c}{2}\\|[g(\\theta) - b]_+\\|^2
+    J_0(\\theta) + \\tfrac{c}{2}\\|h(\\theta)\\|^2
+    \\quad\\text{or}\\quad J_0(\\theta) + \\tfrac{c}{2}\\|[g(\\theta) - b]_+\\|^2
 """
 
 from __future__ import annotations

@@ -81,6 +81,9 @@ def projection_error_bound_from_activations(gamma, B: float, M: float, z_norms) 
     r"""Chain (8): :math:`B \sum_{k=1}^{L} M^{L-k} |\gamma_k| \|z_{k-1}\|` with the relaxed activations.
 
     Args:
+        gamma: The L homotopy coefficients γ.
+        B: Lipschitz constant of the non-equivariant branches.
+        M: Lipschitz constant of the layers.
         z_norms: :math:`(\|z_0\|, \dots, \|z_{L-1}\|)`, the norms of the inputs of the L layers.
     """
     g = _gamma(gamma)

@@ -82,7 +82,7 @@ def test_dual_step_cadence(every, steps):
     problem = ceq.ConstrainedProblem(lambda out, batch: 0 * out.sum(), [ceq.Equality(h)])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.0), dual_lr=0.5,
                         dual_every=every)
-    for step in range(steps):
+    for _ in range(steps):
         record = solver.step(None)
     # Only steps 0, every, 2·every, … move λ; x never moves (lr 0).
     n_dual = (steps - 1) // every + 1

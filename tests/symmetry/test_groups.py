@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from constrained_eq.symmetry import (
+    SO,
     C,
+    DirectSumRep,
     E,
     IrrepsRep,
     O,
     S,
-    SO,
-    DirectSumRep,
     ScalarRep,
     VectorRep,
     parse_group,

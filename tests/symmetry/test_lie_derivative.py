@@ -20,7 +20,7 @@ def test_jvp_matches_finite_difference_on_nonlinear_map():
     x = torch.randn(5, 3, dtype=torch.float64)
     t = 1e-4
     for a in J:
-        rot = lambda s: torch.linalg.matrix_exp(s * a)  # noqa: E731
+        rot = lambda s, a=a: torch.linalg.matrix_exp(s * a)  # noqa: E731
         fd = ((f(x @ rot(t).T) @ rot(t)) - (f(x @ rot(-t).T) @ rot(-t))) / (2 * t)
         assert torch.allclose(lie_derivative(f, x, a, a), fd, atol=1e-6)
 

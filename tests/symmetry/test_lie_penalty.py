@@ -7,8 +7,8 @@ from torch import nn
 from constrained_eq.constraints import Inequality, Penalty
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, set_recording
 from constrained_eq.symmetry import (
-    C,
     SO,
+    C,
     LieDerivative,
     VectorRep,
     branch_norms,
@@ -17,7 +17,8 @@ from constrained_eq.symmetry import (
 )
 
 
-def _model(weight, rep=VectorRep(1)):
+def _model(weight, rep=None):
+    rep = VectorRep(1) if rep is None else rep
     branch = LinearBranch(3, 3, rep_in=rep, rep_out=rep).double()
     with torch.no_grad():
         branch.linear.weight.copy_(weight)
