@@ -145,9 +145,16 @@ def shard_loader(loader: DataLoader, context: Context, seed: int) -> DataLoader:
 
 
 def wrap_model(model: nn.Module, context: Context) -> nn.parallel.DistributedDataParallel:
-    """Wrap ``model`` in DDP on this rank's device (call it after building the Solver)."""
+    """Wrap ``model`` in DDP on this rank's device (call it after building the Solver).
+
+    ``static_graph=True``: the parameters that receive gradients are the same at every step, which DDP
+    then learns from the first backward. That admits parameters the loss never uses (EGNN's last node
+    MLP) without ``find_unused_parameters``' graph walk at every step, and gradients that reach a
+    parameter through a target run on the bare module (the Lie derivative) as well as through the
+    objective.
+    """
     device_ids = [context.device.index] if context.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

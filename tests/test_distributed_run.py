@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from constrained_eq.train import fit
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
 EPOCHS = 3
+TIMEOUT = timedelta(seconds=60)  # a deadlock between ranks fails the test instead of hanging it
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -39,11 +41,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _torchrun(nproc: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(nproc: int, out: Path, *extra: str, problem: Path = TOY, env: dict | None = None):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "constrained_eq.cli", "run", str(TOY), "--out", str(out), "--quiet", "--epochs", str(EPOCHS),
+               "-m", "constrained_eq.cli", "run", str(problem), "--out", str(out), "--quiet", "--epochs", str(EPOCHS),
                *extra]
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=300)
 
 
 def _solver_state(run: Path) -> dict[str, torch.Tensor]:
@@ -104,6 +106,19 @@ def test_compare_under_torchrun_trains_cr_and_resilient_on_both_ranks(tmp_path):
         assert metrics["distributed"]["max_rank_difference"] == 0.0, strategy
 
 
+def test_nbody_egnn_with_the_lie_penalty_under_torchrun(tmp_path):
+    """A graph task (custom collate), a model with parameters the loss never uses, CR's Lie penalty."""
+    text = (ROOT / "problems" / "nbody_quick.yaml").read_text()
+    text = text.replace("n_train: 500", "n_train: 100").replace("n_val: 200", "n_val: 20")
+    problem = tmp_path / "nbody_small.yaml"
+    problem.write_text(text.replace("n_test: 200", "n_test: 20").replace("hidden_nf: 32", "hidden_nf: 8"))
+    done = _torchrun(2, tmp_path / "runs", "--strategy", "cr", problem=problem, env={"CEQ_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "runs" / "nbody_small-cr" / "metrics.json").read_text())
+    assert metrics["distributed"]["max_rank_difference"] == 0.0
+    assert metrics["test_projected"]["equivariance_error"] < 1e-4
+
+
 class _Context:
     world_size = 3
 
@@ -133,7 +148,7 @@ def test_solver_refuses_a_ddp_model_under_the_schedule_formulation(tmp_path):
 def _resume_worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2, timeout=TIMEOUT)
     try:
         context = distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo")
         spec = load_problem_file(TOY, {"training.epochs": 2})
@@ -180,3 +195,52 @@ def test_fit_reshuffles_the_distributed_sampler_every_epoch():
         _set_sampler_epoch(AugmentedLoader(loader, lambda b: b), epoch)  # through the augmentation wrapper too
         orders.append(torch.cat([b[0] for b in loader]).tolist())
     assert loader.sampler.epoch == 1 and orders[0] != orders[1]
+
+
+# ---------------------------------------------------------------------- a NaN on one rank (spawned)
+class _WithUnused(nn.Module):
+    """A relaxed model with a parameter the loss never uses (as EGNN's last node MLP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = ceq.HomotopicLayer(nn.Linear(3, 3), ceq.LinearBranch(3, 3))
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def _nan_worker(rank: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2, timeout=TIMEOUT)
+    try:
+        context = distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo")
+        torch.manual_seed(0)
+        model = _WithUnused()
+        problem = ceq.ConstrainedProblem(lambda out, b: (out - b).pow(2).mean(), [ceq.Equality(ceq.gammas)])
+        solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.1,
+                            on_nonfinite="skip")
+        solver.model = distributed.wrap_model(model, context)
+        skipped = []
+        for step in range(6):
+            batch = torch.full((4, 3), float(rank + step))
+            if step == 2 and rank == 1:
+                batch[0, 0] = float("nan")  # only rank 1's shard is bad
+            skipped.append(solver.step(batch).skipped)
+        state = torch.cat([p.detach().reshape(-1) for p in model.parameters()] + [solver.dual_parameters()[0].detach()])
+        parts = [torch.empty_like(state) for _ in range(2)]
+        dist.all_gather(parts, state)
+        if rank == 0:
+            torch.save({"skipped": skipped, "parts": parts}, Path(out) / "nan.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_on_one_rank_is_skipped_by_every_rank(tmp_path):
+    mp.spawn(_nan_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    result = torch.load(tmp_path / "nan.pt", weights_only=False)
+    assert result["skipped"] == [False, False, True, False, False, False]  # rank 0 skipped rank 1's bad step
+    assert torch.equal(result["parts"][0], result["parts"][1])
+    assert torch.isfinite(result["parts"][0]).all()
