@@ -319,11 +319,16 @@ def _check_world_size(spec: Mapping[str, Any], context: distributed.Context | No
 
 
 def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[str, Any] | None:
-    """World size and the largest difference between ranks of θ, γ, λ and u (a collective)."""
+    """World size and the largest difference between ranks of γ, λ, u and the weights' fingerprints (a collective).
+
+    γ, λ and u are compared entry by entry; the weights θ through per-tensor (Σθ, Σθ²), so that a large
+    model is not gathered whole.
+    """
     if context is None:
         return None
     solver = built.solver
-    tensors = [*built.model.parameters(), *solver.multipliers().values(), *solver.slacks.values()]
+    tensors = [distributed.fingerprint(list(built.model.parameters())), *solver.variables,
+               *solver.multipliers().values(), *solver.slacks.values()]
     return {"world_size": context.world_size, "backend": context.backend,
             "max_rank_difference": distributed.max_rank_difference(tensors)}
 

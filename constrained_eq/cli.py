@@ -102,8 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
     if "distributed" in summary:
-        print(f"ranks agree: max difference of θ, γ, λ, u across {summary['distributed']['world_size']} "
-              f"processes = {summary['distributed']['max_rank_difference']:g}")
+        shared = summary["distributed"]
+        print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
+              f"processes = {shared['max_rank_difference']:g}")
     return 0
 
 

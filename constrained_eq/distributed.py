@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 __all__ = ["Context", "launched", "init_from_env", "is_main_process", "on_main", "shard_loader", "wrap_model",
-           "unwrap", "max_rank_difference", "all_reduce_mean"]
+           "unwrap", "fingerprint", "max_rank_difference", "all_reduce_mean"]
 
 T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -169,6 +169,17 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / dist.get_world_size()
+
+
+def fingerprint(tensors: list[torch.Tensor]) -> torch.Tensor:
+    r"""Per-tensor :math:`(\sum x, \sum x^2)` in float64: a short summary to compare large weights across ranks.
+
+    Identical tensors give identical fingerprints; tensors that differ almost surely do not.
+    """
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().pow(2).sum()])
+                        for t in tensors]).reshape(-1)
 
 
 def max_rank_difference(tensors: list[torch.Tensor]) -> float:
