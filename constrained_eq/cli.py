@@ -68,6 +68,8 @@ def _metric_value(summary: dict[str, Any], key: str) -> float | None:
 @contextlib.contextmanager
 def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
     """Join torchrun's process group when launched by it: yields ``(context or None, device)``."""
+    import torch.distributed as dist
+
     from constrained_eq import distributed
 
     context = distributed.init_from_env(device)
@@ -79,9 +81,8 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
             print(f"torchrun: {context.world_size} processes ({context.backend}); training.batch_size is the global "
                   f"batch, {context.world_size} shards of it per step")
         yield context, str(context.device)
+        dist.barrier()  # leave together: no rank tears the process group down while another still uses it
     finally:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
 
 
