@@ -144,36 +144,42 @@ def test_solver_refuses_a_ddp_model_under_the_schedule_formulation(tmp_path):
         dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------------- resume across ranks (spawned)
-def _resume_worker(rank: int, store: str, out: str) -> None:
+# ---------------------------------------------------------------------- spawned 2-rank jobs
+def _entry(rank: int, job, store: str, out: str) -> None:
+    """Join a 2-rank gloo group, run ``job(context, out_dir)`` and save rank 0's result in ``out/result.pt``."""
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2, timeout=TIMEOUT)
     try:
-        context = distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo")
-        spec = load_problem_file(TOY, {"training.epochs": 2})
-        out_dir = Path(out)
-
-        def run(epochs: int, folder: str, resume: bool = False):
-            built = build(spec, "cpu", context)
-            fit(built.solver, built.train_loader, None, epochs=epochs, run_dir=out_dir / folder, resume=resume,
-                progress=False, plot=False)
-            dist.barrier()  # rank 0 has written the checkpoint before anyone reads it
-            return built.solver.state_dict()
-
-        run(1, "interrupted")
-        resumed = run(2, "interrupted", resume=True)
-        straight = run(2, "straight")
+        result = job(distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo"), Path(out))
         if rank == 0:
-            torch.save({"resumed": resumed, "straight": straight}, out_dir / "states.pt")
+            torch.save(result, Path(out) / "result.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
+def _spawn(job, tmp_path: Path):
+    mp.spawn(_entry, args=(job, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    return torch.load(tmp_path / "result.pt", weights_only=False)
+
+
+def _resume_job(context: distributed.Context, out_dir: Path) -> dict:
+    spec = load_problem_file(TOY, {"training.epochs": 2})
+
+    def run(epochs: int, folder: str, resume: bool = False):
+        built = build(spec, "cpu", context)
+        fit(built.solver, built.train_loader, None, epochs=epochs, run_dir=out_dir / folder, resume=resume,
+            progress=False, plot=False)
+        dist.barrier()  # rank 0 has written the checkpoint before anyone reads it
+        return built.solver.state_dict()
+
+    run(1, "interrupted")
+    return {"resumed": run(2, "interrupted", resume=True), "straight": run(2, "straight")}
+
+
 def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
-    mp.spawn(_resume_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    states = torch.load(tmp_path / "states.pt", weights_only=False)
+    states = _spawn(_resume_job, tmp_path)
     resumed, straight = states["resumed"], states["straight"]
     assert resumed["step"] == straight["step"] == 2 * 256 // 32
     for key, value in straight["model"].items():
@@ -210,37 +216,27 @@ class _WithUnused(nn.Module):
         return self.layer(x)
 
 
-def _nan_worker(rank: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2, timeout=TIMEOUT)
-    try:
-        context = distributed.Context(rank, rank, 2, torch.device("cpu"), "gloo")
-        torch.manual_seed(0)
-        model = _WithUnused()
-        problem = ceq.ConstrainedProblem(lambda out, b: (out - b).pow(2).mean(), [ceq.Equality(ceq.gammas)])
-        solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.1,
-                            on_nonfinite="skip")
-        solver.model = distributed.wrap_model(model, context)
-        skipped = []
-        for step in range(6):
-            batch = torch.full((4, 3), float(rank + step))
-            if step == 2 and rank == 1:
-                batch[0, 0] = float("nan")  # only rank 1's shard is bad
-            skipped.append(solver.step(batch).skipped)
-        state = torch.cat([p.detach().reshape(-1) for p in model.parameters()] + [solver.dual_parameters()[0].detach()])
-        parts = [torch.empty_like(state) for _ in range(2)]
-        dist.all_gather(parts, state)
-        if rank == 0:
-            torch.save({"skipped": skipped, "parts": parts}, Path(out) / "nan.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _nan_job(context: distributed.Context, out_dir: Path) -> dict:
+    torch.manual_seed(0)
+    model = _WithUnused()
+    problem = ceq.ConstrainedProblem(lambda out, b: (out - b).pow(2).mean(), [ceq.Equality(ceq.gammas)])
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.1,
+                        on_nonfinite="skip")
+    solver.model = distributed.wrap_model(model, context)
+    skipped = []
+    for step in range(6):
+        batch = torch.full((4, 3), float(context.rank + step))
+        if step == 2 and context.rank == 1:
+            batch[0, 0] = float("nan")  # only rank 1's shard is bad
+        skipped.append(solver.step(batch).skipped)
+    state = torch.cat([p.detach().reshape(-1) for p in model.parameters()] + [solver.dual_parameters()[0].detach()])
+    parts = [torch.empty_like(state) for _ in range(2)]
+    dist.all_gather(parts, state)
+    return {"skipped": skipped, "parts": parts}
 
 
 def test_a_nan_on_one_rank_is_skipped_by_every_rank(tmp_path):
-    mp.spawn(_nan_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    result = torch.load(tmp_path / "nan.pt", weights_only=False)
+    result = _spawn(_nan_job, tmp_path)
     assert result["skipped"] == [False, False, True, False, False, False]  # rank 0 skipped rank 1's bad step
     assert torch.equal(result["parts"][0], result["parts"][1])
     assert torch.isfinite(result["parts"][0]).all()
