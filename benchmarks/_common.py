@@ -8,12 +8,18 @@ median of many steps is reported. Ratios are taken between medians.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
+import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +35,11 @@ __all__ = [
     "print_table",
     "RelaxedMLP",
     "TinyRelaxed",
+    "temporary_data_cache",
+    "nbody_spec",
 ]
+
+NBODY_PROBLEM = Path(__file__).resolve().parents[1] / "problems" / "nbody_full.yaml"
 
 
 def parse_args(description: str, steps: int = 200, warmup: int = 20) -> argparse.Namespace:
@@ -173,3 +183,35 @@ class TinyRelaxed(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+
+def temporary_data_cache() -> str:
+    """Point ``$CEQ_CACHE`` at a new temporary folder, deleted at exit, and return it.
+
+    The N-body data is simulated on first use and cached under ``$CEQ_CACHE`` (default
+    ``~/.cache/constrained_eq``); the benchmarks simulate a small set there instead, so they never
+    write into the user's cache.
+    """
+    folder = tempfile.mkdtemp(prefix="ceq_bench_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["CEQ_CACHE"] = folder
+    return folder
+
+
+def nbody_spec(strategy: str, model: str = "egnn", batch_size: int = 100, n_train: int = 100) -> dict[str, Any]:
+    """``problems/nbody_full.yaml`` (EGNN paper settings) under ``strategy``, with a small simulated set.
+
+    Only the split sizes change (``n_train`` trajectories, 100 for validation, 1 for test); ``model``
+    ``"segnn"`` swaps in the nbody task's SEGNN with its default options. Call
+    :func:`temporary_data_cache` first.
+    """
+    from constrained_eq.problem_file import load_problem_file
+
+    overrides: dict[str, Any] = {
+        "task": {"name": "nbody", "options": {"n_train": n_train, "n_val": 100, "n_test": 1}},
+        "strategy": strategy,
+        "training.batch_size": batch_size,
+    }
+    if model != "egnn":
+        overrides["model"] = {"name": model, "options": {}}
+    return load_problem_file(NBODY_PROBLEM, overrides)

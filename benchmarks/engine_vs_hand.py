@@ -61,27 +61,33 @@ class HandLoop:
 
 
 class CooperProblem(cooper.ConstrainedMinimizationProblem):
-    """The same problem written directly as a Cooper CMP (one dense multiplier on γ = 0)."""
+    """The same problem written directly as a Cooper CMP (one dense multiplier on γ = 0).
 
-    def __init__(self, num_layers: int, device: torch.device, dtype: torch.dtype) -> None:
+    Like the hand-written loop it holds the list of γ, collected once.
+    """
+
+    def __init__(self, gammas: list[torch.nn.Parameter]) -> None:
         super().__init__()
+        self.gammas = gammas
         self.constraint = cooper.Constraint(
             cooper.ConstraintType.EQUALITY, cooper.formulations.Lagrangian,
-            multiplier=cooper.multipliers.DenseMultiplier(num_constraints=num_layers, device=device, dtype=dtype),
+            multiplier=cooper.multipliers.DenseMultiplier(num_constraints=len(gammas), device=gammas[0].device,
+                                                          dtype=gammas[0].dtype),
         )
 
     def compute_cmp_state(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> cooper.CMPState:
         x, y = batch
         loss = F.mse_loss(model(x), y)
-        gamma = torch.stack([layer.gamma for layer in ceq.homotopy.homotopic_layers(model)])
-        return cooper.CMPState(loss=loss, observed_constraints={self.constraint: cooper.ConstraintState(violation=gamma)})
+        gamma = torch.stack(self.gammas)
+        state = cooper.ConstraintState(violation=gamma)
+        return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
 
 
 class CooperLoop:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         theta, gammas = _split(model)
-        self.cmp = CooperProblem(len(gammas), gammas[0].device, gammas[0].dtype)
+        self.cmp = CooperProblem(gammas)
         self.optimizer = cooper.optim.SimultaneousOptimizer(
             self.cmp,
             [torch.optim.Adam(theta, lr=LR), torch.optim.SGD(gammas, lr=ETA_P)],
@@ -135,9 +141,10 @@ def main() -> None:
         base = RelaxedMLP().to(device)
         print(f"model: RelaxedMLP, {sum(p.numel() for p in base.parameters())} parameters, "
               f"{len(list(ceq.homotopy.homotopic_layers(base)))} γ; batch {tuple(batch[0].shape)}")
-        hand, coop, eng = HandLoop(copy.deepcopy(base)), CooperLoop(copy.deepcopy(base)), make_solver(copy.deepcopy(base))
-        timings = interleaved({"hand": lambda: hand.step(batch), "cooper": lambda: coop.step(batch),
-                               "solver": lambda: eng.step(batch)}, args.steps, args.warmup, device)
+        loops = {"hand": HandLoop(copy.deepcopy(base)), "cooper": CooperLoop(copy.deepcopy(base)),
+                 "solver": make_solver(copy.deepcopy(base))}
+        timings = interleaved({name: (lambda loop=loop, batch=batch: loop.step(batch)) for name, loop in loops.items()},
+                              args.steps, args.warmup, device)
         ref = timings["hand"].median
         rows = [(name, f"{t.median * 1e3:.3f}", f"{t.median / ref:.3f}") for name, t in timings.items()]
         print_table(f"{device.type}: median step over {args.steps} interleaved steps", rows,

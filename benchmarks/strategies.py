@@ -5,37 +5,61 @@
 * ``ace_resilient`` — formulation ``"resilient"`` (ACE Alg. 2);
 * ``cr``      — formulation ``"schedule"`` (γ set by CR's triangle) plus a fixed penalty.
 
-The model comes from :func:`build_model`; switch ``--model`` to an N-body model once
-``constrained_eq.nn`` provides one (add it to ``MODELS``).
+Models (``--model``):
+
+* ``relaxed_mlp`` (default, fast) and ``relaxed_mlp_small``: :class:`RelaxedMLP` of width 128 / 32
+  on a random batch of 500 × 16. Its branches are plain linear maps without a group action, so CR's
+  penalty is a stand-in (weight 0.01 on the mean squared output) and vanilla is the same model
+  with γ left alone.
+* ``egnn`` and ``segnn``: the N-body models as ``ceq run problems/nbody_full.yaml --strategy …``
+  builds them (:func:`constrained_eq.build.build`: EGNN_vel hidden 64, 4 layers, Adam 5e-4,
+  batch 100; ``segnn`` swaps in the nbody task's SEGNN, hidden 64, l ≤ 1), on one batch of 100
+  simulated 5-body graphs (a small set simulated into a temporary ``$CEQ_CACHE``). There
+  ``vanilla`` is the file's ``vanilla`` strategy: the *projected* equivariant model
+  (:func:`constrained_eq.tasks.projected`) with formulation ``"none"``; ``ace`` is ``ace_equality``;
+  ``cr`` is ``schedule`` plus the real ``LieDerivative(weight=0.01)`` penalty (Lie derivative and
+  ‖Wx‖ of every relaxed branch). These solvers keep the file path's ``check_finite=True``.
 
 Run::
 
     PYTHONPATH=. python benchmarks/strategies.py --steps 200
+    PYTHONPATH=. python benchmarks/strategies.py --model egnn --steps 100
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import constrained_eq as ceq
-from benchmarks._common import RelaxedMLP, devices, interleaved, machine, parse_args, print_table
+from benchmarks._common import (
+    RelaxedMLP,
+    devices,
+    interleaved,
+    machine,
+    nbody_spec,
+    parse_args,
+    print_table,
+    temporary_data_cache,
+)
 
-MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple[int, ...], int]]] = {
-    # name -> () -> (model, input shape of one batch, output features)
-    "relaxed_mlp": lambda: (RelaxedMLP(in_features=16, width=128, depth=4, out_features=3), (500, 16), 3),
-    "relaxed_mlp_small": lambda: (RelaxedMLP(in_features=16, width=32, depth=4, out_features=3), (500, 16), 3),
-}
+STRATEGIES = ("vanilla", "ace", "ace_resilient", "cr")
+# the strategy of a problem file that gives each row
+FILE_STRATEGIES = {"vanilla": "vanilla", "ace": "ace_equality", "ace_resilient": "ace_resilient", "cr": "cr"}
 
 
-def build_model(name: str) -> tuple[torch.nn.Module, tuple[int, ...], int]:
-    """Return (model, batch input shape, output features) of a registered model."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]()
+@dataclass
+class Setup:
+    """One solver per strategy, all from the same initial model, and the batch they step on."""
+
+    description: str
+    batch: Any
+    solvers: dict[str, ceq.Solver]
 
 
 def make_solver(model: torch.nn.Module, strategy: str, example_batch) -> ceq.Solver:
@@ -55,6 +79,49 @@ def make_solver(model: torch.nn.Module, strategy: str, example_batch) -> ceq.Sol
                       check_finite=False, example_batch=example_batch, **options)
 
 
+def relaxed_mlp(width: int) -> Callable[[torch.device], Setup]:
+    def setup(device: torch.device) -> Setup:
+        torch.manual_seed(0)
+        base = RelaxedMLP(in_features=16, width=width, depth=4, out_features=3).to(device)
+        generator = torch.Generator().manual_seed(0)
+        batch = (torch.randn(500, 16, generator=generator).to(device),
+                 torch.randn(500, 3, generator=generator).to(device))
+        solvers = {name: make_solver(copy.deepcopy(base), name, batch) for name in STRATEGIES}
+        return Setup(f"RelaxedMLP(width={width}), {_count(base)} parameters; "
+                     "batch (500, 16)", batch, solvers)
+
+    return setup
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def nbody(model: str) -> Callable[[torch.device], Setup]:
+    def setup(device: torch.device) -> Setup:
+        from constrained_eq.build import build
+        from constrained_eq.train import to_device
+
+        temporary_data_cache()
+        built = {name: build(nbody_spec(FILE_STRATEGIES[name], model), device) for name in STRATEGIES}
+        batch = to_device(next(iter(built["ace"].train_loader)), device)
+        relaxed, projected = built["ace"].model, built["vanilla"].model
+        return Setup(f"{type(relaxed).__name__} ({_count(relaxed)} parameters relaxed, {_count(projected)} projected), "
+                     f"{len(ceq.gammas(relaxed))} γ; batch {batch.num_graphs} graphs × "
+                     f"{batch.loc.shape[0] // batch.num_graphs} nodes", batch,
+                     {name: b.solver for name, b in built.items()})
+
+    return setup
+
+
+MODELS: dict[str, Callable[[torch.device], Setup]] = {
+    "relaxed_mlp": relaxed_mlp(128),
+    "relaxed_mlp_small": relaxed_mlp(32),
+    "egnn": nbody("egnn"),
+    "segnn": nbody("segnn"),
+}
+
+
 def main() -> None:
     import argparse
 
@@ -64,21 +131,14 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], steps=200, warmup=20)
     for device in devices(args.device):
         print(f"machine: {machine(device)}")
-        torch.manual_seed(0)
-        base, shape, out_features = build_model(model_name)
-        base = base.to(device)
-        generator = torch.Generator().manual_seed(0)
-        batch = (torch.randn(*shape, generator=generator).to(device),
-                 torch.randn(*shape[:-1], out_features, generator=generator).to(device))
-        print(f"model: {model_name}, {sum(p.numel() for p in base.parameters())} parameters; batch {shape}")
-        solvers = {name: make_solver(copy.deepcopy(base), name, batch) for name in ("vanilla", "ace", "ace_resilient", "cr")}
-        timings = interleaved({name: (lambda s=s: s.step(batch)) for name, s in solvers.items()},
+        setup = MODELS[model_name](device)
+        print(f"model: {model_name}: {setup.description}")
+        timings = interleaved({name: (lambda s=s, b=setup.batch: s.step(b)) for name, s in setup.solvers.items()},
                               args.steps, args.warmup, device)
         ref = timings["vanilla"].median
         rows = [(name, f"{t.median * 1e3:.3f}", f"{t.median / ref:.3f}") for name, t in timings.items()]
         print_table(f"{device.type}: median step over {args.steps} interleaved steps", rows,
                     ("strategy", "ms/step", "ratio vs vanilla"))
-
 
 if __name__ == "__main__":
     main()

@@ -188,8 +188,39 @@ def homotopic_layers(model: nn.Module) -> Iterator[HomotopicLayer]:
             yield module
 
 
+_LAYER_CACHE = "_ceq_homotopic_layers"
+
+
+def _module_tree_layers(model: nn.Module) -> list[HomotopicLayer]:
+    """``list(homotopic_layers(model))``, cached on ``model`` and re-checked against its module tree.
+
+    The ``gammas`` target runs every step, and walking ``model.modules()`` costs tens of µs on a
+    large model. The cache records, for every module below ``model``, its ``_modules`` dict and
+    the children in it; the traversal of :func:`homotopic_layers` depends on nothing else, so the
+    cached list is returned only when every one of them is unchanged (any ``relax``/``project``,
+    ``setattr``, ``del``, ``insert``, … of a submodule, anywhere in the tree, recomputes it). The
+    check costs a fraction of the walk. The cache holds no reference to ``model`` itself, so it
+    adds no reference cycle: a model is still freed as soon as it is dropped.
+    """
+    cached = model.__dict__.get(_LAYER_CACHE)
+    if cached is not None:
+        root_modules, root_children, below, layers, root_is_layer = cached
+        if (model._modules is root_modules and tuple(root_modules.values()) == root_children
+                and all(m._modules is d and tuple(d.values()) == children for m, d, children in below)):
+            return [model, *layers] if root_is_layer else layers
+    modules = list(model.modules())
+    below = tuple((m, m._modules, tuple(m._modules.values())) for m in modules[1:])
+    layers = [m for m in modules[1:] if isinstance(m, HomotopicLayer)]
+    root_is_layer = isinstance(model, HomotopicLayer)
+    try:
+        model.__dict__[_LAYER_CACHE] = (model._modules, tuple(model._modules.values()), below, layers, root_is_layer)
+    except (AttributeError, TypeError):  # a module type that refuses new attributes: no cache
+        pass
+    return [model, *layers] if root_is_layer else layers
+
+
 def _gamma_vector(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
-    layers = list(homotopic_layers(model))
+    layers = _module_tree_layers(model)
     if not layers:
         raise ValueError(
             f"Expected the model to contain HomotopicLayer modules (got none in {type(model).__name__}); "
@@ -199,7 +230,7 @@ def _gamma_vector(model: nn.Module, batch: Any = None, output: Any = None) -> to
 
 
 def _gamma_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [layer.gamma for layer in homotopic_layers(model)]
+    return [layer.gamma for layer in _module_tree_layers(model)]
 
 
 gammas = register_target(Target(_gamma_vector, "gammas", needs_batch=False, variables=_gamma_parameters))

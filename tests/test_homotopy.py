@@ -255,3 +255,80 @@ def test_reset_parameters_resets_both_branches_and_gamma():
     layer.reset_parameters()
     assert layer.gamma.item() == pytest.approx(0.7)
     assert layer.eq.weight.abs().sum() > 0 and layer.neq.weight.abs().sum() > 0
+
+
+def _layer(value=1.0):
+    return HomotopicLayer(nn.Linear(2, 2), LinearBranch(2, 2), gamma_init=value)
+
+
+def _check_gammas(model):
+    expected = [m.gamma for m in model.modules() if isinstance(m, HomotopicLayer)]
+    got = gammas.variables(model)
+    assert [id(g) for g in got] == [id(g) for g in expected]
+    torch.testing.assert_close(gammas(model), torch.stack(expected))
+
+
+def test_gammas_cache_follows_every_change_of_the_module_tree():
+    model = relax(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.ReLU())), layers=[nn.Linear])
+    _check_gammas(model)  # fills the cache
+    _check_gammas(model)  # served from it
+    spare = _layer(0.3)  # built before the cache is filled, so its construction changes nothing later
+    _check_gammas(model)
+    model[1].insert(len(model[1]), spare)  # ModuleList/Sequential.insert writes _modules directly
+    _check_gammas(model)
+    assert len(gammas(model)) == 3
+    del model[1][2]
+    _check_gammas(model)
+    model[1][1] = _layer(0.2)  # replace a non-relaxed child by a relaxed one
+    _check_gammas(model)
+    model[1] = nn.Sequential(nn.Linear(2, 2))  # replace a whole container holding a γ
+    _check_gammas(model)
+    model[1]._modules["0"] = _layer(0.4)  # private writes too
+    _check_gammas(model)
+    model.append(nn.Linear(2, 2))
+    _check_gammas(model)
+    relax(model, layers=[nn.Linear], inplace=True)  # relax the new layer in place
+    _check_gammas(model)
+    assert len(gammas(model)) == 3
+    _check_gammas(model)
+    # project: a view (another object) and in place
+    view = project(model)
+    with pytest.raises(ValueError, match="HomotopicLayer"):
+        gammas(view)
+    _check_gammas(model)
+    project(model, inplace=True)
+    with pytest.raises(ValueError, match="HomotopicLayer"):
+        gammas(model)
+
+
+def test_gammas_cache_per_model_copies_and_root_layer():
+    import copy
+    import gc
+    import weakref
+
+    a = nn.Sequential(_layer(0.1), _layer(0.2))
+    b = nn.Sequential(_layer(0.5))
+    torch.testing.assert_close(gammas(a), torch.tensor([0.1, 0.2]))
+    torch.testing.assert_close(gammas(b), torch.tensor([0.5]))
+    c = copy.deepcopy(a)
+    _check_gammas(c)
+    assert all(g not in set(gammas.variables(a)) for g in gammas.variables(c))
+    shallow = copy.copy(a)  # same tree: same layers
+    _check_gammas(shallow)
+    shallow._modules = dict(shallow._modules, extra=_layer(0.9))
+    _check_gammas(shallow)
+    _check_gammas(a)
+    root = _layer(0.7)  # the model is itself a homotopic layer
+    _check_gammas(root)
+    _check_gammas(root)
+    # the cache adds no reference cycle: a dropped model is freed at once
+    gc.disable()
+    try:
+        model = nn.Sequential(_layer(), nn.Sequential(_layer()))
+        gammas(model)
+        gammas(model)
+        ref = weakref.ref(model)
+        del model
+        assert ref() is None
+    finally:
+        gc.enable()
