@@ -18,7 +18,7 @@ from constrained_eq.distributed import unwrap
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
 
-__all__ = ["ProblemCMP", "NonFiniteError", "StepValues"]
+__all__ = ["ProblemCMP", "NonFiniteError", "StepValues", "all_reduce_mean_", "is_distributed"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -41,16 +41,27 @@ class StepValues:
     output: Any = None
 
 
-def _is_distributed() -> bool:
+def is_distributed() -> bool:
+    """Whether a process group of more than one rank is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
     """Average ``tensor`` over all ranks in place (no-op on one process)."""
-    if _is_distributed():
+    if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(dist.get_world_size())
     return tensor
+
+
+def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached value that the coming step cannot change.
+
+    A fresh result (``torch.stack(γ)``) is only detached; a parameter or a view of one, which the step
+    updates in place, is copied.
+    """
+    detached = tensor.detach()
+    return detached.clone() if tensor.is_leaf or tensor._is_view() else detached
 
 
 class ProblemCMP(cooper.ConstrainedMinimizationProblem):
@@ -95,19 +106,20 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         result = StepValues(objective=objective, output=output)
         bare = unwrap(model)
         for plan in self.plans:
-            values = plan.constraint.target(bare, batch, output).reshape(-1)
+            values = plan.constraint.target(bare, batch, output)
+            values = values.reshape(-1) if values.dim() != 1 else values
             result.values[plan.key] = values
-            result.logged[plan.key] = values.detach().clone()
+            result.logged[plan.key] = _snapshot(values)
             if plan.mode == "lagrangian":
                 violation = plan.violation(values, self.slacks.get(plan.key))
                 result.violations[plan.key] = violation
-                result.logged_violations[plan.key] = violation.detach().clone()
+                result.logged_violations[plan.key] = _snapshot(violation)
         return result
 
     def _state(self, result: StepValues, loss: torch.Tensor | None) -> cooper.CMPState:
         observed = {}
         for key, violation in result.violations.items():
-            strict = all_reduce_mean_(violation.detach().clone()) if _is_distributed() else None
+            strict = all_reduce_mean_(violation.detach().clone()) if is_distributed() else None
             observed[self._constraints[key]] = cooper.ConstraintState(
                 violation=violation, strict_violation=strict, contributes_to_dual_update=self.dual_update
             )
@@ -140,7 +152,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         if not checked:
             return
         finite = torch.isfinite(torch.cat([c.detach().reshape(-1) for c in checked])).all().to(torch.int32)
-        if _is_distributed():  # all ranks must agree, or the ones that go on wait forever in DDP's all-reduce
+        if is_distributed():  # all ranks must agree, or the ones that go on wait forever in DDP's all-reduce
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if bool(finite):
             return

@@ -17,8 +17,30 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMES", "build", "roll_kwargs"]
 
+
+class FusedSimultaneousOptimizer(cooper.optim.SimultaneousOptimizer):
+    """Cooper's simultaneous update with the primal and dual backward passes in one autograd call.
+
+    The primal Lagrangian (gradients for θ, γ, u) and the dual Lagrangian (gradients for λ, built on
+    detached violations) have disjoint graphs, so ``torch.autograd.backward([primal, dual])`` gives
+    exactly the gradients of Cooper's two ``backward()`` calls while entering the autograd engine once.
+    Everything else (the CMP state, both Lagrangians, the steps) is Cooper's own.
+    """
+
+    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> cooper.optim.RollOut:
+        self.zero_grad()
+        cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
+        primal_store = cmp_state.compute_primal_lagrangian()
+        dual_store = cmp_state.compute_dual_lagrangian()
+        roots = [store.lagrangian for store in (primal_store, dual_store) if store.lagrangian is not None]
+        torch.autograd.backward(roots)
+        self.primal_step()
+        self.dual_step()
+        return cooper.optim.RollOut(cmp_state.loss, cmp_state, primal_store, dual_store)
+
+
 SCHEMES: dict[str, type] = {
-    "simultaneous": cooper.optim.SimultaneousOptimizer,
+    "simultaneous": FusedSimultaneousOptimizer,
     "alternating_primal_dual": cooper.optim.AlternatingPrimalDualOptimizer,
     "alternating_dual_primal": cooper.optim.AlternatingDualPrimalOptimizer,
     "extrapolation": cooper.optim.ExtrapolationConstrainedOptimizer,
@@ -142,7 +164,8 @@ def _dual(solver: Solver, dual_optimizer: Any) -> torch.optim.Optimizer | None:
     elif callable(dual_optimizer):
         optimizer = dual_optimizer(params)
     else:
-        raise TypeError(f"Solver: expected 'dual_optimizer' to be a factory params -> Optimizer (got {dual_optimizer!r})")
+        raise TypeError(f"Solver: expected 'dual_optimizer' to be a factory params -> Optimizer "
+                        f"(got {dual_optimizer!r})")
     check_dual_maximize(optimizer)
     return optimizer
 

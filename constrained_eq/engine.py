@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 
 from constrained_eq import _optim
-from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues, all_reduce_mean_
+from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues, all_reduce_mean_, is_distributed
 from constrained_eq._rng import get_rng_state, set_rng_state
 from constrained_eq.distributed import unwrap
 from constrained_eq.formulations import Formulation, resolve_formulation
@@ -248,12 +248,13 @@ class Solver:
 
     def before_primal_step_(self) -> None:
         """Called by the optimizer between backward and the primal step: sync slack grads, check grads."""
-        shared = [*self.slacks.values()]
-        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
-            shared += self.variables
-        for parameter in shared:
-            if parameter.grad is not None:
-                all_reduce_mean_(parameter.grad)
+        if is_distributed():
+            shared = [*self.slacks.values()]
+            if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+                shared += self.variables
+            for parameter in shared:
+                if parameter.grad is not None:
+                    all_reduce_mean_(parameter.grad)
         if self.check_finite:
             grads = [p.grad for group in self._primal_params() for p in group if p.grad is not None]
             if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):

@@ -206,3 +206,29 @@ def test_loading_a_checkpoint_of_another_problem_is_refused():
 
 def test_vector_model_default_is_float32():
     assert VectorModel(2).x.dtype == torch.float32
+
+
+@pytest.mark.parametrize(("formulation", "options"), [("lagrangian", {"dual_every": 2}), ("resilient", {"rho": 0.5})])
+def test_the_fused_simultaneous_roll_equals_coopers_bitwise(formulation, options):
+    """One autograd call for the primal and dual Lagrangians gives exactly Cooper's two backward passes."""
+    import copy
+    import types
+
+    import cooper
+
+    torch.manual_seed(0)
+    model = Relaxed()
+    problem = _mse_problem(ceq.Equality(ceq.gammas))
+    solvers = [ceq.Solver(problem, copy.deepcopy(model), formulation, dual_lr=0.1, variable_lr=0.05, **options)
+               for _ in range(2)]
+    reference = solvers[1].optimizer
+    reference.roll = types.MethodType(cooper.optim.SimultaneousOptimizer.roll, reference)
+    for _ in range(5):
+        batch = _batch()
+        records = [solver.step(batch) for solver in solvers]
+    for a, b in zip(solvers[0].model.parameters(), solvers[1].model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for key, lam in records[0].multipliers.items():
+        assert torch.equal(lam, records[1].multipliers[key]) and lam.abs().max() > 0
+    for key, slack in records[0].slacks.items():
+        assert torch.equal(slack, records[1].slacks[key])
