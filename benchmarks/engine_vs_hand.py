@@ -8,9 +8,14 @@ the same update law
 and are first checked to reach the same parameters after a few steps (so the timing is fair).
 Then one step of each is timed in interleaved rounds and the medians are compared.
 
+Models (``--model``): ``relaxed_mlp`` (default; 200k parameters, random batch of 500 × 16) or
+``egnn``, the N-body EGNN of ``problems/nbody_full.yaml`` on one batch of 100 simulated 5-body graphs
+(its forward and loss are the nbody task's).
+
 Run::
 
     PYTHONPATH=. python benchmarks/engine_vs_hand.py --steps 300
+    PYTHONPATH=. python benchmarks/engine_vs_hand.py --steps 200 --model egnn
 """
 
 from __future__ import annotations
@@ -22,10 +27,27 @@ import torch
 import torch.nn.functional as F
 
 import constrained_eq as ceq
-from benchmarks._common import RelaxedMLP, devices, interleaved, machine, parse_args, print_table
+from benchmarks._common import (
+    RelaxedMLP,
+    devices,
+    interleaved,
+    machine,
+    nbody_spec,
+    parse_args,
+    print_table,
+    temporary_data_cache,
+)
 
 LR, ETA_P, ETA_D = 1e-3, 1e-2, 1e-2
 TARGET = 1.03
+
+
+def mlp_forward(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return model(batch[0])
+
+
+def mse(output: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return F.mse_loss(output, batch[1])
 
 
 def _split(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -37,19 +59,18 @@ def _split(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch
 class HandLoop:
     """ACE Alg. 1 in raw PyTorch: Adam on θ, plain SGD on γ, λ += η_d γ_old under no_grad."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: torch.nn.Module, forward=mlp_forward, loss=mse) -> None:
+        self.model, self.forward, self.loss = model, forward, loss
         theta, self.gammas = _split(model)
         self.primal = torch.optim.Adam(theta, lr=LR)
         self.variables = torch.optim.SGD(self.gammas, lr=ETA_P)
         self.lam = torch.zeros(len(self.gammas), device=self.gammas[0].device, dtype=self.gammas[0].dtype)
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
+    def step(self, batch) -> torch.Tensor:
         self.primal.zero_grad()
         self.variables.zero_grad()
         gamma = torch.stack(self.gammas)
-        loss = F.mse_loss(self.model(x), y)
+        loss = self.loss(self.forward(self.model, batch), batch)
         lagrangian = loss + (self.lam * gamma).sum()
         lagrangian.backward()
         gamma_old = gamma.detach()
@@ -66,28 +87,27 @@ class CooperProblem(cooper.ConstrainedMinimizationProblem):
     Like the hand-written loop it holds the list of γ, collected once.
     """
 
-    def __init__(self, gammas: list[torch.nn.Parameter]) -> None:
+    def __init__(self, gammas: list[torch.nn.Parameter], forward=mlp_forward, loss=mse) -> None:
         super().__init__()
-        self.gammas = gammas
+        self.gammas, self.forward, self.loss = gammas, forward, loss
         self.constraint = cooper.Constraint(
             cooper.ConstraintType.EQUALITY, cooper.formulations.Lagrangian,
             multiplier=cooper.multipliers.DenseMultiplier(num_constraints=len(gammas), device=gammas[0].device,
                                                           dtype=gammas[0].dtype),
         )
 
-    def compute_cmp_state(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> cooper.CMPState:
-        x, y = batch
-        loss = F.mse_loss(model(x), y)
+    def compute_cmp_state(self, model: torch.nn.Module, batch) -> cooper.CMPState:
+        loss = self.loss(self.forward(model, batch), batch)
         gamma = torch.stack(self.gammas)
         state = cooper.ConstraintState(violation=gamma)
         return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
 
 
 class CooperLoop:
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, forward=mlp_forward, loss=mse) -> None:
         self.model = model
         theta, gammas = _split(model)
-        self.cmp = CooperProblem(gammas)
+        self.cmp = CooperProblem(gammas, forward, loss)
         self.optimizer = cooper.optim.SimultaneousOptimizer(
             self.cmp,
             [torch.optim.Adam(theta, lr=LR), torch.optim.SGD(gammas, lr=ETA_P)],
@@ -102,18 +122,23 @@ class CooperLoop:
         return self.cmp.constraint.multiplier.weight.detach()
 
 
-def make_solver(model: torch.nn.Module) -> ceq.Solver:
-    problem = ceq.ConstrainedProblem(lambda out, batch: F.mse_loss(out, batch[1]), [ceq.Equality(ceq.gammas)])
+def make_solver(model: torch.nn.Module, forward=mlp_forward, loss=mse) -> ceq.Solver:
+    problem = ceq.ConstrainedProblem(ceq.Objective(loss, forward), [ceq.Equality(ceq.gammas)])
     return ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), lr=LR), dual_lr=ETA_D,
                       variable_lr=ETA_P, check_finite=False)
 
 
-def check_same_trajectory(device: torch.device, batch, steps: int = 10) -> float:
+def _double(batch):
+    """The batch with its floating tensors in float64 (tuples and named tuples keep their type)."""
+    items = [t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in batch]
+    return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)
+
+
+def check_same_trajectory(base: torch.nn.Module, batch, forward, loss, steps: int = 10) -> float:
     """Run the three loops from the same init for ``steps`` steps (float64); return the max |Δθ|, |Δλ|."""
-    torch.manual_seed(0)
-    base = RelaxedMLP().to(device, torch.float64)
-    batch = tuple(t.to(torch.float64) for t in batch)
-    hand, coop, eng = HandLoop(copy.deepcopy(base)), CooperLoop(copy.deepcopy(base)), make_solver(copy.deepcopy(base))
+    base, batch = copy.deepcopy(base).double(), _double(batch)
+    hand, coop = HandLoop(copy.deepcopy(base), forward, loss), CooperLoop(copy.deepcopy(base), forward, loss)
+    eng = make_solver(copy.deepcopy(base), forward, loss)
     for _ in range(steps):
         hand.step(batch), coop.step(batch)
         record = eng.step(batch)
@@ -128,21 +153,47 @@ def check_same_trajectory(device: torch.device, batch, steps: int = 10) -> float
     return worst
 
 
+def relaxed_mlp(device: torch.device):
+    """RelaxedMLP (200k parameters, 4 γ) on a random batch of 500 × 16 (100 graphs × 5 nodes)."""
+    torch.manual_seed(0)
+    base = RelaxedMLP().to(device)
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randn(500, 16, generator=generator).to(device), torch.randn(500, 3, generator=generator).to(device))
+    return base, batch, mlp_forward, mse, f"batch {tuple(batch[0].shape)}"
+
+
+def egnn(device: torch.device):
+    """The N-body EGNN of problems/nbody_full.yaml, with the nbody task's forward and loss."""
+    from constrained_eq.build import build
+    from constrained_eq.train import to_device
+
+    temporary_data_cache()
+    built = build(nbody_spec("ace_equality", "egnn"), device)
+    batch = to_device(next(iter(built.train_loader)), device)
+    return (built.model, batch, built.task.forward, built.task.loss,
+            f"batch {batch.num_graphs} graphs × {batch.loc.shape[0] // batch.num_graphs} nodes")
+
+
+MODELS = {"relaxed_mlp": relaxed_mlp, "egnn": egnn}
+
+
 def main() -> None:
+    import argparse
+
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--model", default="relaxed_mlp", choices=sorted(MODELS))
+    model_name = extra.parse_known_args()[0].model
     args = parse_args(__doc__.splitlines()[0], steps=300, warmup=30)
     for device in devices(args.device):
         print(f"machine: {machine(device)}")
-        generator = torch.Generator().manual_seed(0)
-        batch = (torch.randn(500, 16, generator=generator).to(device),   # 100 graphs × 5 nodes
-                 torch.randn(500, 3, generator=generator).to(device))
-        worst = check_same_trajectory(device, batch)
+        base, batch, forward, loss, described = MODELS[model_name](device)
+        worst = check_same_trajectory(base, batch, forward, loss)
         print(f"same parameters and λ after 10 float64 steps (hand, Cooper, Solver): max |Δ| = {worst:.1e}")
-        torch.manual_seed(0)
-        base = RelaxedMLP().to(device)
-        print(f"model: RelaxedMLP, {sum(p.numel() for p in base.parameters())} parameters, "
-              f"{len(list(ceq.homotopy.homotopic_layers(base)))} γ; batch {tuple(batch[0].shape)}")
-        loops = {"hand": HandLoop(copy.deepcopy(base)), "cooper": CooperLoop(copy.deepcopy(base)),
-                 "solver": make_solver(copy.deepcopy(base))}
+        print(f"model: {type(base).__name__}, {sum(p.numel() for p in base.parameters())} parameters, "
+              f"{len(list(ceq.homotopy.homotopic_layers(base)))} γ; {described}")
+        loops = {"hand": HandLoop(copy.deepcopy(base), forward, loss),
+                 "cooper": CooperLoop(copy.deepcopy(base), forward, loss),
+                 "solver": make_solver(copy.deepcopy(base), forward, loss)}
         timings = interleaved({name: (lambda loop=loop, batch=batch: loop.step(batch)) for name, loop in loops.items()},
                               args.steps, args.warmup, device)
         ref = timings["hand"].median
