@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import pytest
@@ -17,41 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import constrained_eq as ceq
-
-HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "__len__")
-
-
-class HostReadError(AssertionError):
-    """A tensor was read back to the host inside the audited region."""
-
-
-@contextlib.contextmanager
-def forbid_host_reads(allowed=()):
-    """Make every host-reading tensor method raise :class:`HostReadError` inside the block.
-
-    Args:
-        allowed: Tensors that may be read (PyTorch optimizers keep their step counter ``state["step"]``
-            as a CPU scalar even on GPU and read it with ``.item()``; that is not a device sync).
-    """
-    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
-    allowed_ids = {id(t) for t in allowed}
-
-    def refuse(name):
-        original = saved[name]
-
-        def method(self, *args, **kwargs):
-            if id(self) in allowed_ids:
-                return original(self, *args, **kwargs)
-            raise HostReadError(f"Tensor.{name} was called during the step")
-        return method
-
-    try:
-        for name in HOST_READS:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
+from constrained_eq.sync_audit import HostReadError, forbid_host_reads
 
 
 class Relaxed(nn.Module):
@@ -160,3 +125,33 @@ def test_compiled_model_steps_like_eager(backend):
     for p, q in zip(eager_model.parameters(), compiled_base.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(eager.multipliers(), compiled.multipliers(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("model_name", "strategy"), [("egnn", "ace"), ("egnn", "cr"), ("segnn", "ace")])
+def test_nbody_model_steps_without_host_reads(device, tmp_path, model_name, strategy):
+    """The N-body models (graph means included) and CR's Lie penalty step without reading the device."""
+    from constrained_eq.symmetry import LieDerivative
+    from constrained_eq.tasks.nbody import NBody
+    from constrained_eq.train import to_device
+
+    task = NBody(n_train=8, n_val=2, n_test=2, root=str(tmp_path))
+    small = {"hidden_nf": 8, "n_layers": 2} if model_name == "egnn" else {"hidden_nf": 8, "n_layers": 1}
+    model = task.model(model_name, **small).to(device)
+    batch = to_device(next(iter(task.loaders(0, 4).train)), device)
+    constraints = [ceq.Equality(ceq.gammas)] + ([LieDerivative(weight=0.01)] if strategy == "cr" else [])
+    formulation, options = ("schedule", {"epochs": 4}) if strategy == "cr" else ("lagrangian", {})
+    problem = ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), constraints)
+    solver = ceq.Solver(problem, model, formulation, torch.optim.Adam(model.parameters(), lr=1e-3), dual_lr=1e-2,
+                        check_finite=False, example_batch=batch, **options)
+    solver.step(batch)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with forbid_host_reads(allowed=_optimizer_step_counters(solver)):
+            for _ in range(2):
+                solver.step(batch)
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")

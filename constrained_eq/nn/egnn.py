@@ -16,10 +16,14 @@ def _segment_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tens
 
 
 def _graph_mean(x: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
-    """Per-node mean of ``x`` over its graph, shape ``x.shape``."""
+    """Per-node mean of ``x`` over its graph, shape ``x.shape``.
+
+    The segments are sized by the number of nodes, an upper bound on the number of graphs, rather than
+    ``batch.max() + 1``: reading that maximum would sync the host with the GPU at every forward.
+    """
     if batch is None:
         return x.mean(0, keepdim=True).expand_as(x)
-    num = int(batch.max()) + 1 if batch.numel() else 0
+    num = batch.numel()
     total = _segment_sum(x, batch, num)
     count = _segment_sum(torch.ones_like(batch, dtype=x.dtype), batch, num).clamp(min=1)
     return (total / count[:, None])[batch]

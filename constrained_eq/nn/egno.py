@@ -172,7 +172,6 @@ class EGNO(nn.Module):
         """Predict the trajectory; see the class docstring for shapes."""
         t_steps, n = self.num_timesteps, x.shape[0]
         batch = torch.zeros(n, dtype=torch.long, device=x.device) if batch is None else batch
-        num_graphs = int(batch.max()) + 1 if n else 0
         emb = _time_embedding(t_steps, self.time_emb_dim, x.dtype, x.device)
         h = self.embedding(torch.cat([h.expand(t_steps, -1, -1), emb[:, None].expand(-1, n, -1)], dim=-1))
         x0 = x.expand(t_steps, -1, -1)
@@ -180,7 +179,7 @@ class EGNO(nn.Module):
         offsets = torch.arange(t_steps, device=x.device)
         edges_t = (edge_index[:, None, :] + (offsets * n)[None, :, None]).reshape(2, -1)
         attr_t = edge_attr.repeat(t_steps, 1)
-        batch_t = (batch[None, :] + (offsets * num_graphs)[:, None]).reshape(-1)
+        batch_t = (batch[None, :] + (offsets * n)[:, None]).reshape(-1)  # ids < n: distinct per step, no sync
         for time_h, time_x, layer in zip(self.time_h, self.time_x, self.layers, strict=True):
             h = h + nn.functional.silu(time_h(h))
             xt = xt + time_x((xt - x0)[..., None])[..., 0]

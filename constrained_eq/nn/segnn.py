@@ -9,6 +9,7 @@ from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
 from constrained_eq.nn._reps import irreps_algebra
+from constrained_eq.nn.egnn import _graph_mean
 
 __all__ = ["SEGNN", "SEGNNLayer", "SEGNNBranch", "SteerableLinear", "balanced_irreps", "nbody_segnn_inputs"]
 
@@ -206,12 +207,7 @@ def nbody_segnn_inputs(
     """
     row, col = edge_index
     n = loc.shape[0]
-    if batch is None:
-        centre = loc.mean(0, keepdim=True)
-    else:
-        num = int(batch.max()) + 1
-        count = _segment_sum(torch.ones_like(batch, dtype=loc.dtype), batch, num).clamp(min=1)
-        centre = (_segment_sum(loc, batch, num) / count[:, None])[batch]
+    centre = _graph_mean(loc, batch)  # no host sync
     rel = loc[row] - loc[col]
     irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
     edge_attr = o3.spherical_harmonics(irreps_attr, rel, normalize=True, normalization="integral")

@@ -62,3 +62,12 @@ def test_temporal_conv_commutes_with_rotations_and_refuses_bad_sizes():
     torch.testing.assert_close(conv(torch.einsum("ij,tnjc->tnic", rot, u)), torch.einsum("ij,tnjc->tnic", rot, conv(u)))
     with pytest.raises(ValueError, match=r"Expected 'num_timesteps' to be a positive int \(got 0\)"):
         EGNO(num_timesteps=0)
+
+
+def test_forward_reads_nothing_back_to_the_host():
+    from constrained_eq.sync_audit import forbid_host_reads
+
+    model = EGNO(**SMALL)
+    inputs = mocap_egno_inputs(_graphs(torch.float32))
+    with forbid_host_reads():
+        model(*inputs)
