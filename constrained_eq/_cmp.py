@@ -74,6 +74,8 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         slacks: Slack parameters u of the plans that have one, by key.
         check_finite: Raise :class:`NonFiniteError` on a non-finite loss or violation (one host
             sync per evaluation).
+        bound_variables: Per constraint key, the parameters found once by a target with
+            ``from_variables`` (γ); its values are then ``target.from_variables(params)``.
     """
 
     def __init__(
@@ -83,11 +85,13 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         cooper_constraints: dict[str, cooper.Constraint],
         slacks: dict[str, torch.nn.Parameter],
         check_finite: bool = True,
+        bound_variables: dict[str, list[torch.nn.Parameter]] | None = None,
     ) -> None:
         super().__init__()
         self.problem = problem
         self.plans = plans
         self.slacks = slacks
+        self.bound_variables = bound_variables or {}
         self.check_finite = check_finite
         self.step_index = 0
         self.dual_update = True
@@ -106,7 +110,8 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         result = StepValues(objective=objective, output=output)
         bare = unwrap(model)
         for plan in self.plans:
-            values = plan.constraint.target(bare, batch, output)
+            target, bound = plan.constraint.target, self.bound_variables.get(plan.key)
+            values = target.from_variables(bound) if bound is not None else target(bare, batch, output)
             values = values.reshape(-1) if values.dim() != 1 else values
             result.values[plan.key] = values
             result.logged[plan.key] = _snapshot(values)

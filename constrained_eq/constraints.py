@@ -52,6 +52,10 @@ class Target:
             optimizer (plain SGD by default, as ACE's algorithms do).
         prepare: Optional callable ``prepare(model)`` run once when a solver is built, before any
             forward (e.g. switching on the input recording a penalty reads).
+        from_variables: Optional callable ``from_variables(params) -> Tensor (L,)`` giving the same values
+            as ``fn`` from the parameters ``variables(model)`` names (for γ: ``torch.stack``). A solver
+            finds those parameters once, when it is built, and then evaluates the target from them,
+            without searching the model at every step.
 
     Shapes:
         - **output of** ``fn``: ``(L,)``
@@ -65,6 +69,7 @@ class Target:
         needs_batch: bool = True,
         variables: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
         prepare: Callable[[torch.nn.Module], None] | None = None,
+        from_variables: Callable[[list[torch.nn.Parameter]], torch.Tensor] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
@@ -75,6 +80,9 @@ class Target:
         self.needs_batch = needs_batch
         self.variables = variables
         self.prepare = prepare
+        if from_variables is not None and variables is None:
+            raise ValueError(f"Target {name!r}: 'from_variables' needs 'variables' (the parameters it reads)")
+        self.from_variables = from_variables
 
     def __call__(self, model: torch.nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
         return self.fn(model, batch, output)

@@ -148,7 +148,9 @@ class Solver:
         cooper_constraints = {
             p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
         }
-        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite)
+        bound = {p.key: p.constraint.target.variables(model) for p in self.plans
+                 if p.constraint.target.from_variables is not None}
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite, bound)
         self.variables = self._constrained_variables()
         if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
             raise ValueError(

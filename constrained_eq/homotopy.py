@@ -233,7 +233,8 @@ def _gamma_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.gamma for layer in _module_tree_layers(model)]
 
 
-gammas = register_target(Target(_gamma_vector, "gammas", needs_batch=False, variables=_gamma_parameters))
+gammas = register_target(Target(_gamma_vector, "gammas", needs_batch=False, variables=_gamma_parameters,
+                                from_variables=torch.stack))
 gammas.__doc__ = "The vector γ = (γ_1, …, γ_L) of a relaxed model: ``gammas(model) -> Tensor (L,)``."
 
 

@@ -232,3 +232,24 @@ def test_the_fused_simultaneous_roll_equals_coopers_bitwise(formulation, options
         assert torch.equal(lam, records[1].multipliers[key]) and lam.abs().max() > 0
     for key, slack in records[0].slacks.items():
         assert torch.equal(slack, records[1].slacks[key])
+
+
+def test_the_solver_reads_gamma_from_the_parameters_it_found_once(monkeypatch):
+    """``gammas`` has ``from_variables``: after construction a step does not search the model again."""
+    from constrained_eq import homotopy
+
+    model = Relaxed()
+    solver = ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), model, "lagrangian", dual_lr=0.1)
+    expected = ceq.gammas(model).detach().clone()
+
+    def no_walk(_model):
+        raise AssertionError("the model was searched during the step")
+
+    monkeypatch.setattr(homotopy, "_module_tree_layers", no_walk)
+    record = solver.step(_batch())
+    assert torch.equal(record.values["equality_gammas"], expected)
+
+
+def test_from_variables_needs_variables():
+    with pytest.raises(ValueError, match="'from_variables' needs 'variables'"):
+        ceq.Target(lambda m, b, o: m.x, "x", from_variables=torch.stack)
