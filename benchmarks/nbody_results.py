@@ -3,8 +3,9 @@
     python benchmarks/nbody_results.py --epochs 60 --n-train 1000 --seeds 0 1 2 --jobs 2
 
 Runs `problems/nbody_quick.yaml` under each strategy (vanilla, ACE equality by plain descent–ascent
-and by the augmented Lagrangian, ACE resilient, CR, SO(3) augmentation, fixed penalty) and seed, then a training-set-size sweep for vanilla vs ACE,
-and writes the tables (test MSE of the deployed model) with the exact budget.
+and by the augmented Lagrangian, ACE resilient, CR, SO(3) augmentation, fixed penalty) and seed, then a
+training-set-size sweep for vanilla vs ACE, and writes the tables (test MSE of the deployed model)
+with the exact budget.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def main() -> None:
         f"({(time.perf_counter() - began) / 60:.1f} min on a 2-core CPU).",
         "",
         f"Budget: `problems/nbody_quick.yaml` (EGNN, hidden 32, 4 layers; batch 50; Adam lr 1e-3) with "
-        f"{args.n_train} training and {args.n_eval} validation / {args.n_eval} test trajectories, {args.epochs} epochs, the model of the best validation epoch "
+        f"{args.n_train} training and {args.n_eval} validation / {args.n_eval} test trajectories, {args.epochs} "
+        "epochs, the model of the best validation epoch "
         "(projected model for strategies that deploy f_{θ,0}). Test MSE of positions at frame 40.",
         "",
         "| strategy | test MSE, deployed f_eq (projected) | test MSE, f_eq + f_neq | seconds/run |",

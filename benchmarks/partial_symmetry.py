@@ -106,7 +106,7 @@ def fit_chain(method: str, cfg: ChainConfig, seed: int) -> ChainRun:
     gammas, lams, slacks = [], [], []
     run = ChainRun(method, np.empty(0), np.empty(0), np.empty(0))
     L = cfg.layers
-    for epoch in range(cfg.epochs):
+    for _ in range(cfg.epochs):
         order = torch.randperm(cfg.n_train, generator=g)
         for start in range(0, cfg.n_train, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
@@ -176,7 +176,8 @@ def main() -> None:
                                       title=f"{name}, {method}")
         summary[name] = rows
         lines += [f"\n### {name} ({len(args.seeds)} seeds, {args.epochs} epochs)\n",
-                  "| method | val MSE (deployed) | val MSE f_eq (γ=0) | equiv. error epoch 1 → last | Thm 4.2 bound (last) |",
+                  "| method | val MSE (deployed) | val MSE f_eq (γ=0) | equiv. error epoch 1 → last "
+                  "| Thm 4.2 bound (last) |",
                   "|---|---|---|---|---|"]
         for m in METHODS:
             r = rows[m]
@@ -186,7 +187,8 @@ def main() -> None:
         res, eq = rows["resilient"], rows["equality"]
         lines.append("")
         for i, (x, e) in enumerate(zip(res, eq, strict=True)):
-            lines.append(f"- seed {args.seeds[i]}: resilient u = {np.round(x['u'], 3).tolist()}, ranking {x['ranking']}, "
+            lines.append(f"- seed {args.seeds[i]}: resilient u = {np.round(x['u'], 3).tolist()}, "
+                         f"ranking {x['ranking']}, "
                          f"max|u−λ/ρ| = {x['u_minus_lam']:.2g}, KKT ok {x['kkt_ok']}, error ≤ bound at every epoch "
                          f"{x['under_bound']}; equality γ = {np.round(e['gamma'], 3).tolist()}, "
                          f"λ = {np.round(e['lam'], 3).tolist()}, signatures {e['signatures']}")
