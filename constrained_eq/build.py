@@ -253,9 +253,11 @@ def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance
 
 
 def _loader_means(task: Task, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+    """Batch-size-weighted means of the loss and the task's metric, plus the task's loader-wide metrics."""
     sums: dict[str, float] = {}
     count = 0
     custom_metric = type(task).metric is not Task.metric
+    summaries = []
     for batch in loader:
         batch = to_device(batch, device)
         n = batch.num_graphs if hasattr(batch, "num_graphs") else batch[0].shape[0]
@@ -263,8 +265,11 @@ def _loader_means(task: Task, model: torch.nn.Module, loader: Any, device: torch
         sums["loss"] = sums.get("loss", 0.0) + float(task.loss(output, batch)) * n
         if custom_metric:
             sums[task.metric_name] = sums.get(task.metric_name, 0.0) + float(task.metric(output, batch)) * n
+        summary = task.batch_summary(output, batch)
+        if summary is not None:
+            summaries.append(summary)
         count += n
-    return {k: v / max(count, 1) for k, v in sums.items()}
+    return {**{k: v / max(count, 1) for k, v in sums.items()}, **task.aggregate(summaries)}
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -63,6 +63,18 @@ class Task:
         """Test metric of a batch (scalar mean over the batch)."""
         return self.loss(output, batch)
 
+    def batch_summary(self, output: Any, batch: Any) -> Any:
+        """What :meth:`aggregate` needs of one evaluated batch (default: nothing, ``None``).
+
+        For metrics that are not means of per-batch values (e.g. a mean per-class accuracy), keep
+        the summary small: predictions and labels, not the inputs.
+        """
+        return None
+
+    def aggregate(self, summaries: list[Any]) -> dict[str, float]:
+        """Metrics over a whole loader from the :meth:`batch_summary` of each batch (default: none)."""
+        return {}
+
     def model(self, name: str, **options: Any) -> nn.Module:
         """Build model ``name`` with ``options``."""
         raise NotImplementedError

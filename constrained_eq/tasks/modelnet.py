@@ -154,6 +154,25 @@ class ModelNet(Task):
         """Instance accuracy in [0, 1]."""
         return (output.argmax(dim=-1) == batch[1]).float().mean()
 
+    def batch_summary(self, output: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted and true classes of the batch."""
+        return output.argmax(dim=-1).cpu(), batch[1].cpu()
+
+    def aggregate(self, summaries: list[Any]) -> dict[str, float]:
+        r"""``class_accuracy``: the mean over classes of the per-class accuracy (ModelNet40's "mAcc").
+
+        .. math:: \text{mAcc} = \frac{1}{|C|} \sum_{c \in C} \frac{\#\{i : \hat y_i = y_i = c\}}{\#\{i : y_i = c\}}
+
+        over the classes C present in the loader.
+        """
+        if not summaries:
+            return {}
+        predicted = torch.cat([p for p, _ in summaries])
+        labels = torch.cat([y for _, y in summaries])
+        classes = labels.unique()
+        per_class = torch.stack([(predicted[labels == c] == c).float().mean() for c in classes])
+        return {"class_accuracy": float(per_class.mean())}
+
     def model(self, name: str, **options: Any) -> nn.Module:
         """Build the named model with its options (``num_classes`` from the data)."""
         if "channels" in options:

@@ -185,3 +185,28 @@ def test_synthetic_shapes():
     assert torch.equal(SyntheticShapes(3, 128, seed=1).points, ds.points)
     with pytest.raises(ValueError, match="Expected 'classes'"):
         SyntheticShapes(classes=["torus"])
+
+
+def test_class_accuracy_is_the_mean_of_per_class_accuracies():
+    """Classes 0, 1, 2 with 4, 1, 1 samples: per-class accuracies 3/4, 0, 1 → mAcc 7/12 (instance 4/6)."""
+    from constrained_eq.build import evaluate_split
+    from constrained_eq.tasks.modelnet import ModelNet
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 2])
+    predicted = torch.tensor([0, 0, 0, 2, 0, 2])
+    logits = torch.nn.functional.one_hot(predicted, 3).float()
+    task = ModelNet.__new__(ModelNet)  # only the metric methods are used: no data needed
+    batches = [(logits[:4], labels[:4]), (logits[4:], labels[4:])]  # split across batches on purpose
+    summaries = [task.batch_summary(out, (None, y)) for out, y in batches]
+    assert task.aggregate(summaries) == {"class_accuracy": pytest.approx(7 / 12)}
+
+    class Lookup(torch.nn.Module):  # returns the logits of the batch it is given
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return x
+
+    metrics = evaluate_split(task, Lookup(), batches, equivariance=False)
+    assert metrics["class_accuracy"] == pytest.approx(7 / 12) and metrics["accuracy"] == pytest.approx(4 / 6)
