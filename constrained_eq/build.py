@@ -105,6 +105,7 @@ def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -
     columns = ["train_loss", "val_loss"]
     if type(task).metric is not Task.metric:
         columns.append(f"val_{task.metric_name}")
+    columns += [f"val_{name}" for name in task.higher_is_better if f"val_{name}" not in columns]
     if evaluation["equivariance_error"]:
         columns.append("val_equivariance_error")
     if evaluation["project"] and any(True for _ in homotopic_layers(model)):
@@ -338,6 +339,11 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
             "max_rank_difference": distributed.max_rank_difference(tensors)}
 
 
+def _selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
+    """``"max"`` when the selected column is a metric the task wants large (an accuracy), else ``"min"``."""
+    return "max" if _selection(spec, relaxed).removeprefix("val_") in task.higher_is_better else "min"
+
+
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                 device: str = "cpu", progress: bool = True,
                 context: distributed.Context | None = None) -> dict[str, Any]:
@@ -371,7 +377,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
         evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
-        select=_selection(spec, relaxed))
+        select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task))
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}

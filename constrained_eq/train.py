@@ -212,6 +212,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     select: str = "val_loss",
+    select_mode: str = "min",
     plot: bool = True,
     divergence_limit: float | None = 1e6,
 ) -> FitResult:
@@ -236,7 +237,9 @@ def fit(
         steps_every (int, optional): Append to ``steps.csv`` every N steps (default: none).
         resume (bool, optional): Continue from ``run_dir/checkpoint.pt`` (default: :obj:`False`).
         progress (bool, optional): Show a tqdm progress bar (default: :obj:`True`).
-        select (str, optional): History column minimised to pick the best epoch (default: ``"val_loss"``).
+        select (str, optional): History column that picks the best epoch (default: ``"val_loss"``).
+        select_mode (str, optional): ``"min"`` (losses, errors) or ``"max"`` (accuracies) of ``select``
+            (default: ``"min"``).
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
         divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
             :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
@@ -255,6 +258,9 @@ def fit(
     for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("log_every", log_every)):
         _check_positive_int(value, name)
     _check_positive_int(steps_every, "steps_every", allow_none=True)
+    if select_mode not in ("min", "max"):
+        raise ValueError(f"fit: expected 'select_mode' to be 'min' or 'max' (got {select_mode!r})")
+    sign = 1.0 if select_mode == "min" else -1.0  # best_value is kept as sign · value, minimised
     if divergence_limit is not None and not (isinstance(divergence_limit, int | float)
                                              and not isinstance(divergence_limit, bool) and divergence_limit > 0):
         raise ValueError(f"fit: expected 'divergence_limit' to be a number > 0 or None (got {divergence_limit!r})")
@@ -350,8 +356,8 @@ def fit(
             metrics_row = {k: v for k, v in row.items() if k != "epoch" and "." not in k}
             key = select if val_loader is not None else "train_loss"
             if key in row:
-                if math.isfinite(row[key]) and row[key] < state["best_value"]:
-                    state.update(best_epoch=epoch, best_value=row[key], best_metrics=metrics_row)
+                if math.isfinite(row[key]) and sign * row[key] < state["best_value"]:
+                    state.update(best_epoch=epoch, best_value=sign * row[key], best_metrics=metrics_row)
                     if writes:
                         atomic_torch_save({"model": model.state_dict(), "epoch": epoch, "metrics": metrics_row},
                                           run_dir / "best.pt")
@@ -375,7 +381,8 @@ def fit(
     if writes:
         summary = read_json(run_dir / "metrics.json")
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
-                       epochs=result.epochs, select=select, skipped_steps=state["skipped_steps"])
+                       epochs=result.epochs, select=select, select_mode=select_mode,
+                       skipped_steps=state["skipped_steps"])
         summary.setdefault("seconds", 0.0)
         summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
         write_json(run_dir / "metrics.json", summary)

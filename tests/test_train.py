@@ -68,6 +68,8 @@ def test_fit_checks_its_arguments():
         fit(solver, loaders.train, epochs=0)
     with pytest.raises(ValueError, match=r"expected 'select' to be one of the logged columns"):
         fit(solver, loaders.train, loaders.val, epochs=1, select="val_acc", progress=False)
+    with pytest.raises(ValueError, match="expected 'select_mode' to be 'min' or 'max'"):
+        fit(solver, loaders.train, epochs=1, select_mode="largest", progress=False)
 
 
 def test_csv_stream_extends_header_and_truncates(tmp_path):
@@ -94,3 +96,23 @@ def test_to_device_moves_pyg_batches():
     batch = Batch.from_data_list([Data(pos=torch.zeros(2, 3)), Data(pos=torch.ones(3, 3))])
     moved = to_device((batch, torch.zeros(1)), torch.device("cpu"))
     assert isinstance(moved[0], Batch) and moved[0].pos.shape == (5, 3)
+
+
+@pytest.mark.parametrize(("mode", "best"), [("max", 1), ("min", 0)])
+def test_select_mode_picks_the_largest_accuracy_or_the_smallest_value(mode, best):
+    _, loaders, solver = _setup("lagrangian")
+    accuracies = iter([0.2, 0.9, 0.5])
+    result = fit(solver, loaders.train, loaders.val, epochs=3, progress=False, select="val_accuracy",
+                 select_mode=mode, evaluate=lambda model, loader: {"accuracy": next(accuracies)})
+    assert result.best_epoch == best
+
+
+def test_modelnet_selection_maximises_accuracy():
+    from constrained_eq.build import _selection_mode
+    from constrained_eq.tasks.modelnet import ModelNet
+    from constrained_eq.tasks.nbody import NBody
+
+    spec = {"evaluation": {"select": "val_class_accuracy"}, "strategy": "vanilla"}
+    assert _selection_mode(spec, False, ModelNet.__new__(ModelNet)) == "max"
+    assert _selection_mode({**spec, "evaluation": {"select": "val_loss"}}, False, ModelNet.__new__(ModelNet)) == "min"
+    assert _selection_mode({**spec, "evaluation": {"select": "val_mse"}}, False, NBody.__new__(NBody)) == "min"

@@ -36,6 +36,8 @@ class Task:
         model_options: For each model name, its options and their defaults.
         metric_name: Name of :meth:`metric` in tables and ``metrics.json``.
         supports_augmentation: :meth:`augment` applies a random group element to a batch.
+        higher_is_better: Metrics (by name) for which larger is better; ``evaluation.select`` on one of
+            them picks the epoch with the largest value.
     """
 
     name: ClassVar[str]
@@ -43,6 +45,7 @@ class Task:
     model_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     metric_name: ClassVar[str] = "mse"
     supports_augmentation: ClassVar[bool] = False
+    higher_is_better: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.option_defaults))

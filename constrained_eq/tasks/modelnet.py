@@ -78,6 +78,7 @@ class ModelNet(Task):
                        "num_per_class": 16, "data_seed": 0}
     model_options = {"vn_pointnet": _POINTNET_OPTIONS, "vn_dgcnn": _DGCNN_OPTIONS}
     metric_name = "accuracy"
+    higher_is_better = ("accuracy", "class_accuracy")
     supports_augmentation = True
 
     def __init__(self, **options: Any) -> None:
