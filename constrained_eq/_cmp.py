@@ -14,11 +14,11 @@ import cooper
 import torch
 import torch.distributed as dist
 
-from constrained_eq.distributed import unwrap
+from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
 
-__all__ = ["ProblemCMP", "NonFiniteError", "StepValues", "all_reduce_mean_", "is_distributed"]
+__all__ = ["ProblemCMP", "NonFiniteError", "StepValues"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -39,19 +39,6 @@ class StepValues:
     logged_violations: dict[str, torch.Tensor] = field(default_factory=dict)
     violations: dict[str, torch.Tensor] = field(default_factory=dict)
     output: Any = None
-
-
-def is_distributed() -> bool:
-    """Whether a process group of more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
-    """Average ``tensor`` over all ranks in place (no-op on one process)."""
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor.div_(dist.get_world_size())
-    return tensor
 
 
 def _snapshot(tensor: torch.Tensor) -> torch.Tensor:

@@ -254,8 +254,11 @@ def evaluate_split(task: Task, model: torch.nn.Module, loader: Any, equivariance
 
 
 def _loader_means(task: Task, model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-    """Batch-size-weighted means of the loss and the task's metric, plus the task's loader-wide metrics."""
-    sums: dict[str, float] = {}
+    """Batch-size-weighted means of the loss and the task's metric, plus the task's loader-wide metrics.
+
+    The sums stay on the device; they are read once, at the end.
+    """
+    sums: dict[str, Any] = {}
     count = 0
     custom_metric = type(task).metric is not Task.metric
     summaries = []
@@ -263,14 +266,14 @@ def _loader_means(task: Task, model: torch.nn.Module, loader: Any, device: torch
         batch = to_device(batch, device)
         n = batch.num_graphs if hasattr(batch, "num_graphs") else batch[0].shape[0]
         output = task.forward(model, batch)
-        sums["loss"] = sums.get("loss", 0.0) + float(task.loss(output, batch)) * n
+        sums["loss"] = sums.get("loss", 0.0) + task.loss(output, batch).detach() * n
         if custom_metric:
-            sums[task.metric_name] = sums.get(task.metric_name, 0.0) + float(task.metric(output, batch)) * n
+            sums[task.metric_name] = sums.get(task.metric_name, 0.0) + task.metric(output, batch).detach() * n
         summary = task.batch_summary(output, batch)
         if summary is not None:
             summaries.append(summary)
         count += n
-    return {**{k: v / max(count, 1) for k, v in sums.items()}, **task.aggregate(summaries)}
+    return {**{k: float(v) / max(count, 1) for k, v in sums.items()}, **task.aggregate(summaries)}
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

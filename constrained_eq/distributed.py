@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 __all__ = ["Context", "launched", "init_from_env", "is_main_process", "on_main", "shard_loader", "wrap_model",
-           "unwrap", "fingerprint", "max_rank_difference", "all_reduce_mean"]
+           "unwrap", "fingerprint", "max_rank_difference", "is_distributed", "all_reduce_mean", "all_reduce_mean_"]
 
 T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -97,6 +97,11 @@ def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def is_distributed() -> bool:
+    """Whether a process group of more than one rank is running."""
+    return _initialized() and dist.get_world_size() > 1
+
+
 def is_main_process() -> bool:
     """``True`` on rank 0, or when no process group is running."""
     return not _initialized() or dist.get_rank() == 0
@@ -162,13 +167,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over all ranks in place (no-op on one process); returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """The mean of ``value`` over ranks (a copy; ``value`` itself when no process group runs)."""
-    if not _initialized() or dist.get_world_size() == 1:
-        return value
-    total = value.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / dist.get_world_size()
+    """The mean of ``value`` over ranks, as a new tensor (``value`` itself on one process)."""
+    return all_reduce_mean_(value.detach().clone()) if is_distributed() else value
 
 
 def fingerprint(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -187,7 +196,7 @@ def max_rank_difference(tensors: list[torch.Tensor]) -> float:
 
     Use it to check that ranks hold the same θ, γ, λ and u; it is a collective (call it on every rank).
     """
-    if not _initialized() or dist.get_world_size() == 1 or not tensors:
+    if not is_distributed() or not tensors:
         return 0.0
     flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
     parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import torch
 
 from constrained_eq import _optim
-from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues, all_reduce_mean_, is_distributed
+from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues
 from constrained_eq._rng import get_rng_state, set_rng_state
-from constrained_eq.distributed import unwrap
+from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
 from constrained_eq.formulations import Formulation, resolve_formulation
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from constrained_eq.runs import atomic_torch_save  # the one atomic save, re-exported for the loaders
 
 __all__ = ["require_files", "atomic_torch_save", "random_split_indices", "haar_rotation"]
 
@@ -40,24 +40,6 @@ def require_files(folder: str | os.PathLike[str], names: Iterable[str], what: st
             msg += " " + hint
         raise FileNotFoundError(msg)
     return folder
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Save ``obj`` with :func:`torch.save` so that ``path`` is either absent or complete.
-
-    The object is written to a temporary file in the same directory and moved into place with
-    :func:`os.replace`, which is atomic on POSIX file systems.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def random_split_indices(

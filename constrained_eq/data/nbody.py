@@ -8,9 +8,9 @@ Five unit-mass particles with charges :math:`q_i \in \{-1, +1\}` move under
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from constrained_eq.runs import atomic_write_bytes
 
 __all__ = ["NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody"]
 
@@ -206,16 +208,9 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
         with np.load(path) as data:
             return {name: data[name] for name in data.files}
     arrays = simulate_nbody(**params)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nbody_", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return arrays
 
 

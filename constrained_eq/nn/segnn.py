@@ -9,7 +9,7 @@ from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
 from constrained_eq.nn._reps import irreps_algebra
-from constrained_eq.nn.egnn import _graph_mean
+from constrained_eq.nn.egnn import _graph_mean, _segment_sum
 
 __all__ = ["SEGNN", "SEGNNLayer", "SEGNNBranch", "SteerableLinear", "balanced_irreps", "nbody_segnn_inputs"]
 
@@ -114,10 +114,6 @@ class SEGNNBranch(nn.Module):
     def forward(self, x: torch.Tensor, attr: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the layer; see the class docstring for shapes."""
         return self.net(x)
-
-
-def _segment_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
-    return src.new_zeros((num,) + src.shape[1:]).index_add_(0, index, src)
 
 
 class SEGNNLayer(nn.Module):

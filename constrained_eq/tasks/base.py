@@ -8,12 +8,13 @@ any data is built.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from constrained_eq.data._common import haar_rotation
 from constrained_eq.homotopy import is_relaxed, project
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation"]
@@ -94,6 +95,39 @@ class Task:
         """Relative equivariance error of ``model`` on ``loader`` (``None`` if the task has none)."""
         return None
 
+    @torch.no_grad()
+    def rotation_error(self, model: nn.Module, loader: Any, turn: Callable[[Any, torch.Tensor], Any],
+                       compare: Callable[[Any, Any, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]) -> float:
+        r"""A relative rotation error :math:`\sum_b \text{num}_b / \sum_b \text{den}_b` over ``loader``.
+
+        One Haar rotation R per batch, drawn from a generator seeded 0 (the same rotations on every call).
+
+        Args:
+            model: The model, run through :meth:`forward`.
+            loader: Batches.
+            turn: ``turn(batch, R)`` — the batch with its inputs rotated.
+            compare: ``compare(out, turned_out, R, batch) -> (num, den)`` — the batch's sums, e.g.
+                ``Σ‖f(Rx) − R f(x)‖`` and ``Σ‖f(x)‖``.
+        """
+        from constrained_eq.train import to_device
+
+        generator = torch.Generator().manual_seed(0)
+        device = next(model.parameters()).device
+        num = den = 0.0
+        for batch in loader:
+            batch = to_device(batch, device)
+            out = self.forward(model, batch)
+            rotation = random_rotation(generator, out.dtype, device)
+            batch_num, batch_den = compare(out, self.forward(model, turn(batch, rotation)), rotation, batch)
+            num, den = num + batch_num, den + batch_den  # device tensors: one read at the end
+        return float(num) / max(float(den), 1e-12)
+
+
+def invariance_sums(out: torch.Tensor, turned: torch.Tensor, rotation: torch.Tensor,
+                    batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ|f(Rx) − f(x)|, Σ|f(x)|)``: the ``compare`` of :meth:`Task.rotation_error` for invariant outputs."""
+    return (turned - out).abs().sum(), out.abs().sum()
+
 
 def projected(model: nn.Module) -> nn.Module:
     """A copy of ``model`` computing f_{θ,0}: every :class:`HomotopicLayer` replaced by its f_eq."""
@@ -102,9 +136,5 @@ def projected(model: nn.Module) -> nn.Module:
 
 def random_rotation(generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                     device: torch.device | None = None) -> torch.Tensor:
-    """A uniformly random 3×3 rotation matrix (QR of a Gaussian matrix, det = +1)."""
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.to(dtype=dtype, device=device)
+    """A uniformly random 3×3 rotation matrix (:func:`~constrained_eq.data._common.haar_rotation`), on ``device``."""
+    return haar_rotation(generator, dtype=dtype).to(device=device)

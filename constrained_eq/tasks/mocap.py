@@ -95,18 +95,15 @@ class Mocap(Task):
         batch.pos, batch.vel, batch.y = batch.pos @ rotation.T, batch.vel @ rotation.T, batch.y @ rotation.T
         return batch
 
-    @torch.no_grad()
     def equivariance_error(self, model: nn.Module, loader: Any) -> float:
         """``E‖f(Rx) − R f(x)‖ / E‖f(x) − x‖`` on the last predicted step, one fixed R per batch (seed 0)."""
-        generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        num, den = 0.0, 0.0
-        for batch in loader:
-            batch = batch.to(device)
-            rotation = random_rotation(generator, batch.pos.dtype, device)
-            out = self.forward(model, batch)[-1]
+
+        def turn(batch: Any, rot: torch.Tensor) -> Any:
             turned = batch.clone()
-            turned.pos, turned.vel = batch.pos @ rotation.T, batch.vel @ rotation.T
-            num += float((self.forward(model, turned)[-1] - out @ rotation.T).norm(dim=-1).sum())
-            den += float((out - batch.pos).norm(dim=-1).sum())
-        return num / max(den, 1e-12)
+            turned.pos, turned.vel = batch.pos @ rot.T, batch.vel @ rot.T
+            return turned
+
+        return self.rotation_error(
+            model, loader, turn,
+            lambda out, turned, rot, batch: ((turned[-1] - out[-1] @ rot.T).norm(dim=-1).sum(),
+                                             (out[-1] - batch.pos).norm(dim=-1).sum()))

@@ -33,7 +33,7 @@ from constrained_eq.data.modelnet import (
 )
 from constrained_eq.nn.vn_dgcnn import VNDGCNN
 from constrained_eq.nn.vn_pointnet import VNPointNet
-from constrained_eq.tasks.base import Loaders, Task, random_rotation
+from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
 
 __all__ = ["ModelNet"]
 
@@ -156,8 +156,8 @@ class ModelNet(Task):
         return (output.argmax(dim=-1) == batch[1]).float().mean()
 
     def batch_summary(self, output: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted and true classes of the batch."""
-        return output.argmax(dim=-1).cpu(), batch[1].cpu()
+        """Predicted and true classes of the batch (left on the device until :meth:`aggregate`)."""
+        return output.argmax(dim=-1), batch[1]
 
     def aggregate(self, summaries: list[Any]) -> dict[str, float]:
         r"""``class_accuracy``: the mean over classes of the per-class accuracy (ModelNet40's "mAcc").
@@ -168,8 +168,8 @@ class ModelNet(Task):
         """
         if not summaries:
             return {}
-        predicted = torch.cat([p for p, _ in summaries])
-        labels = torch.cat([y for _, y in summaries])
+        predicted = torch.cat([p for p, _ in summaries]).cpu()
+        labels = torch.cat([y for _, y in summaries]).cpu()
         classes = labels.unique()
         per_class = torch.stack([(predicted[labels == c] == c).float().mean() for c in classes])
         return {"class_accuracy": float(per_class.mean())}
@@ -189,16 +189,7 @@ class ModelNet(Task):
         points, labels = batch
         return points @ random_rotation(dtype=points.dtype, device=points.device).T, labels
 
-    @torch.no_grad()
     def equivariance_error(self, model: nn.Module, loader: Any) -> float:
         """``E|f(Rx) − f(x)| / E|f(x)|`` on the logits, one fixed R per batch (seed 0)."""
-        generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        num, den = 0.0, 0.0
-        for points, _ in loader:
-            points = points.to(device)
-            rotation = random_rotation(generator, points.dtype, device)
-            out = model(points)
-            num += float((model(points @ rotation.T) - out).abs().sum())
-            den += float(out.abs().sum())
-        return num / max(den, 1e-12)
+        return self.rotation_error(model, loader, lambda batch, rot: (batch[0] @ rot.T, *batch[1:]),
+                                   invariance_sums)

@@ -91,17 +91,9 @@ class NBody(Task):
         return batch._replace(loc=batch.loc @ rotation.T, vel=batch.vel @ rotation.T,
                               target=batch.target @ rotation.T)
 
-    @torch.no_grad()
     def equivariance_error(self, model: nn.Module, loader: Any) -> float:
         """``E‖f(Rx, Rv) − R f(x, v)‖ / E‖f(x, v) − x‖`` over the loader, one fixed R per batch (seed 0)."""
-        generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        num, den = 0.0, 0.0
-        for batch in loader:
-            batch = NBodyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch))
-            rotation = random_rotation(generator, batch.loc.dtype, device)
-            out = self.forward(model, batch)
-            turned = batch._replace(loc=batch.loc @ rotation.T, vel=batch.vel @ rotation.T)
-            num += float((self.forward(model, turned) - out @ rotation.T).norm(dim=-1).sum())
-            den += float((out - batch.loc).norm(dim=-1).sum())
-        return num / max(den, 1e-12)
+        return self.rotation_error(
+            model, loader, lambda batch, rot: batch._replace(loc=batch.loc @ rot.T, vel=batch.vel @ rot.T),
+            lambda out, turned, rot, batch: ((turned - out @ rot.T).norm(dim=-1).sum(),
+                                             (out - batch.loc).norm(dim=-1).sum()))

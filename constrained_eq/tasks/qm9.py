@@ -23,7 +23,7 @@ from torch_geometric.loader import DataLoader
 
 from constrained_eq.data.qm9 import QM9_TARGETS, QM9Pack, qm9_from_pyg_root, qm9_split, synthetic_qm9
 from constrained_eq.nn.schnet import SchNet
-from constrained_eq.tasks.base import Loaders, Task, random_rotation
+from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
 
 __all__ = ["QM9", "target_index", "cache_root"]
 
@@ -140,18 +140,11 @@ class QM9(Task):
         batch.pos = batch.pos @ random_rotation(dtype=batch.pos.dtype, device=batch.pos.device).T
         return batch
 
-    @torch.no_grad()
     def equivariance_error(self, model: nn.Module, loader: Any) -> float:
         """``E|f(Rx) − f(x)| / E|f(x)|`` (invariance) over the loader, one fixed R per batch (seed 0)."""
-        generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        num, den = 0.0, 0.0
-        for batch in loader:
-            batch = batch.to(device)
-            rotation = random_rotation(generator, batch.pos.dtype, device)
-            out = self.forward(model, batch)
+        def turn(batch: Any, rot: torch.Tensor) -> Any:
             turned = batch.clone()
-            turned.pos = batch.pos @ rotation.T
-            num += float((self.forward(model, turned) - out).abs().sum())
-            den += float(out.abs().sum())
-        return num / max(den, 1e-12)
+            turned.pos = batch.pos @ rot.T
+            return turned
+
+        return self.rotation_error(model, loader, turn, invariance_sums)

@@ -175,15 +175,8 @@ class ToyRotation(Task):
         rotation = random_rotation(dtype=x.dtype, device=x.device)
         return x @ rotation.T, y @ rotation.T
 
-    @torch.no_grad()
     def equivariance_error(self, model: nn.Module, loader: Any) -> float:
         """``E‖f(xRᵀ) − f(x)Rᵀ‖ / E‖f(x)‖`` over the loader, one fixed random R per batch (seed 0)."""
-        generator = torch.Generator().manual_seed(0)
-        num, den = 0.0, 0.0
-        for x, _ in loader:
-            x = x.to(next(model.parameters()).device)
-            rotation = random_rotation(generator, x.dtype, x.device)
-            out = model(x)
-            num += float((model(x @ rotation.T) - out @ rotation.T).norm(dim=-1).sum())
-            den += float(out.norm(dim=-1).sum())
-        return num / max(den, 1e-12)
+        return self.rotation_error(
+            model, loader, lambda batch, rot: (batch[0] @ rot.T, *batch[1:]),
+            lambda out, turned, rot, batch: ((turned - out @ rot.T).norm(dim=-1).sum(), out.norm(dim=-1).sum()))
