@@ -39,8 +39,9 @@ from constrained_eq import distributed
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
+from constrained_eq.imports import ImportPathError, build_model, is_import_path, load_optimizer
 from constrained_eq.problem import ConstrainedProblem, Objective
-from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
+from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.train import fit, to_device
@@ -161,10 +162,22 @@ def _formulation(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
+    """The task's model ``name``, or the user's ``package.module:factory`` called with ``options``."""
+    return build_model(name, options) if is_import_path(name) else task.model(name, **options)
+
+
 def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     opt = spec["optimizer"]
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
-    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    if is_import_path(opt["name"]):
+        cls = load_optimizer(opt["name"], optimizer_kwargs(opt))
+    else:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
+    optimizer = cls(params, **optimizer_kwargs(opt))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise _fail(spec, _line(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
+                                                         f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+    return optimizer
 
 
 def seed_everything(seed: int) -> None:
@@ -191,10 +204,12 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         task = get_task(spec["task"]["name"])(**spec["task"]["options"])
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
-        model = task.model(spec["model"]["name"], **spec["model"]["options"])
+        model = _model(task, spec["model"]["name"], spec["model"]["options"])
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
         raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
+    except ImportPathError as err:
+        raise _fail(spec, _line(spec, f"{section}.name"), f"'{section}.name': {err}") from None
     except (ValueError, TypeError) as err:
         named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"

@@ -3,7 +3,7 @@
 Usage::
 
     ceq run problems/toy.yaml [--resume] [--overwrite] [--out runs/] [--epochs N] [--seed S]
-                              [--strategy NAME] [--device cpu|cuda] [--quiet]
+                              [--strategy NAME] [--device cpu|cuda] [--quiet] [--set KEY=VALUE ...]
     ceq compare problems/a.yaml problems/b.yaml [--strategies vanilla,ace_equality,...] [--out runs/]
     ceq report runs/toy
 
@@ -39,15 +39,16 @@ def _device(name: str) -> str:
 
 
 def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
+    from constrained_eq.overrides import Override, parse_set
     from constrained_eq.problem_file import load_problem_file
 
-    overrides: dict[str, Any] = {}
+    overrides = [parse_set(text) for text in getattr(args, "set", None) or []]
     if getattr(args, "epochs", None) is not None:
-        overrides["training.epochs"] = args.epochs
+        overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
     if getattr(args, "seed", None) is not None:
-        overrides["training.seed"] = args.seed
+        overrides.append(Override(("training", "seed"), args.seed, f"--seed {args.seed}"))
     if strategy is not None:
-        overrides["strategy"] = strategy
+        overrides.append(Override(("strategy",), strategy, f"--strategy {strategy}"))
     return load_problem_file(file, overrides)
 
 
@@ -178,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the problem file, e.g. --set optimizer.lr=5e-3 (repeatable)")
     run.add_argument("--strategy", default=None, help="override the file's strategy")
     report = sub.add_parser("report", help="print a run's summary and write its plots")
     report.add_argument("run_dir")
