@@ -114,7 +114,8 @@ def check_call(fn: Callable[..., Any], path: str, what: str, *args: Any, **kwarg
         signature.bind(*args, **kwargs)
     except TypeError as err:
         given = ", ".join([*(["…"] * len(args)), *kwargs]) or "no arguments"
-        raise ImportPathError(f"the {what} {path!r} has signature {path.partition(':')[2]}{signature}, which "
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        raise ImportPathError(f"the {what} {path!r} has signature {path.partition(':')[2]}{shown}, which "
                               f"does not accept ({given}): {err}") from None
 
 
