@@ -44,6 +44,7 @@ from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
@@ -378,9 +379,11 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     """
     run_dir = Path(run_dir)
     _check_world_size(spec, context)
+    tensorboard = _check_tensorboard(spec)
     distributed.on_main(lambda: _prepare_run_dir(spec, run_dir, resume, overwrite))
     began = time.perf_counter()
     built = build(spec, device, context)
+    log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
     training, evaluation = spec["training"], spec["evaluation"]
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
@@ -395,7 +398,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
         evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
-        select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task))
+        select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task),
+        on_epoch=log.epoch if log is not None else None)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}
@@ -415,7 +419,20 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
     write_symmetry_report(run_dir)
+    if log is not None:
+        log.close(spec, summary)
     return summary
+
+
+def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
+    """Whether the run logs to TensorBoard; refuses ``logging.tensorboard: true`` without the package."""
+    if not spec.get("logging", {}).get("tensorboard", False):
+        return False
+    try:
+        require_tensorboard()
+    except ImportError as err:
+        raise _fail(spec, _line(spec, "logging.tensorboard"), str(err)) from None
+    return True
 
 
 def write_symmetry_report(run_dir: str | Path) -> Any:

@@ -5,6 +5,7 @@ Usage::
     ceq run problems/toy.yaml [--resume] [--overwrite] [--out runs/] [--epochs N] [--seed S]
                               [--strategy NAME] [--device cpu|cuda] [--quiet] [--set KEY=VALUE ...]
     ceq compare problems/a.yaml problems/b.yaml [--strategies vanilla,ace_equality,...] [--out runs/]
+                (also writes <out>/compare.csv and <out>/compare.md)
     ceq report runs/toy
 
 Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
@@ -141,7 +142,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for path in _save_table(Path(args.out) / "compare", header, rows):
+        print(f"wrote {path}")
     return 0
+
+
+def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` (a Markdown table) of ``rows``; return both paths."""
+    import csv
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header),
+             *("| " + " | ".join(row) + " |" for row in cells[1:])]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -154,6 +154,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
                  "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise")},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
+    "logging": {"tensorboard": (BOOL, False)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
     "strategy": (_choice(STRATEGIES), "custom"),

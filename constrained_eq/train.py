@@ -215,6 +215,7 @@ def fit(
     select_mode: str = "min",
     plot: bool = True,
     divergence_limit: float | None = 1e6,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -243,6 +244,8 @@ def fit(
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
         divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
             :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
+        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on the writing rank, with
+            the epoch's ``history.csv`` row (e.g. a TensorBoard writer) (default: none).
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -353,6 +356,8 @@ def fit(
             row.update(_constraint_columns(record))
             if history is not None:
                 history.append(row)
+            if on_epoch is not None and main:
+                on_epoch(epoch, row)
             metrics_row = {k: v for k, v in row.items() if k != "epoch" and "." not in k}
             key = select if val_loader is not None else "train_loss"
             if key in row:

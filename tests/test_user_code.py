@@ -55,7 +55,7 @@ def test_ceq_run_imports_the_user_package_from_the_current_folder(tmp_path):
     write_user_package(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-P", "-m", "constrained_eq.cli", "run", "lab.yaml", "--quiet",
-                          "--set", "training.epochs=2", "--set", "optimizer.lr=5e-3"],
+                          "--set", "training.epochs=2", "--set", "optimizer.lr=5e-3", "--set", "logging.tensorboard=true"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = tmp_path / "runs" / "lab"
@@ -69,6 +69,7 @@ def test_ceq_run_imports_the_user_package_from_the_current_folder(tmp_path):
         assert float(row["inequality_first_layer_norm.lambda.0"]) >= 0.0
         assert float(row["inequality_first_layer_norm.value.0"]) > 0.0
     assert json.loads((run / "metrics.json").read_text())["test_projected"]["loss"] > 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")) and problem["logging"] == {"tensorboard": True}
 
 
 def test_user_target_model_and_optimizer_are_the_ones_built(lab):
