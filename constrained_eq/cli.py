@@ -243,7 +243,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from constrained_eq import __version__
+
     parser = argparse.ArgumentParser(prog="ceq", description="Run constrained-learning problem files.")
+    parser.add_argument("--version", action="version", version=f"constrained_eq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one problem file into a run folder")
     run.add_argument("file")
