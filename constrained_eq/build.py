@@ -46,6 +46,7 @@ from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
+from constrained_eq.training_options import TrainingOptions, autocast_forward, check_precision
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
 
@@ -85,6 +86,7 @@ class Built:
     val_loader: Any
     test_loader: Any
     formulation: str
+    options: TrainingOptions | None = None
 
 
 def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
@@ -224,9 +226,17 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         model, constraints = projected(model), []
     model = model.to(device)
     name, options = _formulation(spec)
-    problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
+    forward = task.forward
+    if training.get("precision", "fp32") == "bf16":
+        try:
+            check_precision("bf16", device)
+        except ValueError as err:
+            raise _fail(spec, _line(spec, "training.precision"), str(err)) from None
+        forward = autocast_forward(task.forward, device)
+    problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
+    primal = _optimizer(spec, model.parameters())
     try:
-        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+        solver = Solver(problem, model, name, primal, spec["dual_lr"],
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
@@ -241,7 +251,9 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name)
+    variables = next((o for o in solver.optimizer.primal_optimizers if o is not primal), None)
+    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
+                 TrainingOptions(training, primal, variables))
 
 
 @torch.no_grad()
@@ -384,6 +396,11 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     began = time.perf_counter()
     built = build(spec, device, context)
     log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
+
+    def end_epoch(epoch: int, row: dict[str, Any]) -> None:
+        built.options.end_epoch(epoch, row)  # records this epoch's rates, sets the next epoch's
+        if log is not None:
+            log.epoch(epoch, row)
     training, evaluation = spec["training"], spec["evaluation"]
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
@@ -399,7 +416,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
         select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task),
-        on_epoch=log.epoch if log is not None else None)
+        on_epoch=end_epoch)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}

@@ -142,6 +142,11 @@ def _or_import_path(check: Check) -> Check:
     return (lambda v: check[0](v) or is_import_path(v), f"{check[1]} or an import path 'package.module:attribute'")
 
 
+SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
+                   "null, a schedule name ('cosine', 'step', 'multistep', 'exponential', 'package.module:fn') or "
+                   "a mapping {name, options}")
+
+
 # section -> key -> (check, default); REQUIRED marks keys without a default
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -152,7 +157,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                   "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {})},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
-                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise")},
+                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise"),
+                 "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
+                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
     "logging": {"tensorboard": (BOOL, False)},
 }
@@ -299,6 +306,33 @@ def _check_user_optimizer(checker: _Checker, spec: Mapping, line_of: Callable[[s
         load_optimizer(optimizer["name"], optimizer_kwargs(optimizer))
     except ImportPathError as err:
         raise checker.fail(line_of("optimizer", "name"), f"'optimizer.name': {err}") from None
+
+
+def _check_schedules(checker: _Checker, spec: dict, lines: Mapping[str, Any]) -> None:
+    """Normalise ``training.scheduler``/``variable_scheduler`` to ``{name, options}`` and try them on every epoch."""
+    from constrained_eq.training_options import resolve_schedule
+
+    training = spec["training"]
+    for key in ("scheduler", "variable_scheduler"):
+        value = training[key]
+        if value is None:
+            continue
+        line = lines.get(f"training.{key}")
+        if isinstance(value, str):
+            value = {"name": value, "options": {}}
+        unknown = set(value) - {"name", "options"}
+        if unknown or not isinstance(value.get("name"), str) or not isinstance(value.get("options", {}), dict):
+            raise checker.fail(line, f"Expected 'training.{key}' to be a schedule name or a mapping {{name, options}} "
+                                     f"(got {value!r})")
+        value = {"name": value["name"], "options": dict(value.get("options", {}))}
+        if key == "variable_scheduler" and spec["variable_optimizer"] == "primal":
+            raise checker.fail(line, "Expected no 'training.variable_scheduler' with variable_optimizer 'primal' (γ is "
+                                     "stepped by the primal optimizer and follows 'training.scheduler')")
+        try:
+            resolve_schedule(value["name"], value["options"], training["epochs"])
+        except ValueError as err:
+            raise checker.fail(line, f"'training.{key}': {err}") from None
+        training[key] = value
 
 
 def optimizer_kwargs(optimizer: Mapping[str, Any]) -> dict[str, Any]:
@@ -448,6 +482,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
     _check_names(checker, raw, spec)
     _check_formulation(checker, raw, spec)
+    _check_schedules(checker, spec, _key_lines(raw))
     spec["constraint_lines"] = (list(getattr(raw.get("constraints"), "item_lines", [])) or
                                 [lines.get("constraints")] * len(spec["constraints"]))
     spec["lines"] = _key_lines(raw)

@@ -244,8 +244,9 @@ def fit(
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
         divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
             :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
-        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on the writing rank, with
-            the epoch's ``history.csv`` row (e.g. a TensorBoard writer) (default: none).
+        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
+            epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
+            learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -354,10 +355,10 @@ def fit(
                 model.train()
                 row.update({f"val_{k}": float(v) for k, v in values.items()})
             row.update(_constraint_columns(record))
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if history is not None:
                 history.append(row)
-            if on_epoch is not None and main:
-                on_epoch(epoch, row)
             metrics_row = {k: v for k, v in row.items() if k != "epoch" and "." not in k}
             key = select if val_loader is not None else "train_loss"
             if key in row:
