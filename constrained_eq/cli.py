@@ -215,7 +215,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = _sweep_of(args)
     print(f"sweep {sweep.name}: {sweep.n_trials()} trials of {len(sweep.seeds or [None])} seed(s) on "
           f"{sweep.workers} worker(s); study in {sweep.storage_url()}")
-    folder = run_sweep(sweep)
+    try:
+        folder = run_sweep(sweep)
+    except RuntimeError as err:  # a worker process crashed; its traceback is printed above
+        print(f"ceq: error: {args.file}: {err}", file=sys.stderr)
+        return 1
     for name in ("results.csv", "results.md", "sweep.png"):
         print(f"wrote {folder / name}")
     lines = (folder / "results.md").read_text(encoding="utf-8").splitlines()

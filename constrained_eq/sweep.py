@@ -246,13 +246,15 @@ def _sampler(optuna: Any, sweep: Sweep, worker: int) -> Any:
 def _ask(optuna: Any, study: Any, sweep: Sweep, total: int) -> Any:
     """The next trial, or ``None`` when ``total`` trials are finished or running (call under the lock).
 
-    For a grid, the trial gets the first grid point that no finished or running trial holds, so that
-    workers never run the same point twice; a failed point is tried again.
+    A trial counts once it is running, finished, or failed with a recorded error (a run that diverged:
+    trying it again would diverge again); a trial marked failed by hand does not, and its point is run
+    again. For a grid, the trial gets the first grid point that no counted trial holds, so that workers
+    never run the same point twice.
     """
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-    live = [t for t in trials if t.state in (states.COMPLETE, states.RUNNING, states.WAITING)]
-    if len(live) >= total or sum(t.state == states.FAIL for t in trials) >= total:
+    live = [t for t in trials if t.state != states.FAIL or "error" in t.user_attrs]
+    if len(live) >= total:
         return None
     grid = sweep.grid
     if grid is not None:

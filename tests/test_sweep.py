@@ -147,3 +147,14 @@ def test_sweep_file_mistakes_name_file_and_line(tmp_path):
     bad.write_text("problem: toy.yaml\nparam: {}\n")
     with pytest.raises(ProblemFileError, match=r"s\.yaml:2: Unknown key 'param'"):
         load_sweep(bad)
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "runs"
+    assert main(["sweep", str(_file(tmp_path)), "--param", "optimizer.lr=choice:1e-2,1e30", "--out", str(out)]) == 0
+    trials = {t.params["optimizer.lr"]: t for t in
+              optuna.load_study(study_name="toy-sweep", storage=f"sqlite:///{out / 'toy-sweep' / 'study.db'}").trials}
+    assert len(trials) == 2 and trials[1e-2].state == optuna.trial.TrialState.COMPLETE  # each point once
+    assert trials[1e30].state == optuna.trial.TrialState.FAIL and trials[1e30].user_attrs["error"].startswith("NonFiniteError: step 1:")
+    rows = list(csv.DictReader(open(out / "toy-sweep" / "results.csv")))
+    assert [(r["state"], r["optimizer.lr"]) for r in rows] == [("COMPLETE", "0.01"), ("FAIL", "1e+30")]
