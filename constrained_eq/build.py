@@ -234,12 +234,14 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
             raise _fail(spec, _line(spec, "training.precision"), str(err)) from None
         forward = autocast_forward(task.forward, device)
     problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
-    primal = _optimizer(spec, model.parameters())
     try:
+        primal = _optimizer(spec, model.parameters())
         solver = Solver(problem, model, name, primal, spec["dual_lr"],
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
+    except ProblemFileError:
+        raise
     except (ValueError, TypeError) as err:
         raise _fail(spec, None, str(err)) from None
     train = loaders.train

@@ -155,3 +155,21 @@ def test_import_paths_are_recognised_and_quoted():
     with pytest.raises(ImportPathError, match="import path"):
         from constrained_eq.imports import load_object
         load_object("not a path", "model")
+
+
+def test_an_optimizer_factory_that_returns_no_optimizer_or_raises_names_the_file(lab):
+    (lab / "labmodels" / "optim.py").write_text(
+        "import torch\n\n\ndef plain(params, lr, weight_decay):\n    return [lr]\n\n\n"
+        "def picky(params, lr, weight_decay):\n    raise ValueError(f'picky: lr {lr} is too large')\n")
+    spec = load_problem_file(_rewrite(lab, "labmodels.optim:plain"))
+    with pytest.raises(ProblemFileError, match=r"bad\.yaml:12: Expected the optimizer 'labmodels\.optim:plain' to "
+                                               r"return a torch\.optim\.Optimizer \(got list\)"):
+        build(spec)
+    with pytest.raises(ProblemFileError, match=r"bad\.yaml: picky: lr 0\.01 is too large"):
+        build(load_problem_file(_rewrite(lab, "labmodels.optim:picky")))
+
+
+def _rewrite(folder: Path, optimizer: str) -> Path:
+    text = (folder / "lab.yaml").read_text().replace("torch.optim:RAdam", optimizer)
+    (folder / "bad.yaml").write_text(text.replace("  options: {betas: [0.9, 0.99]}\n", ""))
+    return folder / "bad.yaml"
