@@ -205,14 +205,18 @@ def _is_sweep_file(file: str) -> bool:
     path = Path(file)
     if not path.exists():
         raise ValueError(f"{file}: no such file")
-    raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, ValueError):  # not valid YAML: loading it as a problem file says where
+        return False
     return isinstance(raw, dict) and "problem" in raw
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from constrained_eq.sweep import run_sweep
+    from constrained_eq.sweep import check_sweep, run_sweep
 
     sweep = _sweep_of(args)
+    check_sweep(sweep)  # every value of every parameter, before any output or run
     print(f"sweep {sweep.name}: {sweep.n_trials()} trials of {len(sweep.seeds or [None])} seed(s) on "
           f"{sweep.workers} worker(s); study in {sweep.storage_url()}")
     try:

@@ -158,3 +158,12 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path)
     assert trials[1e30].state == optuna.trial.TrialState.FAIL and trials[1e30].user_attrs["error"].startswith("NonFiniteError: step 1:")
     rows = list(csv.DictReader(open(out / "toy-sweep" / "results.csv")))
     assert [(r["state"], r["optimizer.lr"]) for r in rows] == [("COMPLETE", "0.01"), ("FAIL", "1e+30")]
+
+
+def test_a_broken_file_is_reported_before_anything_is_printed(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("task: [\n")
+    assert main(["sweep", str(path), "--param", "dual_lr=choice:1e-3,1e-2", "--out", str(tmp_path / "runs")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"ceq: error: {path}:2: invalid YAML")
+    assert not (tmp_path / "runs").exists()
