@@ -1,4 +1,4 @@
-"""The ``ceq`` command: run, compare and report problem files. No logic of its own.
+"""The ``ceq`` command: run, compare, sweep and report problem files. No logic of its own.
 
 Usage::
 
@@ -10,6 +10,10 @@ Usage::
               [--seeds 0,1,2] [--trials N] [--workers K] [--storage URL] [--study NAME] [--out runs/]
     ceq sweep sweeps/nbody_table_a_ace_equality.yaml        (a sweep file: problem, params, seeds)
     ceq report runs/toy
+    ceq --version                                  (``python -m constrained_eq`` is the same command)
+
+``--set KEY=VALUE`` (run, compare, sweep) overrides any key of the file by its dotted path; a refused
+value is reported as ``<file>: --set KEY=VALUE: …``.
 
 Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
 the run is data-parallel: see docs/distributed.md.
