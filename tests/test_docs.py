@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from constrained_eq import constraints, tasks
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```([\w+-]*)[ \t]*([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -64,6 +66,8 @@ def test_page_runs_as_written(page, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     before = set(sys.modules)
+    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))  # what a page registers stays with the page
+    monkeypatch.setattr(constraints, "_TARGETS", dict(constraints._TARGETS))
     namespace: dict = {"__name__": "__main__"}
     try:
         for language, words, code, line in blocks(page):
