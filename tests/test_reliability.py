@@ -221,7 +221,8 @@ def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
         fit(solver, loaders.train, loaders.val, epochs=3, run_dir=tmp_path, progress=False, plot=False,
             log_every=2, divergence_limit=0.5)
     message = str(info.value)
-    assert "step 1 (epoch 0)" in message and "'gammas'" in message or "constraint" in message, message
+    assert "step 1 (epoch 0)" in message and "constraint 'equality_gammas'" in message, message
+    assert "(limit 0.5)" in message, message
     assert "dual_lr=0.05" in message and "variable_lr" in message, message
     assert "No checkpoint was written yet" in message
 
