@@ -19,6 +19,7 @@ from constrained_eq.data.modelnet import (
     sample_surface,
 )
 
+
 def _h5py():
     """h5py, or a skip of the calling test: only the two HDF5 tests need the optional dependency."""
     return pytest.importorskip("h5py", reason="optional dependency h5py (ModelNet40 HDF5) is not installed")
