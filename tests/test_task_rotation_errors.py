@@ -24,6 +24,7 @@ from constrained_eq.tasks.toy_rotation import ToyRotation
 F64 = torch.float64
 RZ90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
 C = torch.tensor([1.0, 0.0, 0.0], dtype=F64)  # ‖c − R_z(90°) c‖ = ‖(1, −1, 0)‖ = √2
+E_Z = torch.tensor([0.0, 0.0, 1.0], dtype=F64)  # R_z(90°) e_z = e_z
 
 
 @pytest.fixture
@@ -33,7 +34,10 @@ def quarter_turn(monkeypatch):
 
 
 class Shift(nn.Module):
-    """f(x) = x + c on the argument at ``index`` (a parameter only so that the task finds the device)."""
+    """f(x) = x + c on the argument at ``index``; with ``repeat = T``, T steps x + e_z, ..., x + e_z, x + c.
+
+    (The parameter is there only so that the task finds the device.)
+    """
 
     def __init__(self, index: int = 0, repeat: int | None = None) -> None:
         super().__init__()
@@ -41,8 +45,10 @@ class Shift(nn.Module):
         self.index, self.repeat = index, repeat
 
     def forward(self, *args):
-        out = args[self.index] + C
-        return out if self.repeat is None else out.expand(self.repeat, *out.shape)
+        x = args[self.index]
+        if self.repeat is None:
+            return x + C
+        return torch.stack([x + E_Z] * (self.repeat - 1) + [x + C])
 
 
 def test_toy_rotation_error_by_hand(quarter_turn):
@@ -86,8 +92,8 @@ def test_mocap_rotation_error_reads_the_last_step(quarter_turn):
     pos = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=F64)
     data = Data(pos=pos, vel=0.1 * pos, y=pos, edge_index=torch.tensor([[0, 1], [1, 0]]),
                 edge_attr=torch.ones(2, 1, dtype=F64))
-    model = Shift(index=1, repeat=4)  # T = 4 predicted steps, all x + c
-    # Σ‖f(Rx)_T − R f(x)_T‖ / Σ‖f(x)_T − x‖ = 3√2 / 3
+    model = Shift(index=1, repeat=4)  # T = 4 predicted steps: x + e_z (equivariant under R_z), ..., x + c
+    # only the last step counts: Σ‖f(Rx)_T − R f(x)_T‖ / Σ‖f(x)_T − x‖ = 3√2 / 3 (the first steps would give 0)
     assert Mocap(source="synthetic").equivariance_error(model, [Batch.from_data_list([data])]) == pytest.approx(
         math.sqrt(2), rel=1e-12)
 

@@ -166,6 +166,47 @@ MUTANTS: list[Mutant] = [
       "        frame_in: int = 31,\n        frame_out: int = 41,\n        dtype", NBODY_TESTS),
     M("nbody: field pushes against the charge", "constrained_eq/data/nbody.py",
       "force += charges[:, :, None] * efield", "force -= charges[:, :, None] * efield", NBODY_TESTS),
+    # --- second round: subtler bugs in the same modules ------------------------------------------------
+    M("engine: checkpoint does not restore the RNG", "constrained_eq/engine.py",
+      '        set_rng_state(state["rng"])', "        pass", ("tests/pipeline/test_checkpoint.py",)),
+    M("cmp: logged values alias the parameters", "constrained_eq/_cmp.py",
+      "return detached.clone() if tensor.is_leaf or tensor._is_view() else detached", "return detached",
+      ENGINE_TESTS),
+    M("plan: equality handled as an inequality", "constrained_eq/formulations/base.py",
+      '"lagrangian", ConstraintType.EQUALITY, _identity)', '"lagrangian", ConstraintType.INEQUALITY, _identity)',
+      ENGINE_TESTS),
+    M("resilient: default rho 2", "constrained_eq/formulations/resilient.py",
+      "def __init__(self, rho: float = 1.0) -> None:", "def __init__(self, rho: float = 2.0) -> None:", ENGINE_TESTS),
+    M("metrics: group samples ignore the generator", "constrained_eq/symmetry/metrics.py",
+      "g = group.sample(n, generator=generator, dtype=x.dtype, device=x.device)",
+      "g = group.sample(n, generator=None, dtype=x.dtype, device=x.device)", SYMMETRY_TESTS),
+    M("metrics: act_out ignored", "constrained_eq/symmetry/metrics.py",
+      'rho_out = resolve_action(act_in if act_out is None else act_out, "act_out")',
+      'rho_out = resolve_action(act_in, "act_out")', SYMMETRY_TESTS),
+    M("lie: generator applied transposed", "constrained_eq/symmetry/lie_derivative.py",
+      "        return x @ a.T\n", "        return x @ a\n", SYMMETRY_TESTS),
+    M("bounds: Thm A.1 without the 1/k", "constrained_eq/symmetry/bounds.py",
+      "base = 1 + prefix / k.clamp(min=1)", "base = 1 + prefix", SYMMETRY_TESTS),
+    M("bounds: signed gamma", "constrained_eq/symmetry/bounds.py", "    return g.abs()", "    return g",
+      SYMMETRY_TESTS),
+    M("bounds: chain (8) powers of M reversed", "constrained_eq/symmetry/bounds.py",
+      "powers = M ** torch.arange(L - 1, -1, -1, dtype=g.dtype)", "powers = M ** torch.arange(L, dtype=g.dtype)",
+      SYMMETRY_TESTS),
+    M("reps: VectorRep acts by Q transposed", "constrained_eq/symmetry/reps.py",
+      "return _kron(torch.eye(self.channels, dtype=q.dtype, device=q.device), q)",
+      "return _kron(torch.eye(self.channels, dtype=q.dtype, device=q.device), q.transpose(-1, -2))",
+      SYMMETRY_TESTS),
+    M("tasks: invariance error with squares", "constrained_eq/tasks/base.py",
+      "return (turned - out).abs().sum(), out.abs().sum()", "return (turned - out).pow(2).sum(), out.pow(2).sum()",
+      ("tests/test_task_rotation_errors.py",)),
+    M("tasks: nbody error relative to |f(x)| instead of |f(x) - x|", "constrained_eq/tasks/nbody.py",
+      "(out - batch.loc).norm(dim=-1).sum()))", "out.norm(dim=-1).sum()))", ("tests/test_task_rotation_errors.py",)),
+    M("tasks: mocap error reads the first predicted step", "constrained_eq/tasks/mocap.py",
+      "((turned[-1] - out[-1] @ rot.T)", "((turned[0] - out[0] @ rot.T)", ("tests/test_task_rotation_errors.py",)),
+    M("nbody: val pool of 1,000", "constrained_eq/data/nbody.py",
+      '"val": 2_000, "test": 2_000}', '"val": 1_000, "test": 2_000}', NBODY_TESTS),
+    M("nbody: target is the input frame", "constrained_eq/data/nbody.py",
+      'f"{split}_target": xs[1]}', 'f"{split}_target": xs[0]}', NBODY_TESTS),
 ]
 
 
@@ -206,6 +247,7 @@ def _first_failure(output: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen mutants; exit 0 when every one is killed, 1 with survivors, 2 when the tests fail unmutated."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", action="append", default=[], help="run only mutants whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_eq.data.nbody import NBodyDataset, load_nbody
+from constrained_eq.data.nbody import NBodyDataset, integrate_charged, load_nbody
 
 N_BALLS, DT, MAX_F = 5, 1e-3, 100.0
 POOLS = (("train", 10_000), ("val", 2_000), ("test", 2_000))
@@ -100,3 +100,14 @@ def test_one_frame_later_is_far_from_the_protocol(reference):
     q, x, v = _reference_initial_conditions({"train": 1, "val": 0, "test": 0})["train"][0]
     later = _reference_states(q, x, v, {3200})[3200][0]
     assert np.abs(later - reference["train"][0][1][3100][0]).max() > 1e-2
+
+
+def test_the_default_force_clip_is_a_tenth_over_dt_per_axis():
+    """Like charges 0.05 apart along x feel 1/0.05² = 400 > 0.1/dt: the kick is clipped to dt·100 on that axis."""
+    loc = np.array([[[0.0, 0.0, 0.0], [0.05, 0.0, 0.0]]])
+    x, v = integrate_charged(loc, np.zeros_like(loc), np.array([[1.0, 1.0]]), [1], dt=DT)
+    np.testing.assert_allclose(v[0, 0, 0], [-DT * MAX_F, 0.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(x[0, 0, 1], [0.05 + DT * DT * MAX_F, 0.0, 0.0], rtol=1e-12)
+    # with a clip of 1000 the same pair is kicked by the full Coulomb force
+    _, v = integrate_charged(loc, np.zeros_like(loc), np.array([[1.0, 1.0]]), [1], dt=DT, max_force=1e3)
+    np.testing.assert_allclose(v[0, 0, 0], [-DT * 400.0, 0.0, 0.0], rtol=1e-12)
