@@ -136,21 +136,20 @@ class Solver:
         self.epoch = 0
 
         self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
+        self._batch_readers = [p.key for p in self.plans if p.constraint.target.needs_batch]
         sizes = self._constraint_sizes(example_batch)
         device, dtype = self._device_and_dtype()
-        self.slacks = torch.nn.ParameterDict(
-            {
-                p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
-                for p in self.plans
-                if p.has_slack and p.mode == "lagrangian"
-            }
-        )
+        self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
+            p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
+            for p in self.plans
+            if p.has_slack and p.mode == "lagrangian"
+        }
         cooper_constraints = {
             p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
         }
         bound = {p.key: p.constraint.target.variables(model) for p in self.plans
                  if p.constraint.target.from_variables is not None}
-        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite, bound)
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound)
         self.variables = self._constrained_variables()
         if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
             raise ValueError(
@@ -198,7 +197,10 @@ class Solver:
                     f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return a 1-D "
                     f"floating tensor of shape (L,) (got {got})"
                 )
-            sizes[plan.key] = max(values.numel(), 1)
+            plan.constraint.check_size(values.numel())
+            with torch.no_grad():  # L, or 2L for a two-sided bound
+                size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
+            sizes[plan.key] = max(size, 1)
         return sizes
 
     def _constrained_variables(self) -> list[torch.nn.Parameter]:
@@ -211,13 +213,20 @@ class Solver:
         return list(variables.values())
 
     # ------------------------------------------------------------------ the step
-    def step(self, batch: Any) -> StepRecord:
+    def step(self, batch: Any = None) -> StepRecord:
         """Take one primal–dual step on ``batch`` and return what it measured.
 
+        ``batch`` may be left out when neither the objective nor any target reads one (a problem on
+        the parameters alone): the model is then called as ``model(None)``.
+
         Raises:
+            ValueError: If ``batch`` is left out but a constraint's target reads the batch.
             NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
                 model, multipliers, slacks and optimizer states are left as they were before the step.
         """
+        if batch is None and self._batch_readers:
+            raise ValueError(f"Solver.step: constraints {self._batch_readers} have targets that read the batch or "
+                             "the output; pass the batch: solver.step(batch)")
         if self.formulation.expects_schedule:
             self._apply_schedule()
         self.cmp.step_index = self.step_count
@@ -225,6 +234,10 @@ class Solver:
         snapshot = self._dual_snapshot() if self.check_finite else None
         try:
             rollout = self.optimizer.roll(**_optim.roll_kwargs(self.optimizer, self.model, batch))
+        except (TypeError, AttributeError, IndexError) as err:
+            if batch is None:  # failure path only: say why the objective got None
+                err.add_note("Solver.step() was called without a batch; pass one if the objective reads it")
+            raise
         except NonFiniteError:
             self._restore_dual_snapshot(snapshot)
             self.optimizer.zero_grad()
