@@ -162,6 +162,7 @@ class Solver:
             for variable in self.variables:
                 variable.requires_grad_(False)
         self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr)
+        self.penalty_updater = self.formulation.penalty_coefficient_updater()
 
     # ------------------------------------------------------------------ construction helpers
     def _device_and_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -247,6 +248,8 @@ class Solver:
             return self._skipped_record()
         if self.slacks:  # skip the no_grad context (~2 µs) when there is nothing to clamp
             self.clamp_slack_()
+        if self.penalty_updater is not None:  # Cooper's rule reads the violations of this step
+            self.penalty_updater.step(rollout.cmp_state.observed_constraints)
         result: StepValues = rollout.cmp_state.misc["values"]
         lagrangian = rollout.primal_lagrangian_store.lagrangian
         record = StepRecord(
@@ -322,6 +325,10 @@ class Solver:
     def multipliers(self) -> dict[str, torch.Tensor]:
         """λ per constraint with a multiplier (detached copies)."""
         return {key: m.weight.detach().clone() for key, m in self.cmp.named_multipliers()}
+
+    def penalty_coefficients(self) -> dict[str, torch.Tensor]:
+        """The penalty coefficient c per constraint that has one (augmented Lagrangian, penalty), detached."""
+        return {key: c.value.detach().clone() for key, c in self.cmp.named_penalty_coefficients()}
 
     def named_constraints(self):
         """Yield ``(name, constraint)`` of the problem."""

@@ -136,6 +136,11 @@ class Formulation:
         """The options this formulation was built with (for reprs and checkpoints)."""
         return {}
 
+    def penalty_coefficient_updater(self) -> cooper.penalty_coefficients.PenaltyCoefficientUpdater | None:
+        """Cooper's updater of the penalty coefficients, or ``None`` when they stay fixed."""
+        updater = getattr(self, "penalty_updater", None)
+        return updater.build() if updater is not None else None
+
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({options})"
