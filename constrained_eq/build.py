@@ -210,7 +210,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     name, options = _formulation(spec)
     problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
     try:
-        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+        solver = Solver(problem, model, name, lambda params: _optimizer(spec, params), spec["dual_lr"],
+                        constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)

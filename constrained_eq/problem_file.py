@@ -140,6 +140,8 @@ TOP: dict[str, tuple[Check, Any]] = {
     "dual_lr": (POS_NUMBER, 1e-2),
     "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
     "variable_lr": (_optional(POS_NUMBER), None),
+    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                       "extrapolation")), "simultaneous"),
 }
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
