@@ -31,12 +31,14 @@ The statistics are running sums of device tensors: a step adds the violation (no
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["FeasibilityMonitor", "Verdict", "FEASIBLE", "INFEASIBLE", "UNDECIDED", "describe"]
+__all__ = ["FeasibilityMonitor", "Verdict", "FEASIBLE", "INFEASIBLE", "UNDECIDED", "describe", "warn_new_infeasible"]
 
 FEASIBLE, INFEASIBLE, UNDECIDED = "feasible", "likely infeasible", "undecided"
 
@@ -206,16 +208,31 @@ def _infeasible_evidence(entries: list[int], v_old: torch.Tensor, v_new: torch.T
     return text
 
 
-def describe(verdicts: dict[str, Verdict], formulation: str | None = None) -> list[str]:
-    """Plain sentences naming each likely-infeasible constraint and what to do about it."""
-    flagged = [k for k, v in verdicts.items() if v.verdict == INFEASIBLE]
-    lines = []
-    for key in flagged:
-        lines.append(f"constraint {key!r} is likely infeasible: {verdicts[key].evidence}.")
+def describe(verdicts: Mapping[str, Verdict | Mapping[str, Any]], formulation: str | None = None) -> list[str]:
+    """Plain sentences naming each likely-infeasible constraint and what to do about it.
+
+    ``verdicts`` may be :meth:`FeasibilityMonitor.verdicts` or their ``as_dict()`` form (metrics.json).
+    """
+    def field_of(verdict: Verdict | Mapping[str, Any], name: str) -> Any:
+        return verdict[name] if isinstance(verdict, Mapping) else getattr(verdict, name)
+
+    flagged = [k for k, v in verdicts.items() if field_of(v, "verdict") == INFEASIBLE]
+    lines = [f"constraint {key!r} is likely infeasible: {field_of(verdicts[key], 'evidence')}." for key in flagged]
     if len(flagged) > 1:
         lines.append(f"constraints {flagged} pull against each other: they cannot all hold at once.")
     if flagged and formulation != "resilient":
-        lines.append("The multipliers will grow for ever; lowering dual_lr only slows that down. Relax the "
-                     "constraints: formulation 'resilient' (strategy ace_resilient; a learned slack u ≥ 0 of cost "
-                     "ρ/2‖u‖² per entry), a looser bound, or fewer constraints.")
+        lines.append("Their multipliers will grow for ever (lowering dual_lr only slows that down). Relax them: "
+                     "formulation 'resilient' (strategy ace_resilient: a learned slack u ≥ 0 of cost ρ/2‖u‖² per "
+                     "entry), a looser bound, or fewer constraints.")
     return lines
+
+
+def warn_new_infeasible(solver: Any, seen: set[str], where: str) -> dict[str, Verdict]:
+    """Read the solver's verdicts (one host sync) and warn once for each newly flagged constraint."""
+    verdicts = solver.feasibility()
+    new = {k: v for k, v in verdicts.items() if v.verdict == INFEASIBLE and k not in seen}
+    if new:
+        seen.update(new)
+        warnings.warn(f"{where}: " + " ".join(describe(new, getattr(solver.formulation, "name", None))),
+                      stacklevel=3)
+    return verdicts
