@@ -121,8 +121,8 @@ def _check_instance_extrapolates(optimizer: torch.optim.Optimizer, where: str) -
         counterpart = _EXTRA.get(type(optimizer), (None,))[0]
         fix = f"cooper.optim.{counterpart.__name__}(...)" if counterpart else "cooper.optim.ExtraAdam/ExtraSGD(...)"
         raise ValueError(
-            f"Solver: constrained_optimizer='extrapolation' needs extrapolation-capable optimizers, but {where} is a "
-            f"{type(optimizer).__name__} instance; pass {fix}, or a name ('adam', 'sgd') or a factory "
+            f"Solver: constrained_optimizer='extrapolation' needs extrapolation-capable optimizers, but {where} is an "
+            f"instance of {type(optimizer).__name__}; pass {fix}, or a name ('adam', 'sgd') or a factory "
             "params -> Optimizer, which the Solver turns into its extrapolation counterpart"
         )
 
