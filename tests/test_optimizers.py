@@ -120,3 +120,35 @@ def test_step_without_a_batch_says_what_reads_it():
     with pytest.raises(TypeError) as err:
         solver.step()
     assert "Solver.step() was called without a batch; pass one if the objective reads it" in err.value.__notes__
+
+
+def test_problem_file_optimizer_groups_give_blocks_their_own_optimizer_and_settings(tmp_path):
+    from pathlib import Path
+
+    from constrained_eq.build import build
+    from constrained_eq.problem_file import ProblemFileError, load_problem_file
+
+    text = (Path(__file__).resolve().parents[1] / "problems" / "fpr.yaml").read_text()
+    text = text.replace("n_train: 2000", "n_train: 200").replace(
+        "  lr: 0.1\n", "  lr: 0.1\n  groups:\n    - params: 'net.0.*'\n      name: adam\n      lr: 0.01\n"
+                       "    - params: '*.bias'\n      lr: 0.5\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    built = build(load_problem_file(path))
+    sgd, adam = built.solver.optimizer.primal_optimizers
+    names = {id(p): n for n, p in built.model.named_parameters()}
+    assert type(sgd) is torch.optim.SGD and type(adam) is torch.optim.Adam
+    assert [g["lr"] for g in sgd.param_groups] == [0.1, 0.5] and adam.param_groups[0]["lr"] == 0.01
+    assert all(names[id(p)].startswith("net.0.") for p in adam.param_groups[0]["params"])
+    assert all(names[id(p)].endswith(".bias") and not names[id(p)].startswith("net.0.")
+               for p in sgd.param_groups[1]["params"])
+    assert len(names) == sum(len(g["params"]) for o in (sgd, adam) for g in o.param_groups)
+    path.write_text(text.replace("'*.bias'", "'head.*'"))
+    line = text.splitlines().index("  groups:") + 1
+    with pytest.raises(ProblemFileError, match=rf"p.yaml:{line}: Expected 'optimizer.groups\[1\].params' to match a "
+                                               r"parameter name such as 'net.0.weight' \(got 'head.\*'\)"):
+        build(load_problem_file(path))
+    path.write_text(text.replace("lr: 0.5", "lr: -1"))
+    with pytest.raises(ProblemFileError, match=rf"p.yaml:{line + 5}: Expected 'optimizer.groups\[1\].lr' to be null "
+                                               r"or a number > 0 \(got -1\)"):
+        load_problem_file(path)
