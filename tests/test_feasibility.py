@@ -151,7 +151,7 @@ def test_monitor_never_flags_a_violation_that_decays(v0, decay, eta):
 
 
 def test_fit_warns_once_naming_the_constraint_and_ceq_report_prints_the_verdict(tmp_path, capsys):
-    solver = _solver([ceq.Inequality(_x0(), bound=-1.0), ceq.Inequality(_x0(), lower=1.0, name="x0 ≥ 1")])
+    solver = _solver([ceq.Inequality(_x0(), bound=-1.0), ceq.Inequality(_x0(), lower=1.0, name="x0 ≥ 1 / lower side")])
     loader = [None] * 800
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -159,16 +159,16 @@ def test_fit_warns_once_naming_the_constraint_and_ceq_report_prints_the_verdict(
     messages = [str(w.message) for w in caught if "likely infeasible" in str(w.message)]
     assert len(messages) == 1
     assert messages[0].startswith("epoch 1: constraint 'inequality_x0' is likely infeasible")
-    assert "constraint 'x0 ≥ 1' is likely infeasible" in messages[0] and "formulation 'resilient'" in messages[0]
+    assert "constraint 'x0 ≥ 1 / lower side' is likely infeasible" in messages[0] and "formulation 'resilient'" in messages[0]
     import json
 
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert summary["feasibility"]["x0 ≥ 1"]["verdict"] == INFEASIBLE
+    assert summary["feasibility"]["x0 ≥ 1 / lower side"]["verdict"] == INFEASIBLE
     from constrained_eq.cli import main
 
     capsys.readouterr()
     assert main(["report", str(tmp_path / "run")]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("feasibility: ")]
     assert printed[0].startswith("feasibility: constraint 'inequality_x0' is likely infeasible: entry 0: mean violation")
-    assert printed[1].startswith("feasibility: constraint 'x0 ≥ 1' is likely infeasible")
+    assert printed[1].startswith("feasibility: constraint 'x0 ≥ 1 / lower side' is likely infeasible")
     assert "formulation 'resilient'" in printed[-1]
