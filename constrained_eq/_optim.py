@@ -6,6 +6,7 @@ Three parameter groups, three optimizers: θ (yours), the constrained variables 
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import torch
 if TYPE_CHECKING:
     from constrained_eq.engine import Solver
 
-__all__ = ["SCHEMES", "NAMED", "build", "extrapolating", "roll_kwargs"]
+__all__ = ["SCHEMES", "NAMED", "build", "extrapolating", "grouped_optimizers", "roll_kwargs"]
 
 
 class FusedSimultaneousOptimizer(cooper.optim.SimultaneousOptimizer):
@@ -179,6 +180,42 @@ def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool,
             f"params -> Optimizer (got {type(primal_optimizer).__name__})"
         )
     return [extrapolating(optimizer, "primal optimizer") if extrapolation else optimizer]
+
+
+def grouped_optimizers(section: dict[str, Any], model: torch.nn.Module, scheme: str | None,
+                       single: Callable[[Any], torch.optim.Optimizer]) -> Any:
+    """The primal optimizers of a problem file's ``optimizer`` section (``single`` when it has no ``groups``).
+
+    Each parameter goes to the first group whose ``params`` pattern (fnmatch) matches its name, else to
+    the section's own settings; groups naming the same optimizer become param groups of one optimizer,
+    the section's optimizer first. Under ``scheme == "extrapolation"`` each gets its counterpart.
+
+    Raises:
+        ValueError: If a group's pattern matches no parameter.
+    """
+    groups = section.get("groups") or []
+    if not groups:
+        return single
+    blocks: dict[str, list[dict[str, Any]]] = {section["name"]: []}
+    default = {"params": [], "lr": section["lr"], "weight_decay": section["weight_decay"]}
+    chosen = [{"params": [], "lr": g["lr"] or section["lr"],
+               "weight_decay": section["weight_decay"] if g["weight_decay"] is None else g["weight_decay"]}
+              for g in groups]
+    for name, parameter in model.named_parameters():
+        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
+        (default if index is None else chosen[index])["params"].append(parameter)
+    for index, (group, block) in enumerate(zip(groups, chosen, strict=True)):
+        if not block["params"]:
+            example = next(iter(dict(model.named_parameters())), "?")
+            raise ValueError(f"Expected 'optimizer.groups[{index}].params' to match a parameter name such as "
+                             f"{example!r} (got {group['params']!r})")
+        blocks.setdefault(group["name"] or section["name"], []).append(block)
+    if default["params"]:
+        blocks[section["name"]].insert(0, default)
+    optimizers = [NAMED[name](param_groups) for name, param_groups in blocks.items() if param_groups]
+    if scheme == "extrapolation":
+        optimizers = [extrapolating(o, "primal optimizer") for o in optimizers]
+    return optimizers
 
 
 def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | None,

@@ -36,6 +36,7 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
@@ -167,40 +168,6 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
-def _primal_optimizers(spec: Mapping[str, Any], model: torch.nn.Module) -> Any:
-    """A factory for one optimizer, or with ``optimizer.groups`` one optimizer per optimizer name.
-
-    Each parameter goes to the first group whose ``params`` pattern (fnmatch) matches its name, else to
-    the section's own settings; groups naming the same optimizer become param groups of one optimizer.
-    """
-    import fnmatch
-
-    from constrained_eq import _optim
-
-    opt, groups = spec["optimizer"], spec["optimizer"].get("groups") or []
-    if not groups:
-        return lambda params: _optimizer(spec, params)
-    blocks: dict[str, list[dict[str, Any]]] = {opt["name"]: []}  # the section's own optimizer first
-    default = {"params": [], "lr": opt["lr"], "weight_decay": opt["weight_decay"]}
-    chosen = [{"params": [], "lr": g["lr"] or opt["lr"], "weight_decay": opt["weight_decay"]
-               if g["weight_decay"] is None else g["weight_decay"]} for g in groups]
-    for name, parameter in model.named_parameters():
-        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
-        (default if index is None else chosen[index])["params"].append(parameter)
-    for index, (group, block) in enumerate(zip(groups, chosen, strict=True)):
-        if not block["params"]:
-            raise _fail(spec, _line(spec, "optimizer.groups"), f"Expected 'optimizer.groups[{index}].params' to match "
-                        f"a parameter name such as {next(iter(dict(model.named_parameters())), '?')!r} "
-                        f"(got {group['params']!r})")
-        blocks.setdefault(group["name"] or opt["name"], []).append(block)
-    if default["params"]:
-        blocks.setdefault(opt["name"], []).insert(0, default)
-    optimizers = [_optim.NAMED[name](param_groups) for name, param_groups in blocks.items() if param_groups]
-    if spec.get("constrained_optimizer") == "extrapolation":
-        optimizers = [_optim.extrapolating(o, "primal optimizer") for o in optimizers]
-    return optimizers
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
@@ -243,7 +210,11 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     model = model.to(device)
     name, options = _formulation(spec)
     problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
-    primal = _primal_optimizers(spec, model)
+    try:
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params))
+    except ValueError as err:
+        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
     try:
         solver = Solver(problem, model, name, primal, spec["dual_lr"],
                         constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
