@@ -145,7 +145,6 @@ class Solver:
         self.epoch = 0
 
         self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
-        self._batch_readers = [p.key for p in self.plans if p.constraint.target.needs_batch]
         sizes = self._constraint_sizes(example_batch)
         device, dtype = self._device_and_dtype()
         self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
@@ -236,16 +235,13 @@ class Solver:
         """Take one primal–dual step on ``batch`` and return what it measured.
 
         ``batch`` may be left out when neither the objective nor any target reads one (a problem on
-        the parameters alone): the model is then called as ``model(None)``.
+        the parameters alone): the model is then called as ``model(None)``; should something read it
+        after all, its error carries a note saying the step got no batch.
 
         Raises:
-            ValueError: If ``batch`` is left out but a constraint's target reads the batch.
             NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
                 model, multipliers, slacks and optimizer states are left as they were before the step.
         """
-        if batch is None and self._batch_readers:
-            raise ValueError(f"Solver.step: constraints {self._batch_readers} have targets that read the batch or "
-                             "the output; pass the batch: solver.step(batch)")
         if self.formulation.expects_schedule:
             self._apply_schedule()
         self.cmp.step_index = self.step_count
@@ -254,8 +250,9 @@ class Solver:
         try:
             rollout = self.optimizer.roll(**_optim.roll_kwargs(self.optimizer, self.model, batch))
         except (TypeError, AttributeError, IndexError) as err:
-            if batch is None:  # failure path only: say why the objective got None
-                err.add_note("Solver.step() was called without a batch; pass one if the objective reads it")
+            if batch is None:  # failure path only: say why the objective or a target got None
+                err.add_note("Solver.step() was called without a batch; pass one if the objective or a target "
+                             "reads it")
             raise
         except NonFiniteError:
             self._restore_dual_snapshot(snapshot)
