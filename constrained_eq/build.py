@@ -36,6 +36,7 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
@@ -210,7 +211,13 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     name, options = _formulation(spec)
     problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
     try:
-        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params))
+    except ValueError as err:
+        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
+    try:
+        solver = Solver(problem, model, name, primal, spec["dual_lr"],
+                        constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)

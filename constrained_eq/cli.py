@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
+    _print_feasibility(summary)
     if "distributed" in summary:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
@@ -159,7 +160,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_symmetry_report(run_dir)
     if report is not None:
         print(report)
+    _print_feasibility(summary)
     return 0
+
+
+def _print_feasibility(summary: dict[str, Any]) -> None:
+    """Name every constraint the run judged likely infeasible, and the fix (see constrained_eq.feasibility)."""
+    from constrained_eq.feasibility import describe
+
+    for line in describe(summary.get("feasibility", {}), summary.get("formulation")):
+        print(f"feasibility: {line}")
 
 
 def _parser() -> argparse.ArgumentParser:

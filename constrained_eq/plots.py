@@ -46,7 +46,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     written: list[Path] = []
 
     def save(fig, name: str) -> None:
-        path = out / f"{name}.png"
+        path = out / (re.sub(r"[^\w.-]+", "_", name) + ".png")  # constraint names are free text
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -129,7 +129,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
     "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
     "optimizer": {"name": (_choice(OPTIMIZERS), "adam"), "lr": (POS_NUMBER, 1e-3),
-                  "weight_decay": (NONNEG_NUMBER, 0.0)},
+                  "weight_decay": (NONNEG_NUMBER, 0.0),
+                  "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
+                                                             "parameter names) and optional 'name', 'lr', "
+                                                             "'weight_decay'"), [])},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
                  "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise")},
@@ -140,6 +143,8 @@ TOP: dict[str, tuple[Check, Any]] = {
     "dual_lr": (POS_NUMBER, 1e-2),
     "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
     "variable_lr": (_optional(POS_NUMBER), None),
+    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                       "extrapolation")), "simultaneous"),
 }
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
@@ -253,6 +258,18 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         raise checker.fail(getattr(raw, "key_lines", {}).get("strategy"),
                            f"Expected 'strategy' to be a strategy task {task.name!r} supports (got 'augmentation': "
                            "the task has no augment())")
+
+
+GROUP_SCHEMA: dict[str, tuple[Check, Any]] = {
+    "params": (STR, REQUIRED), "name": (_optional(_choice(OPTIMIZERS)), None),
+    "lr": (_optional(POS_NUMBER), None), "weight_decay": (_optional(NONNEG_NUMBER), None),
+}
+
+
+def _check_groups(checker: _Checker, raw: list) -> list[dict[str, Any]]:
+    """``optimizer.groups``: blocks of parameters (by an fnmatch pattern on their names) with their own settings."""
+    lines = getattr(raw, "item_lines", [None] * len(raw))
+    return [checker.section(item, GROUP_SCHEMA, f"optimizer.groups[{i}]", lines[i]) for i, item in enumerate(raw)]
 
 
 def _check_constraints(checker: _Checker, raw: Any, line: int | None) -> list[Any]:
@@ -392,6 +409,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | No
         if section in ("task", "model") and section not in raw:
             raise checker.fail(1, f"Missing key '{section}' (a mapping with 'name' and optional 'options')")
         spec[section] = checker.section(raw.get(section), schema, section, lines.get(section))
+    spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
         spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.feasibility import warn_new_infeasible
 from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
 
 __all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
@@ -306,6 +307,8 @@ def fit(
     began = time.perf_counter()
     model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
     epoch = start
+    infeasible_seen: set[str] = set()
+    verdicts: dict = {}
 
     def last_checkpoint() -> str:
         if checkpoint_path is None:
@@ -366,6 +369,7 @@ def fit(
                                  f"{sorted(metrics_row)} (got {select!r})")
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
+            verdicts = warn_new_infeasible(solver, infeasible_seen, f"epoch {epoch}")  # one read per epoch
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
                 atomic_torch_save({"solver": solver.state_dict(), **state,
                                    "loader_rng": generator.get_state() if generator is not None else None,
@@ -382,7 +386,8 @@ def fit(
         summary = read_json(run_dir / "metrics.json")
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
                        epochs=result.epochs, select=select, select_mode=select_mode,
-                       skipped_steps=state["skipped_steps"])
+                       skipped_steps=state["skipped_steps"],
+                       feasibility={k: v.as_dict() for k, v in verdicts.items()})
         summary.setdefault("seconds", 0.0)
         summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
         write_json(run_dir / "metrics.json", summary)
