@@ -22,6 +22,7 @@ import torch
 
 from constrained_eq import _optim
 from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues
+from constrained_eq._loaders import first_batch, is_loader
 from constrained_eq._rng import get_rng_state, set_rng_state
 from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
 from constrained_eq.formulations import Formulation, resolve_formulation
@@ -91,8 +92,9 @@ class Solver:
         constrained_optimizer (str, optional): Cooper's update scheme: ``"simultaneous"``,
             ``"alternating_primal_dual"``, ``"alternating_dual_primal"`` or ``"extrapolation"``
             (default: :obj:`"simultaneous"`).
-        example_batch (Any, optional): A batch used once to size constraints whose targets read the
-            batch or the output.
+        example_batch (Any, optional): A batch, or a ``DataLoader`` to read one from without
+            advancing its shuffle order, used once to size constraints whose targets read the batch or the
+            output (parameter-only targets need none).
         dual_every (int, optional): Take the dual step every ``dual_every`` steps (default: 1).
         check_finite (bool, optional): Refuse a step whose loss, violations or gradients are not
             finite (one host sync per step; turn off for a sync-free step on GPU) (default: True).
@@ -181,16 +183,19 @@ class Solver:
             if example_batch is None:
                 names = [p.key for p in self.plans if p.constraint.target.needs_batch]
                 raise ValueError(
-                    f"Solver: constraints {names} have targets that read the batch or the output; pass "
-                    "example_batch=<one batch> so their sizes are known before training"
+                    f"Solver: constraints {names} have targets that read the batch or the output (declare "
+                    "Target(..., reads='parameters') for one that reads the model alone); pass "
+                    "example_batch=<a batch or the train loader> so their sizes are known before training"
                 )
+            if is_loader(example_batch):
+                example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
             with torch.no_grad():
                 output = self.problem.objective.forward(self.model, example_batch)
         sizes = {}
         for plan in self.plans:
             target = plan.constraint.target
             with torch.no_grad():
-                values = target(self.model, example_batch, output)
+                values = target(self.model, example_batch, output) if target.needs_batch else target(self.model)
             if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.dim() > 1:
                 got = (f"shape {tuple(values.shape)}, dtype {values.dtype}" if isinstance(values, torch.Tensor)
                        else type(values).__name__)
