@@ -28,6 +28,7 @@ from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
 from constrained_eq.formulations import Formulation, resolve_formulation
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
+from constrained_eq.structure import describe, differences
 
 __all__ = ["Solver", "StepRecord", "NonFiniteError"]
 
@@ -139,6 +140,7 @@ class Solver:
 
         self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
         sizes = self._constraint_sizes(example_batch)
+        self.constraint_sizes = sizes
         device, dtype = self._device_and_dtype()
         self.slacks = torch.nn.ParameterDict(
             {
@@ -331,8 +333,7 @@ class Solver:
         taken on N processes loads on one and back.
         """
         return {
-            "problem": repr(self.problem),
-            "formulation": repr(self.formulation),
+            "structure": describe(self),
             "model": unwrap(self.model).state_dict(),
             "cmp": self.cmp.state_dict(),
             "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
@@ -343,13 +344,19 @@ class Solver:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; refuses one taken from another problem or formulation."""
-        for field_name, mine in (("problem", repr(self.problem)), ("formulation", repr(self.formulation))):
-            if state.get(field_name) != mine:
-                raise ValueError(
-                    f"Solver.load_state_dict: the checkpoint was taken with {field_name}\n  {state.get(field_name)}\n"
-                    f"but this solver has\n  {mine}"
-                )
+        """Restore a :meth:`state_dict`; refuses one taken from another problem structure or formulation.
+
+        The structure (:func:`constrained_eq.structure.describe`: constraint names, kinds, bounds, sizes,
+        the formulation and its options) must match; reprs of callables (the loss function's name) do not
+        matter.
+        """
+        if "structure" not in state:
+            raise ValueError("Solver.load_state_dict: the checkpoint holds no problem structure (it was written "
+                             "by an older version); start the run again")
+        changes = differences(state["structure"], describe(self))
+        if changes:
+            raise ValueError("Solver.load_state_dict: the checkpoint was taken from another problem: "
+                             + "; ".join(changes))
         unwrap(self.model).load_state_dict(state["model"])
         self.cmp.load_state_dict(state["cmp"])
         with torch.no_grad():
