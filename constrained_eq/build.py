@@ -417,12 +417,28 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     if agreement is not None:
         summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
+    write_constraint_report(run_dir)
     write_symmetry_report(run_dir)
     return summary
 
 
+def write_constraint_report(run_dir: str | Path) -> str | None:
+    """Write ``constraint_report.txt`` (every constraint by name, its violations and verdicts) if there are any."""
+    from constrained_eq.report import constraint_report
+
+    run_dir = Path(run_dir)
+    if not read_json(run_dir / "metrics.json").get("structure", {}).get("constraints"):
+        return None
+    text = constraint_report(run_dir)
+    (run_dir / "constraint_report.txt").write_text(text + "\n", encoding="utf-8")
+    return text
+
+
 def write_symmetry_report(run_dir: str | Path) -> Any:
-    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has γ columns."""
+    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has homotopy constraints.
+
+    ρ is the run's own (``metrics.json``), so a resilient run with ``rho: 0.5`` is reported and KKT-checked at 0.5.
+    """
     from constrained_eq.report import symmetry_report
 
     run_dir = Path(run_dir)
