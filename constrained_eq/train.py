@@ -80,6 +80,7 @@ class FitResult:
         feasibility: The selected model's validation verdict (:meth:`Measurement.verdict`), if measured.
         test: The selected model's test metrics (with ``test_loader``).
         test_feasibility: Its test verdict (with ``test_loader``).
+        averaged: The averaged model at the end of training (with ``averaging``), else ``None``.
     """
 
     best_epoch: int | None
@@ -92,6 +93,7 @@ class FitResult:
     feasibility: dict[str, Any] | None = None
     test: dict[str, float] = field(default_factory=dict)
     test_feasibility: dict[str, Any] | None = None
+    averaged: torch.nn.Module | None = None
 
 
 def objective_evaluator(solver: Solver, device: torch.device | None = None) -> Evaluator:
@@ -549,6 +551,7 @@ def fit(
             plot_run(run_dir)
     if tested is not None:
         result.test, result.test_feasibility = tested
+    result.averaged = averaged.module if averaged is not None and int(averaged.n_averaged) > 0 else None
     return result
 
 
