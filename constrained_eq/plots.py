@@ -30,11 +30,15 @@ def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+_MARKEVERY = [1]  # set per run: about 25 markers per line
+
+
 def _styles():
     """Colour, line style and marker cycled together, so overlapping lines stay distinguishable."""
     for i, (style, marker) in enumerate(zip(itertools.cycle(_STYLES), itertools.cycle(_MARKERS))):
+        every = _MARKEVERY[0]  # staggered, so markers of overlapping lines do not hide each other
         yield {"linestyle": style, "marker": marker, "color": f"C{i % 10}", "markersize": 4, "lw": 1.2,
-               "markevery": None}
+               "markevery": (i * max(1, every // 4) % every, every)}
 
 
 def _summary(run_dir: Path) -> dict:
@@ -72,6 +76,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     out = run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     epochs = history["epoch"]
+    _MARKEVERY[0] = max(1, len(epochs) // 25)
     written: list[Path] = []
 
     def save(fig, name: str) -> None:
@@ -90,7 +95,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     for ax, (unit, keys) in zip(axes[0], units.items(), strict=True):
         for key, style in zip(keys, _styles(), strict=False):
             ax.plot(*_finite(epochs, history[key]), label=key, **style)
-        if all(v > 0 for k in keys for v in history[k] if not math.isnan(v)):
+        if unit == "loss" and all(v > 0 for k in keys for v in history[k] if not math.isnan(v)):
             ax.set_yscale("log")
         ax.set(xlabel="epoch", ylabel=unit.replace("_", " "), title=unit.replace("_", " "))
         ax.legend(fontsize=7)
@@ -114,7 +119,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         homotopy = info.get("homotopy", name.endswith("gammas"))
         element = "layer" if homotopy else "element"
         value_label = "γ" if homotopy else f"{info.get('target', name)} (target value)"
-        _value_panel(plt, save, epochs, history, name, value_label, element, info,
+        per_epoch = homotopy or info.get("reads") == ["parameters"]  # no batch: the value at the epoch's end
+        _value_panel(plt, save, epochs, history, name, value_label, element, info, per_epoch,
                      train.get((name, "value"), []), split.get((name, "value"), []))
         if split.get((name, "violation")):
             fig, ax = plt.subplots(figsize=(5.2, 3.6))
@@ -144,6 +150,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
         for (index, key), style in zip(sorted(contributions), _styles(), strict=False):
             ax.plot(*_finite(epochs, history[key]), label=f"layer {index}", **style)
+        if all(v > 0 for _, key in contributions for v in history[key] if not math.isnan(v)):
+            ax.set_yscale("log")  # contributions span decades
         ax.set(xlabel="epoch", ylabel="|γ_i f_neq,i| (validation mean)", title="branch contribution per layer")
         ax.legend(fontsize=7, ncol=2)
         save(fig, "val_branch_contribution")
@@ -153,22 +161,28 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
         for key, style in zip(errors, _styles(), strict=False):
             ax.plot(*_finite(epochs, history[key]), label=key, **style)
+        if all(v > 0 for key in errors for v in history[key] if not math.isnan(v)):
+            ax.set_yscale("log")
         ax.set(xlabel="epoch", ylabel="relative equivariance error", title="equivariance error")
         ax.legend(fontsize=8)
         save(fig, "equivariance_error")
     return written
 
 
-def _value_panel(plt, save, epochs, history, name, label, element, info, train_columns, split_columns) -> None:
+def _value_panel(plt, save, epochs, history, name, label, element, info, per_epoch, train_columns,
+                 split_columns) -> None:
     """The target's values: training batch (thin) and validation split (markers), with the bound drawn."""
+    if per_epoch:  # a parameter-only target: its validation value is its end-of-epoch value, drawn once
+        split_columns = [c for c in split_columns if c[1] != "val"]
     if not train_columns and not split_columns:
         return
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     styles = _styles()
     for index, key in sorted(train_columns):
         style = next(styles)
-        ax.plot(*_finite(epochs, history[key]), label=f"{element} {index} (last train batch)",
-                **{**style, "marker": None, "lw": 0.8, "alpha": 0.7})
+        ax.plot(*_finite(epochs, history[key]),
+                label=f"{element} {index}" + ("" if per_epoch else " (last train batch)"),
+                **({**style, "marker": None, "lw": 0.8, "alpha": 0.7} if split_columns else style))
     for index, prefix, key in sorted(split_columns):
         which = "validation, averaged" if prefix == "val_avg" else "validation"
         ax.plot(*_finite(epochs, history[key]), label=f"{element} {index} ({which})", **next(styles))
