@@ -131,3 +131,25 @@ def test_relaxed_means_significant_against_the_objective():
     assert report.relaxed_rtol == RELAXED_RTOL and report.objective_scale == pytest.approx(0.02)
     scaled = build_report(gamma, lam, slack, rho=1.0, objective=objective * 100)  # a 100× larger objective
     assert [layer.signature for layer in scaled.layers] == ["tight", "tight", "tight"]
+
+
+def test_the_progress_bar_names_constraints_and_keeps_gamma_for_homotopy_ones():
+    from constrained_eq.testing import VectorModel
+    from constrained_eq.train import _magnitudes, _postfix
+
+    model = VectorModel(2, torch.tensor([0.3, -0.2]))
+    rate = ceq.Inequality(ceq.Target(lambda m: m.x, "rate"), bound=0.1, name="parity")
+    problem = ceq.ConstrainedProblem(lambda out, batch: out.pow(2).sum(), [rate])
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
+    loss, shown, lambdas = _magnitudes(solver, solver.step(None))
+    assert shown == {"parity": pytest.approx(0.2)}  # [x − 0.1]₊ = (0.2, 0): the largest violation
+    postfix = _postfix(solver, loss, shown, lambdas)
+    assert set(postfix) == {"loss", "parity"} and postfix["parity"].startswith("viol=0.2 λ=")
+    assert "γ" not in "".join(postfix)
+    task = ToyRotation(n_train=8, n_val=8, n_test=8)
+    relaxed = task.model("vector_net", hidden=4, n_layers=2)
+    homotopy = ceq.Solver(ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), [ceq.Equality(ceq.gammas)]),
+                          relaxed, "lagrangian")
+    batch = next(iter(task.loaders(0, 8).train))
+    postfix = _postfix(homotopy, *_magnitudes(homotopy, homotopy.step(batch)))
+    assert postfix["equality_gammas"].startswith("max|γ|=")
