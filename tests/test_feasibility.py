@@ -167,3 +167,30 @@ def test_an_objective_blow_up_stops_the_run():
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=10.0))
     with pytest.raises(DivergenceError, match="the objective blew up"):
         fit(solver, [torch.zeros(1)] * 30, epochs=1, progress=False, plot=False, log_every=1, objective_limit=5.0)
+
+
+def _toy_fit(run_dir, epochs, resume=False):
+    from constrained_eq.tasks.toy_rotation import ToyRotation
+
+    torch.manual_seed(0)
+    task = ToyRotation(n_train=32, n_val=16, n_test=16, breaking=0.3)
+    loaders = task.loaders(seed=0, batch_size=8)
+    model = task.model("vector_net", hidden=4, n_layers=2)
+    bound = ceq.Inequality(ceq.Target(lambda m, b, o: o.norm(dim=-1).mean().reshape(1), "out_norm"), bound=1.0)
+    problem = ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), [ceq.Equality(ceq.gammas), bound])
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), 1e-2), 0.05,
+                        example_batch=loaders.train)
+    return fit(solver, loaders.train, loaders.val, epochs=epochs, run_dir=run_dir, progress=False, plot=False,
+               averaging="ema", ema_decay=0.9, average_start=1, resume=resume, checkpoint_every=1)
+
+
+def test_resume_restores_the_average_and_the_selection(tmp_path):
+    straight = _toy_fit(tmp_path / "a", 4)
+    _toy_fit(tmp_path / "b", 2)
+    resumed = _toy_fit(tmp_path / "b", 4, resume=True)
+    assert (resumed.best_epoch, resumed.candidate, resumed.selection) == (straight.best_epoch, straight.candidate,
+                                                                          straight.selection)
+    for key in straight.averaged.state_dict():
+        assert torch.equal(straight.averaged.state_dict()[key], resumed.averaged.state_dict()[key]), key
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
+    assert a["feasibility"] == b["feasibility"] and a["best"] == b["best"]
