@@ -237,7 +237,8 @@ def symmetry_report(
     Args:
         run_dir: Run folder or CSV path.
         constraint: Constraint key (default: the first key with γ columns, e.g. ``equality_gammas``).
-        rho: Slack cost of a resilient run (default: 1, as ACE).
+        rho: Slack cost of a resilient run (default: the run's own, from ``metrics.json``'s structure or
+            ``formulation_options``; 1, as ACE, for a run folder without them).
         error_column: Column holding the equivariance error (also tried without ``val_``).
         B: Lipschitz constant of the non-equivariant branches (Thm 4.2; omitted: no bound).
         M: Lipschitz constant of the layers (Thm 4.2).

@@ -380,6 +380,8 @@ def fit(
         raise ValueError(f"fit: expected 'feasibility_tol' to be a number ≥ 0 (got {feasibility_tol!r})")
     if select is None:
         select = FEASIBLE if counted(solver.plans) else "val_loss"
+    if val_loader is None:  # nothing is validated: the train loss is all there is to select by
+        select = "train_loss"
     sign = 1.0 if select_mode == "min" else -1.0  # keys rank sign · value, minimised
     for name, value in (("divergence_limit", divergence_limit), ("objective_limit", objective_limit)):
         if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
@@ -487,15 +489,14 @@ def fit(
             if history is not None:
                 history.append(row)
             metrics_row = _summary_row(row)
-            wanted = select if val_loader is not None else "train_loss"
-            if val_loader is not None and select != FEASIBLE and candidates and wanted not in row:
+            if val_loader is not None and select != FEASIBLE and candidates and select not in row:
                 raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
                                  f"{sorted(metrics_row)} (got {select!r})")
             if select == FEASIBLE and candidates and val_loader is not None and objective not in row:
                 raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
                                  f"(got {objective!r})")
             for candidate, prefix, judged_model, measured in candidates:
-                key = selection_key(wanted, objective, sign, row, prefix, measured)
+                key = selection_key(select, objective, sign, row, prefix, measured)
                 if key is None or (state["best_key"] is not None and tuple(key) >= tuple(state["best_key"])):
                     continue
                 state.update(best_epoch=epoch, best_key=list(key), best_candidate=candidate,

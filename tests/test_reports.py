@@ -120,7 +120,7 @@ def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, mo
 
 
 def test_relaxed_means_significant_against_the_objective():
-    T, L = 20, 3
+    T = 20
     lam = np.tile([0.01, 0.001, 0.0], (T, 1))
     slack = lam / 1.0  # u = λ/ρ at ρ = 1
     gamma = -slack
