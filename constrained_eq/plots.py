@@ -129,7 +129,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
                 ax.plot(*_finite(epochs, history[key]), label=label, **style)
             if tolerance is not None:
                 ax.axhline(tolerance, color="k", lw=0.8, ls="--", label=f"tolerance {tolerance:g}")
-            ax.set(xlabel="epoch", ylabel="violation (validation split)", title=f"{name}: validation violation")
+            ax.set(xlabel="epoch", ylabel="violation (validation split)", title=name)
             ax.legend(fontsize=7)
             save(fig, f"{name}_violation")
         for what, label in (("lambda", "multiplier λ"), ("slack", "slack u"),
@@ -141,7 +141,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
             for (index, key), style in zip(sorted(columns), _styles(), strict=False):
                 ax.plot(*_finite(epochs, history[key]), label=f"{element} {index}", **style)
             ax.axhline(0.0, color="k", lw=0.5)
-            ax.set(xlabel="epoch", ylabel=label, title=f"{name}: {label}")
+            ax.set(xlabel="epoch", ylabel=label, title=name)
             if len(columns) <= 12:
                 ax.legend(fontsize=7, ncol=2)
             save(fig, f"{name}_{what}")
@@ -176,7 +176,7 @@ def _value_panel(plt, save, epochs, history, name, label, element, info, per_epo
         split_columns = [c for c in split_columns if c[1] != "val"]
     if not train_columns and not split_columns:
         return
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(7.4, 3.6))
     styles = _styles()
     for index, key in sorted(train_columns):
         style = next(styles)
@@ -191,7 +191,7 @@ def _value_panel(plt, save, epochs, history, name, label, element, info, per_epo
         bound = 0.0
     if bound is not None:
         ax.axhline(bound, color="k", lw=1.0, ls="--", label=f"bound {bound:g}")
-    ax.set(xlabel="epoch", ylabel=label, title=f"{name}: {label}")
+    ax.set(xlabel="epoch", ylabel=label, title=name)
     if len(train_columns) + len(split_columns) <= 12:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     save(fig, f"{name}_value")
