@@ -346,7 +346,8 @@ def fit(
             target's units (default: ``1e-3``).
         averaging (str, optional): ``"none"``, ``"uniform"`` or ``"ema"``: also keep an average of the
             iterates from epoch ``average_start`` (``torch.optim.swa_utils.AveragedModel``, updated after
-            every step), evaluated as its own candidate (columns ``val_avg_*``) (default: ``"none"``).
+            every step; its update reads its counter back to the host, one sync per step on a GPU),
+            evaluated as its own candidate (columns ``val_avg_*``) (default: ``"none"``).
         average_start (int, optional): First epoch whose iterates enter the average (default: 0).
         ema_decay (float, optional): Decay d of ``averaging="ema"`` (default: 0.99).
         test_loader (iterable, optional): Evaluate the selected model on it at the end (``test`` and
