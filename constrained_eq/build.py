@@ -38,12 +38,12 @@ from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
-from constrained_eq.feasibility import counted, measure
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.selection import FEASIBLE
+from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.train import fit, to_device
 
@@ -313,7 +313,7 @@ def _selection(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = N
 
     ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
     enforced constraint that is not a penalty or a homotopy constraint on γ, see
-    :mod:`constrained_eq.feasibility`); otherwise the projected model's loss for strategies that deploy
+    :mod:`constrained_eq.split_feasibility`); otherwise the projected model's loss for strategies that deploy
     f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
     """
     select = spec["evaluation"]["select"]
@@ -405,7 +405,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader, contributions=False)
     built.model.eval()
-    summary["feasibility"]["test"] = measure(built.solver, built.model, built.test_loader,
+    summary["measured_constraints"]["test"] = measure(built.solver, built.model, built.test_loader,
                                              tolerance=evaluation["feasibility_tol"]).verdict()
     if relaxed:
         summary["test_projected"] = evaluate(projected(built.model), built.test_loader, contributions=False)

@@ -101,9 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
     print(f"selected: {summary.get('selection', '')}")
     if summary.get("feasible") is not None:
-        test = summary.get("feasibility", {}).get("test") or {}
+        test = summary.get("measured_constraints", {}).get("test") or {}
         print(f"feasible on validation: {summary['feasible']}; on test: {test.get('feasible')} "
-              f"(tolerance {summary['feasibility']['tolerance']:g})")
+              f"(tolerance {summary['measured_constraints']['tolerance']:g})")
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")

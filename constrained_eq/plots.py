@@ -72,7 +72,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         return []
     summary = _summary(run_dir)
     described = {c["name"]: c for c in summary.get("structure", {}).get("constraints", [])}
-    tolerance = summary.get("feasibility", {}).get("tolerance")
+    tolerance = summary.get("measured_constraints", {}).get("tolerance")
     out = run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     epochs = history["epoch"]

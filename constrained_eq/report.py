@@ -323,7 +323,7 @@ def constraint_report(run_dir: str | Path) -> str:
     formulation = summary.get("formulation", "unknown")
     options = summary.get("formulation_options") or {}
     described = summary.get("structure", {}).get("constraints", [])
-    feasibility = summary.get("feasibility", {})
+    feasibility = summary.get("measured_constraints", {})
     head = (f"constraints ({formulation}" + ("".join(f", {k}={v}" for k, v in options.items())) + ")")
     lines = [head, f"{'constraint':<28} {'kind':<11} {'target':<24} {'fields':<26} {'max|λ|':>9} "
                    f"{'val viol':>9} {'test viol':>9}"]

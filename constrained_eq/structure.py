@@ -29,7 +29,7 @@ def describe(solver: Any) -> dict[str, Any]:
         dict: ``{"formulation": {"name", "options"}, "constraints": [{"name", "kind", "target", "reads",
         "homotopy", "mode", "size", "rho", **fields}, …]}`` in declaration order.
     """
-    from constrained_eq.feasibility import is_homotopy
+    from constrained_eq.split_feasibility import is_homotopy
 
     constraints = []
     for plan in solver.plans:

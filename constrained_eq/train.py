@@ -25,7 +25,7 @@ max|λ| beyond ``divergence_limit`` or an objective beyond ``objective_limit`` t
 growth of max|λ| by ``1e3×`` over the run only warns.
 
 At every evaluation each constraint is measured over the whole validation split
-(:mod:`constrained_eq.feasibility`); ``select="feasible"`` keeps the best feasible evaluation
+(:mod:`constrained_eq.split_feasibility`); ``select="feasible"`` keeps the best feasible evaluation
 (:mod:`constrained_eq.selection`); ``averaging`` adds the average of the iterates as a candidate.
 """
 
@@ -49,9 +49,9 @@ from constrained_eq._loaders import batch_size as _batch_size
 from constrained_eq._loaders import to_device
 from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
-from constrained_eq.feasibility import DEFAULT_TOLERANCE, Measurement, counted, is_homotopy, measure
 from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
 from constrained_eq.selection import FEASIBLE, describe_selection, selection_key
+from constrained_eq.split_feasibility import DEFAULT_TOLERANCE, Measurement, counted, is_homotopy, measure
 from constrained_eq.structure import describe
 
 __all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
@@ -135,7 +135,7 @@ def _constraint_columns(record: StepRecord | None) -> dict[str, float]:
 def _magnitudes(solver: Solver, record: StepRecord) -> tuple[float, dict[str, float], dict[str, float]]:
     """Loss, the batch's largest violation (max|γ| for a homotopy constraint) and max|λ| per constraint (one sync).
 
-    The violation is read as :func:`~constrained_eq.feasibility.element_violations` reads it:
+    The violation is read as :func:`~constrained_eq.split_feasibility.element_violations` reads it:
     ``|h|`` for an equality, ``[g − b]₊`` for an inequality.
     """
     zero = record.loss.new_zeros(())
@@ -311,7 +311,7 @@ def fit(
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
     At every evaluation each constraint is measured over the whole validation split
-    (:func:`constrained_eq.feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
+    (:func:`constrained_eq.split_feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
     ``val/<constraint>/violation[i]``, and a feasibility verdict under ``feasibility_tol``.
 
     Args:
@@ -535,7 +535,7 @@ def fit(
                        skipped_steps=state["skipped_steps"],
                        selected=result.candidate, selection=result.selection,
                        feasible=(state["best_feasibility"] or {}).get("feasible"),
-                       feasibility={"tolerance": float(feasibility_tol), "rule": FEASIBILITY_RULE,
+                       measured_constraints={"tolerance": float(feasibility_tol), "rule": FEASIBILITY_RULE,
                                     "best": state["best_feasibility"], "final": state["final_feasibility"]},
                        averaging={"kind": averaging, "start": average_start, "decay": ema_decay},
                        formulation=solver.formulation.name, formulation_options=solver.formulation.options(),
@@ -543,7 +543,7 @@ def fit(
         if select == FEASIBLE:
             summary["objective"] = objective
         if tested is not None:
-            summary["test"], summary["feasibility"]["test"] = tested
+            summary["test"], summary["measured_constraints"]["test"] = tested
         summary.setdefault("seconds", 0.0)
         summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
         write_json(run_dir / "metrics.json", summary)

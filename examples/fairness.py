@@ -23,7 +23,7 @@ import torch
 
 import constrained_eq as ceq
 from constrained_eq.build import evaluate_split
-from constrained_eq.feasibility import measure
+from constrained_eq.split_feasibility import measure
 from constrained_eq.tasks.fairness import Fairness
 from constrained_eq.train import fit
 

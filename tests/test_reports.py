@@ -86,7 +86,7 @@ def test_a_rate_constraint_gets_a_constraint_report_and_no_symmetry_report(tmp_p
     assert write_symmetry_report(tmp_path / "run") is None and not (tmp_path / "run" / "symmetry_report.txt").exists()
     text = (tmp_path / "run" / "constraint_report.txt").read_text()
     assert "inequality_false_positive_rate" in text and "bound=0.05" in text and "γ" not in text
-    test = summary["feasibility"]["test"]
+    test = summary["measured_constraints"]["test"]
     assert test["counted"] == ["inequality_false_positive_rate"] and isinstance(test["feasible"], bool)
 
 

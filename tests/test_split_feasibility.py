@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import constrained_eq as ceq
-from constrained_eq.feasibility import measure
 from constrained_eq.runs import read_csv
+from constrained_eq.split_feasibility import measure
 from constrained_eq.testing import VectorModel
 from constrained_eq.train import DivergenceError, fit
 
@@ -58,9 +58,9 @@ def test_constraints_are_measured_over_the_whole_validation_split(tmp_path):
     assert row["val/rate/value[0]"] == pytest.approx(expected_rate, rel=1e-6)
     assert row["val/w/value[0]"] == pytest.approx(float(w.abs()), rel=1e-6) and row["val/w/violation[0]"] == 0.0
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    verdict = summary["feasibility"]["final"]
+    verdict = summary["measured_constraints"]["final"]
     assert verdict["max_violation"]["mean"] == pytest.approx(expected_mean - 2.0, rel=1e-6)
-    assert verdict["feasible"] is False and summary["feasibility"]["tolerance"] == 1e-3
+    assert verdict["feasible"] is False and summary["measured_constraints"]["tolerance"] == 1e-3
     assert set(verdict["counted"]) == {"mean", "rate", "w"}
 
 
@@ -193,4 +193,4 @@ def test_resume_restores_the_average_and_the_selection(tmp_path):
     for key in straight.averaged.state_dict():
         assert torch.equal(straight.averaged.state_dict()[key], resumed.averaged.state_dict()[key]), key
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
-    assert a["feasibility"] == b["feasibility"] and a["best"] == b["best"]
+    assert a["measured_constraints"] == b["measured_constraints"] and a["best"] == b["best"]
