@@ -11,7 +11,7 @@ validation loss among feasible evaluations, the averaged model a candidate), wit
 hard-decision gap and feasibility verdict (violation ≤ 1e-3). One row per seed, then the mean; the
 "over" columns count the seeds whose last iterate / averaged model exceed the bound on the test split.
 
-Run: python examples/fairness.py [n_seeds]   (about 40 s per seed on one CPU core)
+Run: python examples/fairness.py [n_seeds]   (three runs of 20 epochs per seed, 1–3 min per seed on one CPU core)
 """
 
 from __future__ import annotations
