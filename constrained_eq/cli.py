@@ -99,6 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
           + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
+    print(f"selected: {summary.get('selection', '')}")
+    if summary.get("feasible") is not None:
+        test = summary.get("measured_constraints", {}).get("test") or {}
+        print(f"feasible on validation: {summary['feasible']}; on test: {test.get('feasible')} "
+              f"(tolerance {summary['measured_constraints']['tolerance']:g})")
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
@@ -145,7 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from constrained_eq.build import write_symmetry_report
+    from constrained_eq.build import write_constraint_report, write_symmetry_report
     from constrained_eq.plots import plot_run
     from constrained_eq.runs import read_json
 
@@ -157,7 +162,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, sort_keys=True))
     for path in plot_run(run_dir):
         print(f"wrote {path}")
-    report = write_symmetry_report(run_dir)
+    constraints = write_constraint_report(run_dir)
+    if constraints is not None:
+        print(constraints)
+    report = write_symmetry_report(run_dir)  # homotopy (γ) constraints only
     if report is not None:
         print(report)
     _print_feasibility(summary)

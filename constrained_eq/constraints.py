@@ -21,6 +21,7 @@ Names are free text: they only label logs, records and checkpoints.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 from constrained_eq._rhs import RightHandSide, _check_finite_number, _check_rhs, _rhs_size, _rhs_tensor
 
 __all__ = [
+    "READS",
     "Target",
     "Constraint",
     "Equality",
@@ -44,15 +46,60 @@ __all__ = [
 _TARGETS: dict[str, Target] = {}
 
 
+READS = ("parameters", "batch", "output")
+
+
+def _positional(fn: Callable) -> tuple[int, int]:
+    """(required, accepted) positional parameters of ``fn``; ``accepted`` is 3 with ``*args``."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or a callable without a signature: assume it reads everything
+        return 3, 3
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3, 3
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return sum(p.default is p.empty for p in positional), min(len(positional), 3)
+
+
+def _reads(fn: Callable, name: str, reads: Any, needs_batch: bool | None) -> tuple[str, ...]:
+    """What a target reads: given, or from ``needs_batch``, or inferred from ``fn``'s required parameters."""
+    if reads is not None:
+        reads = (reads,) if isinstance(reads, str) else tuple(reads)
+        unknown = [r for r in reads if r not in READS]
+        if unknown or not reads:
+            raise ValueError(f"Target {name!r}: expected 'reads' to list some of {', '.join(map(repr, READS))} "
+                             f"(got {reads!r})")
+        if needs_batch is not None and needs_batch != any(r != "parameters" for r in reads):
+            raise ValueError(f"Target {name!r}: 'needs_batch={needs_batch}' contradicts 'reads={reads!r}'")
+        return tuple(r for r in READS if r in reads)
+    if needs_batch is not None:
+        return READS if needs_batch else ("parameters",)
+    required, _ = _positional(fn)
+    return READS[:max(1, min(required, 3))]
+
+
 class Target:
-    """A named quantity a constraint acts on: ``target(model, batch, output) -> Tensor (L,)``.
+    r"""A named quantity a constraint acts on: ``target(model, batch, output) -> Tensor (L,)``.
+
+    A target declares what it reads — ``"parameters"`` (the model alone), ``"batch"``, ``"output"`` —
+    so that a parameter-only target (a weight norm, γ) is evaluated without any data: the ``Solver``
+    sizes it without an example batch and validation measures it once per evaluation, not per batch.
+    Undeclared, it is inferred from ``fn``'s required positional parameters: ``fn(model)`` reads the
+    parameters, ``fn(model, batch)`` the batch too, ``fn(model, batch, output)`` everything
+    (parameters with a default, ``batch=None``, are not required and not read).
+
+    Over a data split a batch-reading target is reduced as its constraint is defined: by default the
+    batch-size-weighted mean :math:`\bar g = \sum_b n_b g_b / \sum_b n_b` (an expectation);
+    a rate or a ratio of expectations gives ``totals(model, batch, output) -> Tensor (K,)`` (sums that
+    add up over batches, e.g. numerator and denominator per group) and ``from_totals(sums) -> (L,)``.
 
     Args:
-        fn: Callable ``fn(model, batch, output)`` returning a 1-D floating tensor of ``L`` values.
-            ``batch`` and ``output`` are ``None`` when the target does not use them.
+        fn: Callable returning a 1-D floating tensor of ``L`` values; called with as many of
+            ``(model, batch, output)`` as it accepts.
         name: Name used in reprs, logs and problem files.
-        needs_batch: ``True`` when ``fn`` reads ``batch`` or ``output``; such a target cannot be
-            evaluated before the first forward pass, so the ``Solver`` needs an ``example_batch``.
+        reads: What ``fn`` reads, among ``"parameters"``, ``"batch"``, ``"output"`` (default: inferred).
+        needs_batch: Older spelling: ``True`` is ``reads=("parameters", "batch", "output")``, ``False`` is
+            ``reads=("parameters",)`` (default: inferred).
         variables: Optional callable ``variables(model) -> list[Parameter]`` naming the parameters
             that the constraint acts on directly (ACE's γ). The ``Solver`` steps them with their own
             optimizer (plain SGD by default, as ACE's algorithms do).
@@ -62,6 +109,9 @@ class Target:
             as ``fn`` from the parameters ``variables(model)`` names (for γ: ``torch.stack``). A solver
             finds those parameters once, when it is built, and then evaluates the target from them,
             without searching the model at every step.
+        totals: Optional ``totals(model, batch, output) -> Tensor (K,)``: per-batch sums whose total over a
+            split defines the target there (with ``from_totals``).
+        from_totals: ``from_totals(sums (K,)) -> Tensor (L,)``: the target's value over a split.
 
     Shapes:
         - **output of** ``fn``: ``(L,)``
@@ -69,13 +119,16 @@ class Target:
 
     def __init__(
         self,
-        fn: Callable[[Any, Any, Any], torch.Tensor],
+        fn: Callable[..., torch.Tensor],
         name: str,
         *,
-        needs_batch: bool = True,
+        reads: Any = None,
+        needs_batch: bool | None = None,
         variables: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
         prepare: Callable[[torch.nn.Module], None] | None = None,
         from_variables: Callable[[list[torch.nn.Parameter]], torch.Tensor] | None = None,
+        totals: Callable[..., torch.Tensor] | None = None,
+        from_totals: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
@@ -83,15 +136,25 @@ class Target:
             raise ValueError(f"Expected 'name' to be a non-empty string (got {name!r})")
         self.fn = fn
         self.name = name
-        self.needs_batch = needs_batch
+        self.reads = _reads(fn, name, reads, needs_batch)
+        self._accepts = _positional(fn)[1]
         self.variables = variables
         self.prepare = prepare
         if from_variables is not None and variables is None:
             raise ValueError(f"Target {name!r}: 'from_variables' needs 'variables' (the parameters it reads)")
         self.from_variables = from_variables
+        if (totals is None) != (from_totals is None):
+            raise ValueError(f"Target {name!r}: 'totals' and 'from_totals' go together")
+        self.totals = totals
+        self.from_totals = from_totals
+
+    @property
+    def needs_batch(self) -> bool:
+        """Whether the target reads the batch or the model's output (so it needs data to be evaluated)."""
+        return self.reads != ("parameters",)
 
     def __call__(self, model: torch.nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
-        return self.fn(model, batch, output)
+        return self.fn(*(model, batch, output)[:max(self._accepts, 1)])
 
     def __repr__(self) -> str:
         return self.name

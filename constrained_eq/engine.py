@@ -23,12 +23,14 @@ from cooper.utils import ConstraintType
 
 from constrained_eq import _optim
 from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues
+from constrained_eq._loaders import first_batch, is_loader
 from constrained_eq._rng import get_rng_state, set_rng_state
 from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
 from constrained_eq.feasibility import FeasibilityMonitor, Verdict
 from constrained_eq.formulations import Formulation, resolve_formulation
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
+from constrained_eq.structure import describe, differences
 
 __all__ = ["Solver", "StepRecord", "NonFiniteError"]
 
@@ -99,8 +101,9 @@ class Solver:
         constrained_optimizer (str, optional): Cooper's update scheme: ``"simultaneous"``,
             ``"alternating_primal_dual"``, ``"alternating_dual_primal"`` or ``"extrapolation"``
             (default: :obj:`"simultaneous"`).
-        example_batch (Any, optional): A batch used once to size constraints whose targets read the
-            batch or the output.
+        example_batch (Any, optional): A batch, or a ``DataLoader`` to read one from without
+            advancing its shuffle order, used once to size constraints whose targets read the batch or the
+            output (parameter-only targets need none).
         dual_every (int, optional): Take the dual step every ``dual_every`` steps (default: 1).
         check_finite (bool, optional): Refuse a step whose loss, violations or gradients are not
             finite (one host sync per step; turn off for a sync-free step on GPU) (default: True).
@@ -146,6 +149,7 @@ class Solver:
 
         self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
         sizes = self._constraint_sizes(example_batch)
+        self.constraint_sizes = sizes
         device, dtype = self._device_and_dtype()
         self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
             p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
@@ -198,16 +202,19 @@ class Solver:
             if example_batch is None:
                 names = [p.key for p in self.plans if p.constraint.target.needs_batch]
                 raise ValueError(
-                    f"Solver: constraints {names} have targets that read the batch or the output; pass "
-                    "example_batch=<one batch> so their sizes are known before training"
+                    f"Solver: constraints {names} have targets that read the batch or the output (declare "
+                    "Target(..., reads='parameters') for one that reads the model alone); pass "
+                    "example_batch=<a batch or the train loader> so their sizes are known before training"
                 )
+            if is_loader(example_batch):
+                example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
             with torch.no_grad():
                 output = self.problem.objective.forward(self.model, example_batch)
         sizes = {}
         for plan in self.plans:
             target = plan.constraint.target
             with torch.no_grad():
-                values = target(self.model, example_batch, output)
+                values = target(self.model, example_batch, output) if target.needs_batch else target(self.model)
             if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.dim() > 1:
                 got = (f"shape {tuple(values.shape)}, dtype {values.dtype}" if isinstance(values, torch.Tensor)
                        else type(values).__name__)
@@ -376,8 +383,7 @@ class Solver:
         taken on N processes loads on one and back.
         """
         return {
-            "problem": repr(self.problem),
-            "formulation": repr(self.formulation),
+            "structure": describe(self),
             "model": unwrap(self.model).state_dict(),
             "cmp": self.cmp.state_dict(),
             "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
@@ -389,13 +395,19 @@ class Solver:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; refuses one taken from another problem or formulation."""
-        for field_name, mine in (("problem", repr(self.problem)), ("formulation", repr(self.formulation))):
-            if state.get(field_name) != mine:
-                raise ValueError(
-                    f"Solver.load_state_dict: the checkpoint was taken with {field_name}\n  {state.get(field_name)}\n"
-                    f"but this solver has\n  {mine}"
-                )
+        """Restore a :meth:`state_dict`; refuses one taken from another problem structure or formulation.
+
+        The structure (:func:`constrained_eq.structure.describe`: constraint names, kinds, bounds, sizes,
+        the formulation and its options) must match; reprs of callables (the loss function's name) do not
+        matter.
+        """
+        if "structure" not in state:
+            raise ValueError("Solver.load_state_dict: the checkpoint holds no problem structure (it was written "
+                             "by an older version); start the run again")
+        changes = differences(state["structure"], describe(self))
+        if changes:
+            raise ValueError("Solver.load_state_dict: the checkpoint was taken from another problem: "
+                             + "; ".join(changes))
         unwrap(self.model).load_state_dict(state["model"])
         self.cmp.load_state_dict(state["cmp"])
         with torch.no_grad():

@@ -135,8 +135,12 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                                                              "'weight_decay'"), [])},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
-                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise")},
-    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
+                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise"),
+                 "averaging": (_choice(("none", "uniform", "ema")), "none"),
+                 "average_start": ((lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"), 0),
+                 "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99)},
+    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
+                   "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
     "strategy": (_choice(STRATEGIES), "custom"),
