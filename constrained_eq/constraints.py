@@ -189,6 +189,10 @@ def registered_targets() -> dict[str, Target]:
 def _as_target(target: Any, field_name: str = "target") -> Target:
     if isinstance(target, Target):
         return target
+    if isinstance(target, str) and ":" in target:  # "package.module:attribute", the user's own code
+        from constrained_eq.imports import load_target
+
+        return load_target(target)
     if isinstance(target, str):
         if target not in _TARGETS:
             choices = ", ".join(repr(k) for k in sorted(_TARGETS)) or "(none registered)"
@@ -451,8 +455,10 @@ def parse(text: str) -> Constraint:
     """
     import ast
 
+    from constrained_eq.imports import quote_import_paths
+
     try:
-        call = ast.parse(text.strip(), mode="eval").body
+        call = ast.parse(quote_import_paths(text.strip()), mode="eval").body
     except SyntaxError as err:
         raise ValueError(f"Unable to parse constraint {text!r}: {err.msg}") from None
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in _KINDS:

@@ -308,6 +308,7 @@ def fit(
     plot: bool = True,
     divergence_limit: float | None = 1e6,
     objective_limit: float | None = 1e6,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -360,6 +361,9 @@ def fit(
         objective_limit (float, optional): Largest growth factor of the objective over
             ``max(1, |J₀ at the first logging point|)`` before :class:`DivergenceError` (a blow-up); ``None``
             turns the check off (default: ``1e6``).
+        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
+            epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
+            learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -490,6 +494,8 @@ def fit(
             elif val_loader is None:
                 candidates.append(("iterate", "val", model, None))
             row.update(_constraint_columns(record))
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if history is not None:
                 history.append(row)
             metrics_row = _summary_row(row)
