@@ -36,6 +36,7 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
@@ -43,6 +44,8 @@ from constrained_eq.imports import ImportPathError, build_model, is_import_path,
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
+from constrained_eq.selection import FEASIBLE
+from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
@@ -104,7 +107,7 @@ def _line(spec: Mapping[str, Any], key: str) -> int | None:
 def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -> None:
     """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
     evaluation = spec["evaluation"]
-    if evaluation["select"] == "auto":
+    if evaluation["select"] in ("auto", FEASIBLE):
         return
     columns = ["train_loss", "val_loss"]
     if type(task).metric is not Task.metric:
@@ -116,7 +119,7 @@ def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -
         columns.append("val_projected_loss")
     if evaluation["select"] not in columns:
         raise _fail(spec, _line(spec, "evaluation.select"),
-                    f"Expected 'evaluation.select' to be 'auto' or one of {', '.join(map(repr, columns))} "
+                    f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
                     f"(got {evaluation['select']!r})")
 
 
@@ -235,8 +238,13 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         forward = autocast_forward(task.forward, device)
     problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
     try:
-        primal = _optimizer(spec, model.parameters())
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params))
+    except ValueError as err:
+        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
+    try:
         solver = Solver(problem, model, name, primal, spec["dual_lr"],
+                        constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
@@ -336,15 +344,24 @@ def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overw
                                                                          if k not in LOCATION_KEYS}})
 
 
-def _selection(spec: Mapping[str, Any], relaxed: bool) -> str:
-    """The validation column that picks the best epoch.
+def _selection(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = None) -> str:
+    """The validation column that picks the best epoch, or ``"feasible"``.
 
-    ``select: auto`` picks the projected model's loss for strategies that deploy f_{θ,0}
-    (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
+    ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
+    enforced constraint that is not a penalty or a homotopy constraint on γ, see
+    :mod:`constrained_eq.split_feasibility`); otherwise the projected model's loss for strategies that deploy
+    f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
     """
     select = spec["evaluation"]["select"]
+    if select == "auto" and solver is not None and counted(solver.plans):
+        return FEASIBLE
     if select != "auto":
         return select
+    return _objective_column(spec, relaxed)
+
+
+def _objective_column(spec: Mapping[str, Any], relaxed: bool) -> str:
+    """The loss of the deployed model: ``val_projected_loss`` for strategies that deploy f_{θ,0}, else ``val_loss``."""
     deploys_projection = relaxed and spec["strategy"] in ("ace_equality", "ace_augmented", "cr", "custom", "penalty")
     return "val_projected_loss" if deploys_projection else "val_loss"
 
@@ -374,7 +391,9 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
 
 def _selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
     """``"max"`` when the selected column is a metric the task wants large (an accuracy), else ``"min"``."""
-    return "max" if _selection(spec, relaxed).removeprefix("val_") in task.higher_is_better else "min"
+    column = _selection(spec, relaxed)
+    column = _objective_column(spec, relaxed) if column == FEASIBLE else column
+    return "max" if column.removeprefix("val_") in task.higher_is_better else "min"
 
 
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -417,7 +436,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
         evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
-        select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task),
+        select=_selection(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
+        objective=_objective_column(spec, relaxed), feasibility_tol=evaluation["feasibility_tol"],
+        averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"],
         on_epoch=end_epoch)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
@@ -427,6 +448,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader, contributions=False)
+    built.model.eval()
+    summary["measured_constraints"]["test"] = measure(built.solver, built.model, built.test_loader,
+                                             tolerance=evaluation["feasibility_tol"]).verdict()
     if relaxed:
         summary["test_projected"] = evaluate(projected(built.model), built.test_loader, contributions=False)
     else:
@@ -437,10 +461,23 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     if agreement is not None:
         summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
+    write_constraint_report(run_dir)
     write_symmetry_report(run_dir)
     if log is not None:
         log.close(spec, summary)
     return summary
+
+
+def write_constraint_report(run_dir: str | Path) -> str | None:
+    """Write ``constraint_report.txt`` (every constraint by name, its violations and verdicts) if there are any."""
+    from constrained_eq.report import constraint_report
+
+    run_dir = Path(run_dir)
+    if not read_json(run_dir / "metrics.json").get("structure", {}).get("constraints"):
+        return None
+    text = constraint_report(run_dir)
+    (run_dir / "constraint_report.txt").write_text(text + "\n", encoding="utf-8")
+    return text
 
 
 def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
@@ -455,7 +492,10 @@ def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
 
 
 def write_symmetry_report(run_dir: str | Path) -> Any:
-    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has γ columns."""
+    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has homotopy constraints.
+
+    ρ is the run's own (``metrics.json``), so a resilient run with ``rho: 0.5`` is reported and KKT-checked at 0.5.
+    """
     from constrained_eq.report import symmetry_report
 
     run_dir = Path(run_dir)

@@ -108,9 +108,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
           + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
+    print(f"selected: {summary.get('selection', '')}")
+    if summary.get("feasible") is not None:
+        test = summary.get("measured_constraints", {}).get("test") or {}
+        print(f"feasible on validation: {summary['feasible']}; on test: {test.get('feasible')} "
+              f"(tolerance {summary['measured_constraints']['tolerance']:g})")
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
+    _print_feasibility(summary)
     if "distributed" in summary:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
@@ -236,7 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from constrained_eq.build import write_symmetry_report
+    from constrained_eq.build import write_constraint_report, write_symmetry_report
     from constrained_eq.plots import plot_run
     from constrained_eq.runs import read_json
 
@@ -248,10 +254,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, sort_keys=True))
     for path in plot_run(run_dir):
         print(f"wrote {path}")
-    report = write_symmetry_report(run_dir)
+    constraints = write_constraint_report(run_dir)
+    if constraints is not None:
+        print(constraints)
+    report = write_symmetry_report(run_dir)  # homotopy (γ) constraints only
     if report is not None:
         print(report)
+    _print_feasibility(summary)
     return 0
+
+
+def _print_feasibility(summary: dict[str, Any]) -> None:
+    """Name every constraint the run judged likely infeasible, and the fix (see constrained_eq.feasibility)."""
+    from constrained_eq.feasibility import describe
+
+    for line in describe(summary.get("feasibility", {}), summary.get("formulation")):
+        print(f"feasibility: {line}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -154,13 +154,20 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
     "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
     "optimizer": {"name": (_or_import_path(_choice(OPTIMIZERS)), "adam"), "lr": (POS_NUMBER, 1e-3),
-                  "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {})},
+                  "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {}),
+                  "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
+                                                             "parameter names) and optional 'name', 'lr', "
+                                                             "'weight_decay'"), [])},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
                  "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise"),
+                 "averaging": (_choice(("none", "uniform", "ema")), "none"),
+                 "average_start": ((lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"), 0),
+                 "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
                  "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
                  "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
-    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True)},
+    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
+                   "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
     "logging": {"tensorboard": (BOOL, False)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
@@ -168,6 +175,8 @@ TOP: dict[str, tuple[Check, Any]] = {
     "dual_lr": (POS_NUMBER, 1e-2),
     "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
     "variable_lr": (_optional(POS_NUMBER), None),
+    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                       "extrapolation")), "simultaneous"),
 }
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
@@ -285,6 +294,18 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         raise checker.fail(getattr(raw, "key_lines", {}).get("strategy"),
                            f"Expected 'strategy' to be a strategy task {task.name!r} supports (got 'augmentation': "
                            "the task has no augment())")
+
+
+GROUP_SCHEMA: dict[str, tuple[Check, Any]] = {
+    "params": (STR, REQUIRED), "name": (_optional(_choice(OPTIMIZERS)), None),
+    "lr": (_optional(POS_NUMBER), None), "weight_decay": (_optional(NONNEG_NUMBER), None),
+}
+
+
+def _check_groups(checker: _Checker, raw: list) -> list[dict[str, Any]]:
+    """``optimizer.groups``: blocks of parameters (by an fnmatch pattern on their names) with their own settings."""
+    lines = getattr(raw, "item_lines", [None] * len(raw))
+    return [checker.section(item, GROUP_SCHEMA, f"optimizer.groups[{i}]", lines[i]) for i, item in enumerate(raw)]
 
 
 def _check_user_model(checker: _Checker, spec: Mapping, line_of: Callable[[str, str], int | None]) -> None:
@@ -476,6 +497,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         if section in ("task", "model") and section not in raw:
             raise checker.fail(1, f"Missing key '{section}' (a mapping with 'name' and optional 'options')")
         spec[section] = checker.section(raw.get(section), schema, section, lines.get(section))
+    spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
         spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))

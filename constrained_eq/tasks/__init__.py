@@ -16,6 +16,7 @@ _TASKS: dict[str, str | type[Task]] = {
     "toy_rotation": "constrained_eq.tasks.toy_rotation:ToyRotation",
     "nbody": "constrained_eq.tasks.nbody:NBody",
     "classification": "constrained_eq.tasks.classification:Classification",
+    "fairness": "constrained_eq.tasks.fairness:Fairness",
     "qm9": "constrained_eq.tasks.qm9:QM9",
     "modelnet": "constrained_eq.tasks.modelnet:ModelNet",
     "mocap": "constrained_eq.tasks.mocap:Mocap",
