@@ -49,7 +49,7 @@ from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
-from constrained_eq.training_options import TrainingOptions, autocast_forward, check_precision
+from constrained_eq.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
 
@@ -261,9 +261,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    variables = next((o for o in solver.optimizer.primal_optimizers if o is not primal), None)
     return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
-                 TrainingOptions(training, primal, variables))
+                 TrainingOptions(training, *split_optimizers(solver)))
 
 
 @torch.no_grad()

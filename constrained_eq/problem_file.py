@@ -327,6 +327,10 @@ def _check_user_optimizer(checker: _Checker, spec: Mapping, line_of: Callable[[s
         load_optimizer(optimizer["name"], optimizer_kwargs(optimizer))
     except ImportPathError as err:
         raise checker.fail(line_of("optimizer", "name"), f"'optimizer.name': {err}") from None
+    if optimizer.get("groups"):
+        raise checker.fail(line_of("optimizer", "groups"), f"Expected no 'optimizer.groups' with optimizer "
+                                                           f"{optimizer['name']!r}: groups take the named "
+                                                           f"optimizers {', '.join(map(repr, OPTIMIZERS))}")
 
 
 def _check_schedules(checker: _Checker, spec: dict, lines: Mapping[str, Any]) -> None:

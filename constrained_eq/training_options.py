@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 __all__ = ["SCHEDULES", "resolve_schedule", "LRSchedule", "GradClipper", "autocast_forward", "check_precision",
-           "TrainingOptions"]
+           "TrainingOptions", "split_optimizers"]
 
 
 def cosine(epoch: int, epochs: int, min_factor: float = 0.0) -> float:
@@ -114,15 +114,21 @@ class LRSchedule:
 
 
 class GradClipper:
-    """A step pre-hook clipping the total gradient norm of the optimizer's parameters to ``max_norm``."""
+    """Clip the joint gradient norm of the parameters of ``optimizers`` to ``max_norm`` before their steps.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    A step pre-hook of the first optimizer: the primal optimizers step one after the other after one
+    backward pass, so the first step sees every gradient and the norm is that of all of θ together.
+    """
+
+    def __init__(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], max_norm: float) -> None:
+        self.optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         self.max_norm = float(max_norm)
         self.last_norm: torch.Tensor | None = None
-        optimizer.register_step_pre_hook(self)
+        self.optimizers[0].register_step_pre_hook(self)
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        params = [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]
+                  if p.grad is not None]
         if params:
             self.last_norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, foreach=True).detach()
 
@@ -154,27 +160,47 @@ def autocast_forward(forward: Callable[[Any, Any], Any], device: str | torch.dev
     return run
 
 
-class TrainingOptions:
-    """The schedules and the clipper of one run; :meth:`end_epoch` is ``fit``'s ``on_epoch`` hook."""
+def split_optimizers(solver: Any) -> tuple[list[torch.optim.Optimizer], torch.optim.Optimizer | None]:
+    """The solver's optimizers of θ, and its optimizer of γ and u (``None`` when γ is in θ's optimizer)."""
+    owned = {id(v) for v in solver.variables} | {id(u) for u in solver.slacks.values()}
+    primal, variables = [], None
+    for optimizer in solver.optimizer.primal_optimizers:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if params and all(id(p) in owned for p in params):
+            variables = optimizer
+        else:
+            primal.append(optimizer)
+    return primal, variables
 
-    def __init__(self, training: Mapping[str, Any], primal: torch.optim.Optimizer,
+
+class TrainingOptions:
+    """The schedules and the clipper of one run; :meth:`end_epoch` is ``fit``'s ``on_epoch`` hook.
+
+    Args:
+        training: The problem file's ``training`` section.
+        primal: The optimizers of θ (one, or one per ``optimizer.groups`` block), all on one schedule.
+        variables: The optimizer of γ and u, or ``None``.
+    """
+
+    def __init__(self, training: Mapping[str, Any], primal: list[torch.optim.Optimizer],
                  variables: torch.optim.Optimizer | None) -> None:
         epochs = training["epochs"]
-        self.optimizers = {"primal": primal, "variables": variables}
-        self.schedules = {}
-        for key, which in (("scheduler", "primal"), ("variable_scheduler", "variables")):
+        self.schedules: dict[str, list[LRSchedule]] = {}
+        for key, which, optimizers in (("scheduler", "primal", primal),
+                                       ("variable_scheduler", "variables", [variables] if variables else [])):
             spec = training.get(key)
-            if spec is not None and self.optimizers[which] is not None:
+            if spec is not None and optimizers:
                 factor = resolve_schedule(spec["name"], spec["options"], epochs)
-                self.schedules[which] = LRSchedule(self.optimizers[which], factor)
+                self.schedules[which] = [LRSchedule(optimizer, factor) for optimizer in optimizers]
         clip = training.get("clip_grad_norm")
-        self.clipper = GradClipper(primal, clip) if clip is not None else None
+        self.clipper = GradClipper(primal, clip) if clip is not None and primal else None
 
     def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Add the epoch's rates (and gradient norm) to its ``row``, then set the rates of the next epoch."""
-        for which, schedule in self.schedules.items():
-            row[f"lr.{which}"] = float(schedule.optimizer.param_groups[0]["lr"])
+        for which, schedules in self.schedules.items():
+            row[f"lr.{which}"] = float(schedules[0].optimizer.param_groups[0]["lr"])
         if self.clipper is not None and self.clipper.last_norm is not None:
             row["grad_norm.primal"] = float(self.clipper.last_norm)
-        for schedule in self.schedules.values():
-            schedule.set_epoch(epoch + 1)
+        for schedules in self.schedules.values():
+            for schedule in schedules:
+                schedule.set_epoch(epoch + 1)

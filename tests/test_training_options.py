@@ -154,3 +154,22 @@ def test_bad_training_options_name_the_line(tmp_path, text, replacement, line, m
     with pytest.raises(ProblemFileError) as err:
         _spec(tmp_path, TOY.replace(text, replacement))
     assert str(err.value).startswith(f"{tmp_path / 'toy.yaml'}:{line}: {message}"), str(err.value)
+
+
+def test_clipping_and_schedules_span_every_optimizer_of_theta():
+    """With optimizer.groups θ has several optimizers: one joint norm, every optimizer on the schedule."""
+    a, b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    first, second = torch.optim.SGD([a], lr=1.0), torch.optim.SGD([b], lr=2.0)
+    options = training_options.TrainingOptions(
+        {"epochs": 4, "scheduler": {"name": "exponential", "options": {"gamma": 0.5}}, "clip_grad_norm": 1.0},
+        [first, second], None)
+    a.grad, b.grad = torch.tensor([3.0, 0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64)
+    first.step()  # the joint norm is 5: both gradients are scaled by 1/5 (+1e-6), before either step
+    second.step()
+    scale = 1.0 / (5.0 + 1e-6)
+    assert torch.allclose(a.detach(), torch.tensor([-3.0 * scale, 0.0], dtype=torch.float64), rtol=1e-12)
+    assert torch.allclose(b.detach(), torch.tensor([-2.0 * 4.0 * scale], dtype=torch.float64), rtol=1e-12)
+    row: dict = {}
+    options.end_epoch(0, row)
+    assert row == {"lr.primal": 1.0, "grad_norm.primal": 5.0}
+    assert (first.param_groups[0]["lr"], second.param_groups[0]["lr"]) == (0.5, 1.0)
