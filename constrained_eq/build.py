@@ -261,9 +261,24 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    variables = next((o for o in solver.optimizer.primal_optimizers if o is not primal), None)
+    primals, variables = _split_optimizers(solver)
+    if len(primals) > 1 and (training.get("scheduler") or training.get("clip_grad_norm") is not None):
+        raise _fail(spec, _line(spec, "optimizer.groups"), "Expected one primal optimizer with 'training.scheduler' "
+                                                          "or 'training.clip_grad_norm' (the groups name several)")
     return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
-                 TrainingOptions(training, primal, variables))
+                 TrainingOptions(training, primals[0], variables))
+
+
+def _split_optimizers(solver: Solver) -> tuple[list[torch.optim.Optimizer], torch.optim.Optimizer | None]:
+    """The Solver's primal optimizers on θ, and the one on γ/u alone (``None`` when γ goes with θ)."""
+    own = {id(p) for p in [*solver.variables, *solver.slacks.values()]}
+    primals, variables = [], None
+    for optimizer in solver.optimizer.primal_optimizers:
+        if all(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+            variables = optimizer
+        else:
+            primals.append(optimizer)
+    return primals, variables
 
 
 @torch.no_grad()
