@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import cooper
 import torch
 
+from constrained_eq.dual_optimizers import NuPI, resolve_dual_optimizer
+
 if TYPE_CHECKING:
     from constrained_eq.engine import Solver
 
@@ -153,7 +155,13 @@ def _dual(solver: Solver, dual_optimizer: Any) -> torch.optim.Optimizer | None:
     params = list(solver.cmp.dual_parameters())
     if not params:
         return None
-    if dual_optimizer is None:
+    named = resolve_dual_optimizer(dual_optimizer) if isinstance(dual_optimizer, str | NuPI) else None
+    if named is not None and solver.scheme == "extrapolation":
+        raise ValueError("Solver: dual_optimizer='nupi' has no extrapolation step; use the 'simultaneous' or an "
+                         "alternating constrained_optimizer")
+    if named is not None:
+        optimizer = named(params, solver.dual_lr)
+    elif dual_optimizer in (None, "sgd"):
         cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
         optimizer = cls(params, lr=solver.dual_lr, maximize=True)
     elif _is_optimizer(dual_optimizer):

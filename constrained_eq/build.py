@@ -37,6 +37,7 @@ import torch
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
 from constrained_eq._recording import contribution_hooks
+from constrained_eq.dual_optimizers import NuPI
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
@@ -167,6 +168,11 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
+def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
+    dual = spec.get("dual_optimizer", {"name": "sgd"})
+    return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
@@ -212,6 +218,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     try:
         solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                        dual_optimizer=_dual_optimizer(spec),
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
     except (ValueError, TypeError) as err:
