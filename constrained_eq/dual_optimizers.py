@@ -40,29 +40,41 @@ def _number(value: Any, name: str, low: float, low_open: bool = False, high: flo
 class NuPI:
     r"""nuPI multipliers (Cooper's ``nuPI``) with gains κ_p, κ_i and EMA coefficient ν; step size η_d.
 
-    A factory: ``NuPI(kappa_p=…)(params, lr)`` builds the maximising ``cooper.optim.nuPI``. Pass it (or
-    the name ``"nupi"`` for the defaults) as ``Solver(..., dual_optimizer=...)``; the Solver supplies
-    ``lr = dual_lr``.
+    A factory: ``NuPI(kappa_p=…)(params, lr, eta_p)`` builds the maximising ``cooper.optim.nuPI``. Pass it
+    (or the name ``"nupi"`` for the defaults) as ``Solver(..., dual_optimizer=...)``; the Solver supplies
+    ``lr = dual_lr`` and ``eta_p``, the plain-SGD step size of γ.
 
     Args:
-        kappa_p (float, optional): Proportional gain κ_p ≥ 0, the damping (default: :obj:`10.0`,
-            measured in docs/results/nbody.md).
+        kappa_p (float, optional): Proportional gain κ_p ≥ 0, the damping. ``None`` (default) takes the
+            critical damping of the linearised γ–λ system, :math:`\kappa_p = 2\sqrt{\kappa_i/(\eta_p\eta_d)}`
+            (measured best in docs/results/nbody.md), which needs plain SGD on γ (``variable_optimizer="sgd"``).
         kappa_i (float, optional): Integral gain κ_i > 0; κ_p = 0, κ_i = 1 is plain ascent (default: :obj:`1.0`).
         ema_nu (float, optional): EMA coefficient ν ∈ [0, 1) of the error (default: :obj:`0.0`).
     """
 
     name = "nupi"
 
-    def __init__(self, kappa_p: float = 10.0, kappa_i: float = 1.0, ema_nu: float = 0.0) -> None:
-        self.kappa_p = _number(kappa_p, "kappa_p", 0.0)
+    def __init__(self, kappa_p: float | None = None, kappa_i: float = 1.0, ema_nu: float = 0.0) -> None:
+        self.kappa_p = None if kappa_p is None else _number(kappa_p, "kappa_p", 0.0)
         self.kappa_i = _number(kappa_i, "kappa_i", 0.0, low_open=True)
         self.ema_nu = _number(ema_nu, "ema_nu", 0.0, high=1.0)
 
-    def __call__(self, params: Any, lr: float) -> torch.optim.Optimizer:
-        return cooper.optim.nuPI(params, lr=lr, Kp=self.kappa_p, Ki=self.kappa_i, ema_nu=self.ema_nu, maximize=True)
+    def gain(self, lr: float, eta_p: float | None) -> float:
+        r"""κ_p, the critical value :math:`2\sqrt{\kappa_i/(\eta_p\eta_d)}` when it was left ``None``."""
+        if self.kappa_p is not None:
+            return self.kappa_p
+        if eta_p is None:
+            raise ValueError("NuPI: kappa_p=None (critical damping) needs plain SGD on the constrained variables "
+                             "(variable_optimizer='sgd') to know η_p; pass kappa_p=<number> instead")
+        return 2.0 * math.sqrt(self.kappa_i / (eta_p * lr))
+
+    def __call__(self, params: Any, lr: float, eta_p: float | None = None) -> torch.optim.Optimizer:
+        return cooper.optim.nuPI(params, lr=lr, Kp=self.gain(lr, eta_p), Ki=self.kappa_i, ema_nu=self.ema_nu,
+                                 maximize=True)
 
     def __repr__(self) -> str:
-        return f"NuPI(kappa_p={self.kappa_p}, kappa_i={self.kappa_i}, ema_nu={self.ema_nu})"
+        kappa_p = "critical" if self.kappa_p is None else self.kappa_p
+        return f"NuPI(kappa_p={kappa_p}, kappa_i={self.kappa_i}, ema_nu={self.ema_nu})"
 
 
 def resolve_dual_optimizer(spec: Any) -> NuPI | None:

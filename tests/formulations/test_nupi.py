@@ -71,21 +71,31 @@ def test_nupi_damps_the_descent_ascent_oscillation_to_the_kkt_point():
     torch.testing.assert_close(lam_pi, lam_star, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("adam", r"expected 'dual_optimizer' to be one of 'sgd', 'nupi', a NuPI\(...\) or a factory"),
-        (None, None),
-    ],
-)
-def test_dual_optimizer_names(spec, message):
-    model = VectorModel(2)
-    problem = projection_problem(torch.ones(2), [0], [], torch.zeros(0))
-    if message is None:
-        assert isinstance(_solver(model, problem, "nupi").optimizer.dual_optimizers[0], cooper.optim.nuPI)
-        return
-    with pytest.raises(ValueError, match=message):
-        _solver(model, problem, spec)
+def _relaxed_solver(dual_optimizer, **kwargs):
+    model = torch.nn.Sequential(ceq.HomotopicLayer(torch.nn.Identity(), ceq.LinearBranch(3, 3)))
+    problem = ceq.ConstrainedProblem(lambda out, batch: out.pow(2).mean(), [ceq.Equality(ceq.gammas)])
+    return ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), lr=1e-3), dual_lr=0.01,
+                      dual_optimizer=dual_optimizer, **kwargs)
+
+
+def test_nupi_by_name_takes_the_critical_gain_of_the_linearised_dynamics():
+    solver = _relaxed_solver("nupi", variable_lr=0.05)
+    group = solver.optimizer.dual_optimizers[0].param_groups[0]
+    # κ_p = 2 √(κ_i / (η_p η_d)) with η_p = 0.05 (plain SGD on γ), η_d = 0.01, κ_i = 1
+    assert float(group["Kp"]) == pytest.approx(2.0 / (0.05 * 0.01) ** 0.5) and float(group["Ki"]) == 1.0
+    assert group["lr"] == 0.01 and group["maximize"] is True
+    explicit = _relaxed_solver(ceq.NuPI(kappa_p=3.0, kappa_i=0.5), variable_lr=0.05)
+    assert float(explicit.optimizer.dual_optimizers[0].param_groups[0]["Kp"]) == 3.0
+
+
+def test_critical_gain_needs_plain_sgd_on_gamma():
+    with pytest.raises(ValueError, match=r"kappa_p=None \(critical damping\) needs plain SGD"):
+        _relaxed_solver("nupi", variable_optimizer="primal")
+
+
+def test_unknown_dual_optimizer_name_is_refused():
+    with pytest.raises(ValueError, match=r"expected 'dual_optimizer' to be one of 'sgd', 'nupi', a NuPI\(...\) or"):
+        _relaxed_solver("adam")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -102,5 +112,5 @@ def test_nupi_has_no_extrapolation_step():
     model = VectorModel(2)
     with pytest.raises(ValueError, match="dual_optimizer='nupi' has no extrapolation step"):
         ceq.Solver(projection_problem(torch.ones(2), [0], [], torch.zeros(0)), model, "lagrangian",
-                   cooper.optim.ExtraSGD(model.parameters(), lr=0.1), dual_optimizer="nupi",
+                   cooper.optim.ExtraSGD(model.parameters(), lr=0.1), dual_optimizer=ceq.NuPI(kappa_p=1.0),
                    constrained_optimizer="extrapolation")
