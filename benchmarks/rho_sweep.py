@@ -1,7 +1,7 @@
 """Resilient slack cost ρ over decades on the N-body field task and the broken chain (docs/results/*.md).
 
     python benchmarks/rho_sweep.py nbody --rhos 1e-4 1e-3 1e-2 1e-1 1 --seeds 0 1 2 --out runs/rho_nbody
-    python benchmarks/rho_sweep.py chain --rhos 1e-4 1e-3 1e-2 1e-1 1 --seeds 0 1 2 --epochs 200
+    python benchmarks/rho_sweep.py chain --rhos 1e-4 1e-3 1e-2 1e-1 1 --seeds 0 1 2 --epochs 200 --settings broken
 
 ``nbody`` runs `problems/nbody_field.yaml` (EGNN hidden 32, 500 / 200 / 200 trajectories, 20 epochs, field
 (0, 0, 1)) under `ace_resilient` with each ρ and under `vanilla`; the deployed model is f_eq + γ f_neq at the
@@ -26,7 +26,7 @@ def _ms(values: list[float], digits: str = ".4f") -> str:
     return f"{mean:{digits}} ± {std:{digits}} ({', '.join(format(v, digits) for v in values)})"
 
 
-def nbody(rhos: list[float], seeds: list[int], out: Path, problem: str) -> list[dict]:
+def nbody(rhos: list[float], seeds: list[int], out: Path, problem: str, epochs: int | None) -> list[dict]:
     from constrained_eq.build import run_problem
     from constrained_eq.problem_file import load_problem_file
 
@@ -36,7 +36,8 @@ def nbody(rhos: list[float], seeds: list[int], out: Path, problem: str) -> list[
                                   "formulation.options": {"rho": rho}}) for rho in rhos]
     for name, overrides in configs:
         for seed in seeds:
-            spec = load_problem_file(problem, {**overrides, "training.seed": seed})
+            more = {"training.epochs": epochs} if epochs else {}
+            spec = load_problem_file(problem, {**overrides, **more, "training.seed": seed})
             run_dir = out / f"{name.replace(' ', '').replace('=', '')}-s{seed}"
             summary = run_problem(spec, run_dir, overwrite=True, progress=False)
             rows = list(csv.DictReader((run_dir / "history.csv").open()))
@@ -55,7 +56,11 @@ def nbody(rhos: list[float], seeds: list[int], out: Path, problem: str) -> list[
     return results
 
 
-def chain(rhos: list[float], seeds: list[int], epochs: int, out: Path) -> list[dict]:
+SETTINGS = {"broken": ("broken ε=0.5 at layer 2", {"eps": 0.5, "depth": 2}),
+            "symmetric": ("symmetric ε=0", {"eps": 0.0, "depth": 2})}
+
+
+def chain(rhos: list[float], seeds: list[int], epochs: int, out: Path, which: list[str]) -> list[dict]:
     import torch
 
     import constrained_eq as ceq
@@ -63,7 +68,7 @@ def chain(rhos: list[float], seeds: list[int], epochs: int, out: Path) -> list[d
     from constrained_eq.data.broken_chain import make_broken_chain
 
     results = []
-    settings = {"broken ε=0.5 at layer 2": {"eps": 0.5, "depth": 2}, "symmetric ε=0": {"eps": 0.0, "depth": 2}}
+    settings = dict(SETTINGS[w] for w in which)
     for setting, knobs in settings.items():
         configs = [("vanilla", None)] + [(f"resilient ρ={rho:g}", rho) for rho in rhos]
         for name, rho in configs:
@@ -99,15 +104,17 @@ def main() -> None:
     parser.add_argument("what", choices=("nbody", "chain"))
     parser.add_argument("--rhos", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=None, help="chain: default 200; nbody: the file's")
     parser.add_argument("--problem", default="problems/nbody_field.yaml")
     parser.add_argument("--out", type=Path, default=Path("runs/rho_sweep"))
+    parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS),
+                        help="chain only: which data settings")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "nbody":
-        nbody(args.rhos, args.seeds, args.out, args.problem)
+        nbody(args.rhos, args.seeds, args.out, args.problem, args.epochs)
     else:
-        chain(args.rhos, args.seeds, args.epochs, args.out)
+        chain(args.rhos, args.seeds, args.epochs or 200, args.out, args.settings)
 
 
 
