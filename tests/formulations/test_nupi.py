@@ -114,3 +114,23 @@ def test_nupi_has_no_extrapolation_step():
         ceq.Solver(projection_problem(torch.ones(2), [0], [], torch.zeros(0)), model, "lagrangian",
                    cooper.optim.ExtraSGD(model.parameters(), lr=0.1), dual_optimizer=ceq.NuPI(kappa_p=1.0),
                    constrained_optimizer="extrapolation")
+
+
+def test_checkpoint_keeps_the_nupi_state():
+    a = torch.tensor([1.0, -2.0], dtype=torch.float64)
+
+    def fresh():
+        model = VectorModel(2, init=torch.ones(2, dtype=torch.float64))
+        return _solver(model, projection_problem(a, [0, 1], [], torch.zeros(0)), ceq.NuPI(kappa_p=5.0, ema_nu=0.3))
+
+    straight = fresh()
+    for _ in range(6):
+        expected = straight.step(None).multipliers["equality_x_s"]
+    first = fresh()
+    for _ in range(3):
+        first.step(None)
+    second = fresh()
+    second.load_state_dict(first.state_dict())
+    for _ in range(3):
+        got = second.step(None).multipliers["equality_x_s"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
