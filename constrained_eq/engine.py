@@ -91,8 +91,9 @@ class Solver:
             must already be one.
         primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
         dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
-        dual_optimizer (Optimizer or callable, optional): Replaces SGD ascent on λ; must have
-            ``maximize=True``.
+        dual_optimizer (str, NuPI or callable, optional): ``"sgd"`` (ascent with ``dual_lr``),
+            ``"nupi"`` (Cooper's nuPI with default gains; ``NuPI(kappa_p=…, kappa_i=…)`` to set them) or a
+            factory ``params -> Optimizer`` with ``maximize=True`` (default: :obj:`"sgd"`).
         variable_optimizer (str or callable, optional): ``"sgd"`` (plain steps, as ACE),
             ``"primal"`` (γ stays in the primal optimizer, e.g. Adam) or a factory
             ``params -> Optimizer`` (default: :obj:`"sgd"`).

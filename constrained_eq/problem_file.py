@@ -489,7 +489,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
                               f"(got {type(raw).__name__})")
     apply_overrides(raw, as_overrides(overrides), checker.fail)
-    allowed = {**{k: None for k in SCHEMA}, **TOP, "constraints": None}
+    allowed = {**{k: None for k in SCHEMA}, **TOP, "dual_optimizer": None, "constraints": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})
     spec: dict[str, Any] = {}
@@ -500,6 +500,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
     spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
         spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
+    spec["dual_optimizer"] = _dual_optimizer(checker, raw.get("dual_optimizer", "sgd"), lines.get("dual_optimizer"))
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
     _check_names(checker, raw, spec)
@@ -509,6 +510,21 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
                                 [lines.get("constraints")] * len(spec["constraints"]))
     spec["lines"] = _key_lines(raw)
     spec["file"] = str(path)
+    return spec
+
+
+def _dual_optimizer(checker: _Checker, raw: Any, line: int | None) -> dict[str, Any]:
+    """``dual_optimizer: nupi`` or ``{name: nupi, options: {kappa_p: 10, kappa_i: 1, ema_nu: 0}}``."""
+    from constrained_eq.dual_optimizers import DUAL_OPTIMIZERS, NuPI
+
+    spec = checker.section(raw, {"name": (_choice(DUAL_OPTIMIZERS), REQUIRED), "options": (MAPPING, {})},
+                           "dual_optimizer", line)
+    if spec["options"] and spec["name"] != "nupi":
+        raise checker.fail(line, f"Unknown key 'dual_optimizer.options'; dual optimizer {spec['name']!r} takes none")
+    try:
+        NuPI(**spec["options"])
+    except (TypeError, ValueError) as err:
+        raise checker.fail(line, f"Expected 'dual_optimizer.options' to be kappa_p, kappa_i, ema_nu: {err}") from None
     return spec
 
 
