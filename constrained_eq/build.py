@@ -37,6 +37,7 @@ import torch
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
 from constrained_eq._recording import contribution_hooks
+from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.problem import ConstrainedProblem, Objective
@@ -192,6 +193,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
         model = task.model(spec["model"]["name"], **spec["model"]["options"])
+    except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
+        raise _fail(spec, _line(spec, "task.options.root") or _line(spec, "task.name"), str(err)) from None
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
         raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
