@@ -26,6 +26,7 @@ elsewhere) the multipliers λ and the constrained targets γ are checked: beyond
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -39,7 +40,16 @@ from tqdm.auto import tqdm
 
 from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
-from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
+from constrained_eq.runs import (
+    CsvStream,
+    RunFolderError,
+    atomic_torch_save,
+    locked,
+    read_json,
+    restore_checkpoint,
+    save_checkpoint,
+    write_json,
+)
 
 __all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
 
@@ -188,6 +198,44 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
         sampler.set_epoch(epoch)
 
 
+_CHECKPOINT_KEYS = {"solver": dict, "epoch": int, "history_rows": int, "steps_rows": int}
+_SOLVER_KEYS = ("problem", "formulation", "model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
+
+
+def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None) -> None:
+    """Check a checkpoint's structure (errors name the key) and restore the solver and the loader RNG."""
+    if not isinstance(checkpoint, dict):
+        raise RunFolderError(f"not a checkpoint: expected a mapping with keys {sorted(_CHECKPOINT_KEYS)} "
+                             f"(got {type(checkpoint).__name__})")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(checkpoint.get(key), kind) or isinstance(checkpoint.get(key), bool):
+            raise RunFolderError(f"key {key!r}: expected {kind.__name__} (got {type(checkpoint.get(key)).__name__})")
+    missing = [k for k in _SOLVER_KEYS if k not in checkpoint["solver"]]
+    if missing:
+        raise RunFolderError(f"key 'solver.{missing[0]}': missing from the solver state")
+    rng = checkpoint.get("loader_rng")
+    if generator is not None and rng is not None and not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8
+                                                          and rng.shape == generator.get_state().shape):
+        raise RunFolderError("key 'loader_rng': expected the state of a torch.Generator (a uint8 tensor of shape "
+                             f"{tuple(generator.get_state().shape)})")
+    try:
+        solver.load_state_dict(checkpoint["solver"])
+    except (RuntimeError, KeyError, TypeError, IndexError) as err:
+        raise RunFolderError(f"key 'solver': does not fit this solver ({' '.join(str(err).split())[:300]})") from None
+    if generator is not None and rng is not None:
+        generator.set_state(rng.cpu())
+
+
+def _check_finite_state(model: torch.nn.Module, row: Mapping[str, Any], epoch: int) -> None:
+    """Raise :class:`NonFiniteError` when the weights or the epoch's losses are not finite (before a checkpoint)."""
+    bad = [k for k, v in row.items() if k in ("train_loss", "val_loss") and not math.isfinite(v)]
+    if not bad and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    what = f"the {' and '.join(bad)}" if bad else "the weights"
+    raise NonFiniteError(f"epoch {epoch} ended with non-finite {what.removeprefix('the ')}; its state was not "
+                         "checkpointed")
+
+
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
     if allow_none and value is None:
         return
@@ -196,7 +244,14 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None
         raise ValueError(f"fit: expected '{name}' to be an integer ≥ 1{extra} (got {value!r})")
 
 
-def fit(
+def fit(solver: Solver, train_loader: Any, val_loader: Any = None, **options: Any) -> FitResult:
+    """Train ``solver`` holding the run folder's lock (the full docstring is set below, from ``_fit``)."""
+    run_dir = options.get("run_dir")
+    with locked(run_dir if run_dir is not None and is_main_process() else None):  # one writer per run folder
+        return _fit(solver, train_loader, val_loader, **options)
+
+
+def _fit(
     solver: Solver,
     train_loader: Any,
     val_loader: Any = None,
@@ -215,6 +270,7 @@ def fit(
     select_mode: str = "min",
     plot: bool = True,
     divergence_limit: float | None = 1e6,
+    max_consecutive_skips: int = 100,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -243,6 +299,11 @@ def fit(
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
         divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
             :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
+        max_consecutive_skips (int, optional): With ``on_nonfinite="skip"``, stop with :class:`NonFiniteError`
+            after this many skipped batches in a row (default: 100).
+
+    A run folder is locked (:class:`~constrained_eq.runs.RunLock`) while ``fit`` writes it: a second
+    writer is refused naming the holder's pid.
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -251,6 +312,8 @@ def fit(
         NonFiniteError: A loss, violation or gradient was NaN/Inf (solver with ``on_nonfinite="raise"``);
             the message names the step, the epoch and the last checkpoint, which is intact.
         DivergenceError: max|λ| or max|γ| passed ``divergence_limit``; names the learning rates to lower.
+        RunFolderError: Another process writes ``run_dir``; or no checkpoint of the folder can be resumed
+            (the latest damaged and the previous one too: both named).
         ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
             holds a checkpoint with ``resume=False``, or a ``select`` column that is never logged.
     """
@@ -258,6 +321,7 @@ def fit(
     for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("log_every", log_every)):
         _check_positive_int(value, name)
     _check_positive_int(steps_every, "steps_every", allow_none=True)
+    _check_positive_int(max_consecutive_skips, "max_consecutive_skips")
     if select_mode not in ("min", "max"):
         raise ValueError(f"fit: expected 'select_mode' to be 'min' or 'max' (got {select_mode!r})")
     sign = 1.0 if select_mode == "min" else -1.0  # best_value is kept as sign · value, minimised
@@ -277,13 +341,11 @@ def fit(
 
     checkpoint_path = run_dir / "checkpoint.pt" if run_dir else None
     if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
+        if checkpoint_path is None or not any(p.exists() for p in (checkpoint_path, run_dir / "checkpoint.prev.pt")):
             raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                              "run without resume=True first")
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        solver.load_state_dict(checkpoint["solver"])
-        if generator is not None and checkpoint["loader_rng"] is not None:
-            generator.set_state(checkpoint["loader_rng"].cpu())
+        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator),
+                                        map_location=device)
         state.update({k: checkpoint.get(k, state[k]) for k in state})
         if history is not None:
             history.truncate(checkpoint["history_rows"])
@@ -306,6 +368,7 @@ def fit(
     began = time.perf_counter()
     model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
     epoch = start
+    consecutive_skips = 0
 
     def last_checkpoint() -> str:
         if checkpoint_path is None:
@@ -326,8 +389,13 @@ def fit(
                 if not record.skipped:
                     loss_sum = record.loss if loss_sum is None else loss_sum + record.loss
                     count += 1
+                    consecutive_skips = 0
                 else:
                     state["skipped_steps"] += 1
+                    consecutive_skips += 1
+                    if consecutive_skips >= max_consecutive_skips:
+                        raise NonFiniteError(f"step {record.step}: {consecutive_skips} consecutive batches were "
+                                             "non-finite and skipped; the data or the learning rates are broken")
                 if solver.step_count % log_every == 0 and not record.skipped:
                     loss, gammas, lambdas = _magnitudes(record)  # the one sync of a logging point
                     if progress:
@@ -367,7 +435,8 @@ def fit(
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
-                atomic_torch_save({"solver": solver.state_dict(), **state,
+                _check_finite_state(model, row, epoch)  # a non-finite state never replaces the last checkpoint
+                save_checkpoint({"solver": solver.state_dict(), **state,
                                    "loader_rng": generator.get_state() if generator is not None else None,
                                    "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
                                   checkpoint_path)
@@ -391,3 +460,7 @@ def fit(
 
             plot_run(run_dir)
     return result
+
+
+fit.__doc__ = _fit.__doc__
+fit.__signature__ = inspect.signature(_fit)  # type: ignore[attr-defined]
