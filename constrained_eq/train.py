@@ -432,17 +432,18 @@ def _fit(
             elif any(k.startswith("val_") for k in row):
                 raise ValueError(f"fit: expected 'select' to be one of the logged columns "
                                  f"{sorted(metrics_row)} (got {select!r})")
+            _check_finite_state(model, row, epoch)  # a non-finite state never replaces the last checkpoint
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
-                _check_finite_state(model, row, epoch)  # a non-finite state never replaces the last checkpoint
                 save_checkpoint({"solver": solver.state_dict(), **state,
                                    "loader_rng": generator.get_state() if generator is not None else None,
                                    "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
                                   checkpoint_path)
     except NonFiniteError as err:
-        raise NonFiniteError(f"{err} (epoch {epoch}). {last_checkpoint()} To skip such batches instead, set "
-                             "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).") from None
+        skip = ("" if getattr(solver, "on_nonfinite", "raise") == "skip" else " To skip such batches instead, set "
+                "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).")
+        raise NonFiniteError(f"{err} (epoch {epoch}). {last_checkpoint()}{skip}") from None
     finally:
         bar.close()
     result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
