@@ -206,7 +206,7 @@ def _rows(out: Path) -> list[str]:
     return [line.split(",")[0] for line in lines]
 
 
-def probe_faults(scratch: Path) -> dict[str, str]:
+def probe_faults(scratch: Path, parts: tuple[str, ...] = ("checkpoints", "concurrency", "folders")) -> dict[str, str]:
     import torch
 
     results: dict[str, str] = {}
@@ -219,8 +219,9 @@ def probe_faults(scratch: Path) -> dict[str, str]:
             kind = "refused (one line)"
         results[name] = kind
 
-    for damage in ("truncated", "zeroed", "bitflip", "deleted", "bare_tensor", "no_solver", "list", "wrong_shape",
-                   "bad_rng", "payload"):
+    damages = ("truncated", "zeroed", "bitflip", "deleted", "bare_tensor", "no_solver", "list", "wrong_shape",
+               "bad_rng", "payload")
+    for damage in damages if "checkpoints" in parts else ():
         path, out = _fresh(scratch)
         ckpt = out / "f" / "checkpoint.pt"
         data = ckpt.read_bytes()
@@ -262,8 +263,9 @@ def probe_faults(scratch: Path) -> dict[str, str]:
             results[f"checkpoint {damage}"] = "CODE RAN"
             (scratch / MARKER).unlink()
 
-    for name, damage in (("problem.json", b"{"), ("metrics.json", b"\xff"), ("history.csv", "drop"),
-                         ("history.csv deleted", None), ("best.pt", b"junk"), ("checkpoints+history", "both")):
+    files = (("problem.json", b"{"), ("metrics.json", b"\xff"), ("history.csv", "drop"), ("history.csv deleted", None),
+             ("best.pt", b"junk"), ("checkpoints+history", "both"))
+    for name, damage in files if "checkpoints" in parts else ():
         path, out = _fresh(scratch)
         folder = out / "f"
         file = folder / name.split()[0]
@@ -280,21 +282,22 @@ def probe_faults(scratch: Path) -> dict[str, str]:
         rows = (folder / "history.csv").read_text().splitlines()[1:] if (folder / "history.csv").exists() else []
         record(f"run file {name}", outcome, len(rows) == 2, file.name)
 
-    # concurrency: two resumes of one folder at once; an overwrite during a live run
+    # concurrency: a killed run is resumed; a second resume or an overwrite starts while the first resume trains
     long = BASE.replace("n_train: 32", "n_train: 4000").replace("epochs: 2", "epochs: 3")
-    path, out = _fresh(scratch, text=long, extra=("--epochs", "1"))
-    for name, extra in (("two resumes", ("--resume", "--epochs", "1")), ("overwrite while running",
-                                                                         ("--overwrite", "--epochs", "1"))):
-        pid = os.fork()
-        if pid == 0:
-            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                from constrained_eq.cli import main
-
-                os._exit(main(["run", str(path), "--out", str(out), "--quiet", "--epochs", "3", "--resume",
-                               *(["--allow-change", "training.epochs"] if _supports_allow_change() else [])]))
-        time.sleep(6.0)  # the first run is training
+    path = scratch / "f.yaml"
+    path.write_text(long)
+    out = scratch / "runs"
+    for name, extra in () if "concurrency" not in parts else (("two resumes", ("--resume",)),
+                                                               ("overwrite while running", ("--overwrite",))):
+        shutil.rmtree(out, ignore_errors=True)
+        first = _fork_main(["run", str(path), "--out", str(out), "--quiet"])
+        _wait_for(out / "f" / "checkpoint.pt")
+        os.kill(first, signal.SIGKILL)  # an interrupted run, resumable
+        os.waitpid(first, 0)
+        resumed = _fork_main(["run", str(path), "--out", str(out), "--quiet", "--resume"])
+        time.sleep(3.0)  # the resumed run is training
         second = _run_child(["run", str(path), "--out", str(out), "--quiet", *extra], scratch, 120)
-        _, code = os.waitpid(pid, 0)
+        _, code = os.waitpid(resumed, 0)
         rows = _rows(out)
         first_ok = os.waitstatus_to_exitcode(code) == 0
         intact = first_ok and rows == [str(i) for i in range(3)]
@@ -302,8 +305,9 @@ def probe_faults(scratch: Path) -> dict[str, str]:
         results[f"concurrency {name}"] = ("refused (one line), first run intact" if kind == "clear" and intact
                                           else f"second: {kind} (status {second[1]}), first ok {first_ok}, "
                                                f"rows {rows}")
-        path, out = _fresh(scratch, text=long, extra=("--epochs", "1"))
 
+    if "folders" not in parts:
+        return results
     # folders
     blocker = scratch / "blocker"
     blocker.write_text("x")
@@ -353,6 +357,22 @@ def probe_faults(scratch: Path) -> dict[str, str]:
     return results
 
 
+def _fork_main(argv: list[str]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            from constrained_eq.cli import main
+
+            os._exit(main(argv))
+    return pid
+
+
+def _wait_for(path: Path, timeout: float = 120.0) -> None:
+    began = time.monotonic()
+    while not path.exists() and time.monotonic() - began < timeout:
+        time.sleep(0.05)
+
+
 def _supports_allow_change() -> bool:
     from constrained_eq import cli
 
@@ -361,7 +381,7 @@ def _supports_allow_change() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["files", "faults"], default=None)
+    parser.add_argument("--only", choices=["files", "faults", "concurrency"], default=None)
     args = parser.parse_args()
     import constrained_eq
 
@@ -374,8 +394,9 @@ def main() -> None:
             print(f"problem files: {sum(len(v) for v in results.values())} probes")
             for kind, names in sorted(results.items()):
                 print(f"  {kind}: {len(names)}  {', '.join(names) if kind != 'clear' else ''}")
-        if args.only in (None, "faults"):
-            for name, kind in probe_faults(scratch).items():
+        if args.only in (None, "faults", "concurrency"):
+            parts = ("concurrency",) if args.only == "concurrency" else ("checkpoints", "concurrency", "folders")
+            for name, kind in probe_faults(scratch, parts).items():
                 print(f"  {name}: {kind}")
 
 

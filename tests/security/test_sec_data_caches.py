@@ -107,7 +107,7 @@ def test_the_torch_load_guard_is_restored_after_an_error(tmp_path):
 
 @pytest.mark.parametrize("damage", ["pickle", "truncated", "missing_array"])
 def test_a_bad_nbody_cache_is_simulated_again_never_unpickled(tmp_path, damage):
-    params = {"n_train": 3, "n_val": 2, "n_test": 2, "seed": 1}
+    params = {"n_train": 3, "n_val": 2, "n_test": 2, "seed": 1, "frame_in": 0, "frame_out": 1}
     good = load_nbody(tmp_path, **params)
     (path,) = tmp_path.glob("nbody_*.npz")
     marker = tmp_path / "executed"

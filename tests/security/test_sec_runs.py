@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,12 +152,20 @@ def test_a_second_writer_and_overwrite_are_refused_naming_the_holder(tmp_path, c
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _two_checkpoints(tmp_path: Path) -> tuple[Path, Path]:
-    path, out = _write(tmp_path), tmp_path / "runs"
-    assert _run(path, out) == 0  # 2 epochs, a checkpoint after each
-    run = out / "small"
-    assert torch.load(run / "checkpoint.prev.pt", weights_only=True)["epoch"] == 0
-    return path, run
+@pytest.fixture(scope="module")
+def _finished_run(tmp_path_factory) -> Path:
+    """One finished 2-epoch run (a checkpoint after each epoch), copied by the tests that damage it."""
+    folder = tmp_path_factory.mktemp("finished")
+    path, out = _write(folder), folder / "runs"
+    assert _run(path, out) == 0
+    assert torch.load(out / "small" / "checkpoint.prev.pt", weights_only=True)["epoch"] == 0
+    return out / "small"
+
+
+@pytest.fixture
+def _two_checkpoints_run(tmp_path, _finished_run) -> tuple[Path, Path]:
+    shutil.copytree(_finished_run, tmp_path / "runs" / "small")
+    return _write(tmp_path), tmp_path / "runs" / "small"
 
 
 def _save_listed(obj: Any, file: Path) -> None:
@@ -200,8 +209,8 @@ DAMAGES = ["truncated", "zeroed", "bitflip", "deleted", "bare_tensor", "missing_
 
 
 @pytest.mark.parametrize("how", DAMAGES)
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, how):
-    path, run = _two_checkpoints(tmp_path)
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(_two_checkpoints_run, capsys, how):
+    path, run = _two_checkpoints_run
     _damage(run, how)
     with pytest.warns(RuntimeWarning, match=r"resumed from the previous checkpoint .*checkpoint\.prev\.pt"):
         assert _run(path, run.parent, "--resume") == 0
@@ -211,8 +220,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys
 
 
 @pytest.mark.parametrize("how", ["bare_tensor", "missing_key", "wrong_shape", "bad_rng", "truncated"])
-def test_both_checkpoints_damaged_is_one_line_naming_files_and_keys(tmp_path, capsys, how):
-    path, run = _two_checkpoints(tmp_path)
+def test_both_checkpoints_damaged_is_one_line_naming_files_and_keys(_two_checkpoints_run, capsys, how):
+    path, run = _two_checkpoints_run
     _damage(run, how)
     (run / "checkpoint.prev.pt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
@@ -232,8 +241,8 @@ def test_both_checkpoints_damaged_is_one_line_naming_files_and_keys(tmp_path, ca
     ("history.csv", b"", "history.csv: holds 0 rows"),
     ("best.pt", b"garbage", "best.pt: refusing to load the checkpoint"),
 ])
-def test_damaged_run_files_are_named(tmp_path, capsys, name, damage, needle):
-    path, run = _two_checkpoints(tmp_path)
+def test_damaged_run_files_are_named(_two_checkpoints_run, capsys, name, damage, needle):
+    path, run = _two_checkpoints_run
     file = run / name
     if damage is None:  # drop the last row
         file.write_text("\n".join(file.read_text().splitlines()[:-1]) + "\n")
@@ -244,8 +253,8 @@ def test_damaged_run_files_are_named(tmp_path, capsys, name, damage, needle):
     assert needle in _one_line_error(capsys)
 
 
-def test_a_deleted_history_is_not_resumed_silently(tmp_path, capsys):
-    path, run = _two_checkpoints(tmp_path)
+def test_a_deleted_history_is_not_resumed_silently(_two_checkpoints_run, capsys):
+    path, run = _two_checkpoints_run
     (run / "history.csv").unlink()
     capsys.readouterr()
     assert _run(path, run.parent, "--resume") == 2
@@ -326,8 +335,8 @@ def test_a_read_only_out_is_one_line(tmp_path, capsys):
         out.chmod(0o700)
 
 
-def test_no_warning_is_an_error_on_a_clean_resume(tmp_path):
-    path, run = _two_checkpoints(tmp_path)
+def test_no_warning_is_an_error_on_a_clean_resume(_two_checkpoints_run):
+    path, run = _two_checkpoints_run
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert _run(path, run.parent, "--resume", "--epochs", "3", "--allow-change", "training.epochs") == 0
