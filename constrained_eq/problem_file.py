@@ -59,7 +59,7 @@ class _Seq(list):
     item_lines: list
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present (~20x faster)
     """A safe loader whose mappings and sequences remember the line of each key and item."""
 
 
@@ -433,9 +433,9 @@ def _key_lines(raw: Any, prefix: str = "") -> dict[str, int]:
 
 
 # resource limits of a problem file: each is refused before the file is turned into objects
-MAX_BYTES = 1 << 20  # 1 MiB; the problem files of this project are about 1 KiB
+MAX_BYTES = 64 << 10  # 64 KiB; the problem files of this project are 1-2 KiB
 MAX_DEPTH = 64  # nesting of mappings and sequences
-MAX_NODES = 100_000  # values after every alias is expanded (an alias "bomb" expands exponentially)
+MAX_NODES = 10_000  # values after every alias is expanded (an alias "bomb" expands exponentially)
 
 
 def _line_of_byte(data: bytes, offset: int) -> int:
@@ -468,7 +468,9 @@ def _read_yaml(path: Path) -> Any:
         raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        raise ProblemFileError(path, mark.line + 1 if mark else None, f"invalid YAML: {err.problem}") from None
+        problem = (f"nesting deeper than {MAX_DEPTH} levels; a problem file needs a few"
+                   if "nesting depth" in str(err.problem) else f"invalid YAML: {err.problem}")
+        raise ProblemFileError(path, mark.line + 1 if mark else None, problem) from None
     except yaml.reader.ReaderError as err:
         raise ProblemFileError(path, text.count("\n", 0, err.position) + 1,
                                f"invalid YAML: {err.reason} character {err.character!r}") from None
@@ -482,7 +484,8 @@ def _check_shape(path: Path, text: str) -> None:
     """Walk the YAML events (no recursion, nothing built): refuse too deep nesting and too large expansions."""
     sizes: dict[str, int] = {}
     stack: list[list[Any]] = [[0, None]]  # [node count, anchor] of each open collection
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~20x faster, same events
+    for event in yaml.parse(text, Loader=loader):
         line = event.start_mark.line + 1
         if isinstance(event, yaml.CollectionStartEvent):
             stack.append([1, event.anchor])
@@ -504,8 +507,8 @@ def _check_shape(path: Path, text: str) -> None:
             sizes[anchor] = count
         stack[-1][0] += count
         if stack[-1][0] > MAX_NODES or count > MAX_NODES:
-            raise ProblemFileError(path, line, f"the aliases (*name) expand to more than {MAX_NODES} values; a "
-                                               "problem file needs a few hundred")
+            raise ProblemFileError(path, line, f"the file holds more than {MAX_NODES} values once its aliases "
+                                               "(*name) are expanded; a problem file needs a few hundred")
 
 
 _PLAIN_TYPES = (str, int, float, bool, type(None))

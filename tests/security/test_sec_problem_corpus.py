@@ -23,7 +23,7 @@ BOMB = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] 
 # before these limits (name -> (file bytes, line of the error or None, part of the message)).
 CORPUS: dict[str, tuple[bytes, int | None, str]] = {
     "alias_bomb_in_options": (b"task:\n  name: nbody\n  options:\n    field: [" + FIELD_BOMB.encode() + b"]\n"
-                              b"model: {name: egnn}\n", None, "expand to more than"),
+                              b"model: {name: egnn}\n", None, "once its aliases"),
     "date_in_free_option": (b"task: {name: nbody, options: {root: 2001-12-14}}\nmodel: {name: egnn}\n", 1,
                             "plain value"),
     "binary_in_free_option": (b"task: {name: nbody, options: {root: !!binary aGVsbG8=}}\nmodel: {name: egnn}\n", 1,
@@ -69,7 +69,7 @@ GUARDS: dict[str, tuple[bytes, int | None, str]] = {
     "tag_custom": ((BASE + "x: !include other.yaml\n").encode(), 5, "invalid YAML"),
     "tag_set": ((BASE + "evaluation: {select: !!set {a, b}}\n").encode(), 5, "plain value"),
     "alias_bomb": ((BASE + "task_copy:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())).encode(),
-                   None, "expand to more than"),
+                   None, "once its aliases"),
     "alias_undefined": ((BASE + "x: *nowhere\n").encode(), 5, "invalid YAML: found undefined alias"),
     "alias_merge_not_mapping": ((BASE + "a: &a [1]\nb: {<<: *a}\n").encode(), None, "invalid YAML"),
     "nan_variable_lr": ((BASE + "variable_lr: .nan\n").encode(), 5, "'variable_lr'"),
