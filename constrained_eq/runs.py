@@ -379,7 +379,8 @@ class RunLock:
             self._fd = None
 
     def __del__(self) -> None:
-        self.release()
+        with contextlib.suppress(Exception):  # at interpreter exit the OS closes the descriptor anyway
+            self.release()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
+from constrained_eq.distributed import all_reduce_mean, is_distributed, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.runs import (
     CsvStream,
@@ -227,9 +227,15 @@ def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generato
 
 
 def _check_finite_state(model: torch.nn.Module, row: Mapping[str, Any], epoch: int) -> None:
-    """Raise :class:`NonFiniteError` when the weights or the epoch's losses are not finite (before a checkpoint)."""
-    bad = [k for k, v in row.items() if k in ("train_loss", "val_loss") and not math.isfinite(v)]
-    if not bad and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+    """Raise :class:`NonFiniteError` when the weights or the epoch's losses are not finite (before a checkpoint).
+
+    One host sync. Under torch.distributed only what every rank shares (weights, the averaged train loss)
+    is checked, so that all ranks stop together.
+    """
+    keys = ("train_loss",) if is_distributed() else ("train_loss", "val_loss")
+    bad = [k for k, v in row.items() if k in keys and not math.isfinite(v)]
+    params = [p.detach() for p in model.parameters()]
+    if not bad and (not params or bool(torch.stack([p.isfinite().all().to(params[0].device) for p in params]).all())):
         return
     what = f"the {' and '.join(bad)}" if bad else "the weights"
     raise NonFiniteError(f"epoch {epoch} ended with non-finite {what.removeprefix('the ')}; its state was not "
