@@ -381,7 +381,8 @@ def _fit(
             return "No run folder: nothing was saved."
         if checkpoint_path.exists():
             return (f"The last checkpoint {checkpoint_path} (end of epoch {state['epoch']}) is intact; continue "
-                    "with resume=True (`ceq run <file> --resume`) after the fix.")
+                    "with resume=True (`ceq run <file> --resume`) after the fix, listing what you changed "
+                    "(`--allow-change optimizer.lr,dual_lr`).")
         return f"No checkpoint was written yet in {run_dir}."
 
     try:
