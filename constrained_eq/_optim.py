@@ -233,8 +233,8 @@ def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | Non
     if lr is None:
         raise ValueError("Solver: the model has no primal parameters besides the constrained variables; "
                          "pass variable_lr=... (the step size of γ and u)")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
-        raise ValueError(f"Solver: expected 'variable_lr' to be a number > 0 (got {lr!r})")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or lr == float("inf"):
+        raise ValueError(f"Solver: expected 'variable_lr' to be a finite number > 0 (got {lr!r})")
     cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
     return cls(params, lr=float(lr))
 
