@@ -24,7 +24,6 @@ import ast
 import contextlib
 import json
 import random
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,15 +35,32 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
+from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.dual_optimizers import NuPI
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
+from constrained_eq.imports import ImportPathError, build_model, is_import_path, load_optimizer
 from constrained_eq.problem import ConstrainedProblem, Objective
-from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
-from constrained_eq.runs import load_checkpoint, read_json, write_json
+from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
+from constrained_eq.runs import (
+    LOCK,
+    MARKER,
+    RunLock,
+    clear_run_folder,
+    is_run_folder,
+    load_checkpoint,
+    mark_run_folder,
+    read_json,
+    write_json,
+)
+from constrained_eq.selection import FEASIBLE
+from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
+from constrained_eq.training_options import TrainingOptions, autocast_forward, check_precision
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
 
@@ -84,6 +100,7 @@ class Built:
     val_loader: Any
     test_loader: Any
     formulation: str
+    options: TrainingOptions | None = None
 
 
 def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
@@ -91,6 +108,10 @@ def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFil
 
 
 LIE_PENALTY_STRATEGIES = ("cr", "custom")
+# keys that may change on resume with --allow-change: how the run goes on, not what the problem is
+ALLOWED_CHANGES = ("training.epochs", "training.on_nonfinite", "training.log_every", "training.eval_every",
+                   "training.checkpoint_every", "training.steps_every", "optimizer.lr", "optimizer.weight_decay",
+                   "dual_lr", "variable_lr")
 
 
 def _line(spec: Mapping[str, Any], key: str) -> int | None:
@@ -101,7 +122,7 @@ def _line(spec: Mapping[str, Any], key: str) -> int | None:
 def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -> None:
     """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
     evaluation = spec["evaluation"]
-    if evaluation["select"] == "auto":
+    if evaluation["select"] in ("auto", FEASIBLE):
         return
     columns = ["train_loss", "val_loss"]
     if type(task).metric is not Task.metric:
@@ -113,7 +134,7 @@ def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -
         columns.append("val_projected_loss")
     if evaluation["select"] not in columns:
         raise _fail(spec, _line(spec, "evaluation.select"),
-                    f"Expected 'evaluation.select' to be 'auto' or one of {', '.join(map(repr, columns))} "
+                    f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
                     f"(got {evaluation['select']!r})")
 
 
@@ -162,10 +183,22 @@ def _formulation(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
+    """The task's model ``name``, or the user's ``package.module:factory`` called with ``options``."""
+    return build_model(name, options) if is_import_path(name) else task.model(name, **options)
+
+
 def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     opt = spec["optimizer"]
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
-    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    if is_import_path(opt["name"]):
+        cls = load_optimizer(opt["name"], optimizer_kwargs(opt))
+    else:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
+    optimizer = cls(params, **optimizer_kwargs(opt))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise _fail(spec, _line(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
+                                                         f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+    return optimizer
 
 
 def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
@@ -197,10 +230,14 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         task = get_task(spec["task"]["name"])(**spec["task"]["options"])
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
-        model = task.model(spec["model"]["name"], **spec["model"]["options"])
+        model = _model(task, spec["model"]["name"], spec["model"]["options"])
+    except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
+        raise _fail(spec, _line(spec, "task.options.root") or _line(spec, "task.name"), str(err)) from None
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
         raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
+    except ImportPathError as err:
+        raise _fail(spec, _line(spec, f"{section}.name"), f"'{section}.name': {err}") from None
     except (ValueError, TypeError) as err:
         named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"
@@ -214,13 +251,28 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         model, constraints = projected(model), []
     model = model.to(device)
     name, options = _formulation(spec)
-    problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
+    forward = task.forward
+    if training.get("precision", "fp32") == "bf16":
+        try:
+            check_precision("bf16", device)
+        except ValueError as err:
+            raise _fail(spec, _line(spec, "training.precision"), str(err)) from None
+        forward = autocast_forward(task.forward, device)
+    problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
     try:
-        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params))
+    except ValueError as err:
+        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
+    try:
+        solver = Solver(problem, model, name, primal, spec["dual_lr"],
+                        constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         dual_optimizer=_dual_optimizer(spec),
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
+    except ProblemFileError:
+        raise
     except (ValueError, TypeError) as err:
         raise _fail(spec, None, str(err)) from None
     train = loaders.train
@@ -232,7 +284,24 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name)
+    primals, variables = _split_optimizers(solver)
+    if len(primals) > 1 and (training.get("scheduler") or training.get("clip_grad_norm") is not None):
+        raise _fail(spec, _line(spec, "optimizer.groups"), "Expected one primal optimizer with 'training.scheduler' "
+                                                          "or 'training.clip_grad_norm' (the groups name several)")
+    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
+                 TrainingOptions(training, primals[0], variables))
+
+
+def _split_optimizers(solver: Solver) -> tuple[list[torch.optim.Optimizer], torch.optim.Optimizer | None]:
+    """The Solver's primal optimizers on θ, and the one on γ/u alone (``None`` when γ goes with θ)."""
+    own = {id(p) for p in [*solver.variables, *solver.slacks.values()]}
+    primals, variables = [], None
+    for optimizer in solver.optimizer.primal_optimizers:
+        if all(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+            variables = optimizer
+        else:
+            primals.append(optimizer)
+    return primals, variables
 
 
 @torch.no_grad()
@@ -290,38 +359,108 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool) -> None:
-    stored = read_json(run_dir / "problem.json")
-    digest = problem_hash(spec)
+def _check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+                   allow_change: tuple[str, ...] = ()) -> list[str]:
+    """Refuse a run folder that cannot be used as asked, writing nothing; returns the allowed changes.
+
+    A folder that exists, is not empty and lacks the run marker is never written to (nor deleted);
+    ``--overwrite`` deletes only a run folder, and never one another process holds (its lock).
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise _fail(spec, None, f"{run_dir} is a file, not a run folder; choose another --out")
+    RunLock.check_free(run_dir)
+    contents = [p.name for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
+    has_run = any(name in contents for name in ("checkpoint.pt", "checkpoint.prev.pt", "problem.json"))
+    if contents and not has_run and not is_run_folder(run_dir):
+        raise _fail(spec, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
+                                "refusing to write into it: choose another --out")
     if resume:
-        if not (run_dir / "checkpoint.pt").exists():
-            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first")
-        if stored.get("sha256") != digest:
+        if not any((run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
+            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
+                                    "(with --overwrite if the folder exists)")
+        stored = read_json(run_dir / "problem.json")
+        if stored.get("sha256") != problem_hash(spec):
             changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
                                                                if k not in LOCATION_KEYS})
-            raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
-                                    f"({'; '.join(changes[:5]) or 'content differs'}); restore the file or start "
-                                    "a new run with another --out")
-        return
-    if (run_dir / "checkpoint.pt").exists() or (run_dir / "problem.json").exists():
-        if not overwrite:
-            raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                                    "start it again, or choose another --out")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "problem.json", {"sha256": digest, "problem": {k: v for k, v in spec.items()
-                                                                         if k not in LOCATION_KEYS}})
+            refused = [c for c in changes if c.split(":", 1)[0] not in allow_change]
+            if refused or not changes:
+                hint = (f"; these can be changed with --allow-change: {', '.join(ALLOWED_CHANGES)}"
+                        if refused and all(c.split(':', 1)[0] in ALLOWED_CHANGES for c in refused) else "")
+                raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
+                                        f"({'; '.join(refused[:5]) or 'content differs'}); restore the file or start "
+                                        f"a new run with another --out{hint}")
+            return changes
+        return []
+    if has_run and not overwrite:
+        raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                "start it again, or choose another --out")
+    if has_run and not is_run_folder(run_dir):
+        raise _fail(spec, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
+                                f"{MARKER} marker in it); choose another --out, or move it away yourself")
+    return []
 
 
-def _selection(spec: Mapping[str, Any], relaxed: bool) -> str:
-    """The validation column that picks the best epoch.
+def _keep_file_hyperparameters(solver: Solver) -> None:
+    """After a resume, keep the learning rates and weight decays of the file, not those of the checkpoint.
 
-    ``select: auto`` picks the projected model's loss for strategies that deploy f_{θ,0}
-    (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
+    ``load_state_dict`` of a torch optimizer restores its param groups' hyperparameters; a resume
+    with ``--allow-change optimizer.lr`` (or ``dual_lr``, ...) sets them back to the file's values.
+    """
+    optimizers = [*solver.optimizer.primal_optimizers, *getattr(solver.optimizer, "dual_optimizers", [])]
+    fresh = [[{k: g[k] for k in ("lr", "weight_decay") if k in g} for g in opt.param_groups] for opt in optimizers]
+    load = solver.load_state_dict
+
+    def load_then_keep(state: dict[str, Any]) -> None:
+        load(state)
+        for opt, groups in zip(optimizers, fresh, strict=True):
+            for group, values in zip(opt.param_groups, groups, strict=True):
+                group.update(values)
+
+    solver.load_state_dict = load_then_keep  # type: ignore[method-assign]
+
+
+def _open_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+                  allow_change: tuple[str, ...] = ()) -> RunLock:
+    """Lock the run folder, check it again under the lock, clear it (``--overwrite``), write marker and problem.json."""
+    lock = RunLock(run_dir).acquire()
+    try:
+        changes = _check_run_dir(spec, run_dir, resume, overwrite, allow_change)
+        problem = {k: v for k, v in spec.items() if k not in LOCATION_KEYS}
+        if resume:
+            if changes:  # the run records every change it was resumed with
+                stored = read_json(run_dir / "problem.json")
+                history = [*stored.get("changes", []), {"changes": changes}]
+                write_json(run_dir / "problem.json", {"sha256": problem_hash(spec), "problem": problem,
+                                                      "changes": history})
+            return lock
+        if overwrite and is_run_folder(run_dir):
+            clear_run_folder(run_dir)
+        mark_run_folder(run_dir)
+        write_json(run_dir / "problem.json", {"sha256": problem_hash(spec), "problem": problem})
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _selection(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = None) -> str:
+    """The validation column that picks the best epoch, or ``"feasible"``.
+
+    ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
+    enforced constraint that is not a penalty or a homotopy constraint on γ, see
+    :mod:`constrained_eq.split_feasibility`); otherwise the projected model's loss for strategies that deploy
+    f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
     """
     select = spec["evaluation"]["select"]
+    if select == "auto" and solver is not None and counted(solver.plans):
+        return FEASIBLE
     if select != "auto":
         return select
+    return _objective_column(spec, relaxed)
+
+
+def _objective_column(spec: Mapping[str, Any], relaxed: bool) -> str:
+    """The loss of the deployed model: ``val_projected_loss`` for strategies that deploy f_{θ,0}, else ``val_loss``."""
     deploys_projection = relaxed and spec["strategy"] in ("ace_equality", "ace_augmented", "cr", "custom", "penalty")
     return "val_projected_loss" if deploys_projection else "val_loss"
 
@@ -351,12 +490,14 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
 
 def _selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
     """``"max"`` when the selected column is a metric the task wants large (an accuracy), else ``"min"``."""
-    return "max" if _selection(spec, relaxed).removeprefix("val_") in task.higher_is_better else "min"
+    column = _selection(spec, relaxed)
+    column = _objective_column(spec, relaxed) if column == FEASIBLE else column
+    return "max" if column.removeprefix("val_") in task.higher_is_better else "min"
 
 
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                device: str = "cpu", progress: bool = True,
-                context: distributed.Context | None = None) -> dict[str, Any]:
+                device: str = "cpu", progress: bool = True, context: distributed.Context | None = None,
+                allow_change: tuple[str, ...] = ()) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
 
     Under ``torchrun`` pass the ``context`` of :func:`constrained_eq.distributed.init_from_env`: every
@@ -364,15 +505,31 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     ``metrics.json`` records ``distributed.max_rank_difference`` (0.0 when all ranks hold the same
     θ, γ, λ and u, as they should).
 
+    Nothing is written before the build succeeds; then the run folder is locked (a second writer is
+    refused naming the holder's pid), marked as a run folder and, with ``overwrite``, cleared (only a
+    folder carrying the marker). ``allow_change`` lists the dotted keys (among :data:`ALLOWED_CHANGES`)
+    that may differ from the stored problem on ``resume``; each such resume is recorded in problem.json.
+
     Returns:
         dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
         ``test_projected``, ``seconds``, ``strategy``, ``formulation``); on ranks other than 0, an empty dict.
     """
     run_dir = Path(run_dir)
     _check_world_size(spec, context)
-    distributed.on_main(lambda: _prepare_run_dir(spec, run_dir, resume, overwrite))
+    tensorboard = _check_tensorboard(spec)
+    changes = distributed.on_main(lambda: _check_run_dir(spec, run_dir, resume, overwrite, allow_change))
     began = time.perf_counter()
     built = build(spec, device, context)
+    if changes:
+        _keep_file_hyperparameters(built.solver)
+    held: list[RunLock] = []  # rank 0's lock on the run folder, taken once the build succeeded
+    distributed.on_main(lambda: held.append(_open_run_dir(spec, run_dir, resume, overwrite, allow_change)))
+    log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
+
+    def end_epoch(epoch: int, row: dict[str, Any]) -> None:
+        built.options.end_epoch(epoch, row)  # records this epoch's rates, sets the next epoch's
+        if log is not None:
+            log.epoch(epoch, row)
     training, evaluation = spec["training"], spec["evaluation"]
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
@@ -387,7 +544,10 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
         evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
-        select=_selection(spec, relaxed), select_mode=_selection_mode(spec, relaxed, built.task))
+        select=_selection(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
+        objective=_objective_column(spec, relaxed), feasibility_tol=evaluation["feasibility_tol"],
+        averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"],
+        on_epoch=end_epoch)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}
@@ -396,6 +556,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     summary["test"] = evaluate(built.model, built.test_loader, contributions=False)
+    built.model.eval()
+    summary["measured_constraints"]["test"] = measure(built.solver, built.model, built.test_loader,
+                                             tolerance=evaluation["feasibility_tol"]).verdict()
     if relaxed:
         summary["test_projected"] = evaluate(projected(built.model), built.test_loader, contributions=False)
     else:
@@ -406,12 +569,43 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     if agreement is not None:
         summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
+    write_constraint_report(run_dir)
     write_symmetry_report(run_dir)
+    if log is not None:
+        log.close(spec, summary)
+    for lock in held:
+        lock.release()
     return summary
 
 
+def write_constraint_report(run_dir: str | Path) -> str | None:
+    """Write ``constraint_report.txt`` (every constraint by name, its violations and verdicts) if there are any."""
+    from constrained_eq.report import constraint_report
+
+    run_dir = Path(run_dir)
+    if not read_json(run_dir / "metrics.json").get("structure", {}).get("constraints"):
+        return None
+    text = constraint_report(run_dir)
+    (run_dir / "constraint_report.txt").write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
+    """Whether the run logs to TensorBoard; refuses ``logging.tensorboard: true`` without the package."""
+    if not spec.get("logging", {}).get("tensorboard", False):
+        return False
+    try:
+        require_tensorboard()
+    except ImportError as err:
+        raise _fail(spec, _line(spec, "logging.tensorboard"), str(err)) from None
+    return True
+
+
 def write_symmetry_report(run_dir: str | Path) -> Any:
-    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has γ columns."""
+    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has homotopy constraints.
+
+    ρ is the run's own (``metrics.json``), so a resilient run with ``rho: 0.5`` is reported and KKT-checked at 0.5.
+    """
     from constrained_eq.report import symmetry_report
 
     run_dir = Path(run_dir)

@@ -57,7 +57,7 @@ def test_malformed_file_exits_2_with_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,line,message", [
-    ("  epochs: 2", "  epochs: two", 11, "Expected 'training.epochs' to be an integer ≥ 1 (got 'two')"),
+    ("  epochs: 2", "  epochs: two", 11, "Expected 'training.epochs' to be an integer in [1, 100000] (got 'two')"),
     ("formulation: lagrangian", "formulation: lagrange", 9, "Expected 'formulation.name' to be one of 'lagrangian'"),
     ("  name: toy_rotation", "  name: toy", 2, "Expected 'task.name' to be one of 'toy_rotation', 'nbody'"),
     ("hidden: 4", "hidden: 4, width: 3", 6, "Unknown key 'model.options.width'; expected one of 'hidden'"),
@@ -78,7 +78,9 @@ def test_problem_file_errors_name_file_line_and_choices(tmp_path, old, new, line
 
 def test_defaults_are_filled_in(tmp_path):
     spec = load_problem_file(_write(tmp_path, SMALL))
-    assert spec["strategy"] == "custom" and spec["optimizer"] == {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    assert spec["strategy"] == "custom" and spec["optimizer"] == {"name": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                                                                  "options": {}, "groups": []}
+    assert spec["constrained_optimizer"] == "simultaneous"
     assert spec["training"]["seed"] == 0 and spec["evaluation"]["project"] is True
 
 
