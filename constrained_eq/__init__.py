@@ -21,7 +21,7 @@ from constrained_eq.homotopy import (
 )
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.symmetry import LieDerivative
-from constrained_eq.targets import false_positive_rate, l1_norms, spectral_norms
+from constrained_eq.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
 from constrained_eq.train import FitResult, fit
 
 __version__ = "0.1.0"
@@ -52,6 +52,7 @@ __all__ = [
     "spectral_norms",
     "l1_norms",
     "false_positive_rate",
+    "positive_rate_gap",
     "fit",
     "FitResult",
     "symmetry",

@@ -6,6 +6,12 @@ r"""Registered targets for constraints that are not about equivariance.
   ``Inequality(l1_norms, bound=0.05)`` is a sparsity budget.
 - ``false_positive_rate``: :math:`\sum_i \sigma(s_i/\tau)[y_i=0] / \sum_i [y_i=0]`, shape ``(1,)``, on the batch;
   ``Inequality(false_positive_rate, bound=0.05)`` bounds a binary classifier's false positives.
+- ``positive_rate_gap``: :math:`(r_0 - r_1,\ r_1 - r_0)` with :math:`r_g = \sum_i \sigma(s_i)[a_i=g] /
+  \sum_i [a_i=g]` for the group ``a = batch[2]``; ``Inequality(positive_rate_gap, bound=0.05)`` is
+  :math:`|r_0 - r_1| \le 0.05` (demographic parity within a margin).
+
+Rates are ratios of sums, so over a whole split they are reduced as ratios of the split's sums
+(``totals``/``from_totals`` of :class:`~constrained_eq.constraints.Target`), not as means of batch rates.
 
 The weight layers are the ``nn.Linear`` modules and the modules with a 2-D ``weight`` parameter
 (e.g. :class:`~constrained_eq.nn.VNLinear`), in ``model.modules()`` order.
@@ -27,6 +33,7 @@ __all__ = [
     "l1_norms",
     "false_positive_rate",
     "fpr_surrogate",
+    "positive_rate_gap",
 ]
 
 _U, _V = "_spectral_u", "_spectral_v"
@@ -98,6 +105,30 @@ def fpr_surrogate(scores: torch.Tensor, labels: torch.Tensor, temperature: float
     return ((torch.sigmoid(scores / temperature) * negative).sum() / negative.sum().clamp(min=1)).reshape(1)
 
 
+def _fpr_totals(model: nn.Module, batch: Any, output: Any) -> torch.Tensor:
+    scores, labels = output.reshape(-1), batch[1].reshape(-1)
+    negative = (labels == 0).to(scores.dtype)
+    return torch.stack([(torch.sigmoid(scores) * negative).sum(), negative.sum()])
+
+
+def _rate_totals(model: nn.Module, batch: Any, output: Any) -> torch.Tensor:
+    r"""Per group g: :math:`\sum_i \sigma(s_i)[a_i = g]` and :math:`\sum_i [a_i = g]`, shape ``(4,)``."""
+    if not isinstance(batch, tuple | list) or len(batch) < 3:
+        raise ValueError(f"Expected 'batch' to be an (inputs, labels, groups) triple for positive_rate_gap "
+                         f"(got {type(batch).__name__})")
+    scores, group = torch.sigmoid(output.reshape(-1)), batch[2].reshape(-1).to(output.dtype)
+    return torch.stack([(scores * (1 - group)).sum(), (1 - group).sum(), (scores * group).sum(), group.sum()])
+
+
+def _rate_gap_from_totals(sums: torch.Tensor) -> torch.Tensor:
+    gap = sums[0] / sums[1].clamp(min=1) - sums[2] / sums[3].clamp(min=1)
+    return torch.stack([gap, -gap])
+
+
+def _positive_rate_gap(model: nn.Module, batch: Any, output: Any) -> torch.Tensor:
+    return _rate_gap_from_totals(_rate_totals(model, batch, output))
+
+
 def _false_positive_rate(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
     if not isinstance(batch, tuple | list) or len(batch) < 2:
         raise ValueError(
@@ -113,8 +144,16 @@ spectral_norms.__doc__ = (
 )
 l1_norms = register_target(Target(_l1_norms, "l1_norms", needs_batch=False))
 l1_norms.__doc__ = "Per-layer mean absolute weight ``(L,)`` (L1 norm normalised by size): a sparsity budget."
-false_positive_rate = register_target(Target(_false_positive_rate, "false_positive_rate", needs_batch=True))
+false_positive_rate = register_target(Target(_false_positive_rate, "false_positive_rate", needs_batch=True,
+                                             totals=_fpr_totals, from_totals=lambda s: (s[0] / s[1].clamp(min=1))
+                                             .reshape(1)))
 false_positive_rate.__doc__ = (
     "Sigmoid surrogate of the false-positive rate of a binary classifier on the batch, ``(1,)``; reads "
     "the output logits and ``batch[1]`` labels."
+)
+positive_rate_gap = register_target(Target(_positive_rate_gap, "positive_rate_gap", totals=_rate_totals,
+                                           from_totals=_rate_gap_from_totals))
+positive_rate_gap.__doc__ = (
+    "Sigmoid-surrogate positive rates of two groups, ``(r_0 − r_1, r_1 − r_0)``, ``(2,)``; reads the output logits and "
+    "the group ``batch[2]`` in {0, 1}. ``Inequality(positive_rate_gap, bound=0.05)`` is |r_0 − r_1| ≤ 0.05."
 )

@@ -19,13 +19,19 @@ Faults stop a run without losing anything: a non-finite loss, violation or gradi
 :class:`NonFiniteError` naming the step, the epoch and the last checkpoint (left as it was), unless
 the solver skips such batches (``on_nonfinite="skip"``; their number is ``skipped_steps`` in
 ``metrics.json``). At the throttled logging points (every ``log_every`` steps, no extra host sync
-elsewhere) the multipliers λ and the constrained targets γ are checked: beyond ``divergence_limit``
-(or non-finite) fit raises :class:`DivergenceError` naming the learning rates to lower; a growth by
-``1e3×`` over the run only warns.
+elsewhere) divergence is judged by the multipliers and the objective, never by a target's magnitude: a
+max|λ| beyond ``divergence_limit`` or an objective beyond ``objective_limit`` times its first logged value
+(or either non-finite) makes fit raise :class:`DivergenceError` naming the learning rates to lower; a
+growth of max|λ| by ``1e3×`` over the run only warns.
+
+At every evaluation each constraint is measured over the whole validation split
+(:mod:`constrained_eq.split_feasibility`); ``select="feasible"`` keeps the best feasible evaluation
+(:mod:`constrained_eq.selection`); ``averaging`` adds the average of the iterates as a candidate.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import time
@@ -36,28 +42,37 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cooper.utils import ConstraintType
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from constrained_eq._loaders import batch_size as _batch_size
+from constrained_eq._loaders import to_device
 from constrained_eq.distributed import all_reduce_mean, is_distributed, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.feasibility import warn_new_infeasible
 from constrained_eq.runs import (
     CsvStream,
     RunFolderError,
     atomic_torch_save,
+    load_checkpoint,
     locked,
     read_json,
     restore_checkpoint,
     save_checkpoint,
     write_json,
 )
+from constrained_eq.selection import FEASIBLE, describe_selection, selection_key
+from constrained_eq.split_feasibility import DEFAULT_TOLERANCE, Measurement, counted, is_homotopy, measure
+from constrained_eq.structure import describe
 
 __all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
 
-DIVERGENCE_GROWTH = 1e3  # warn when max|λ| or max|γ| grows this much over the run
+DIVERGENCE_GROWTH = 1e3  # warn when max|λ| grows this much over the run
 
 
 class DivergenceError(FloatingPointError):
-    """The multipliers λ or the constrained targets γ exploded; the last checkpoint is intact."""
+    """The multipliers λ grew without bound or the objective blew up; the last checkpoint is intact."""
 
 Evaluator = Callable[[torch.nn.Module, Any], Mapping[str, float]]
 
@@ -72,6 +87,12 @@ class FitResult:
         final_metrics: The metrics of the last epoch.
         run_dir: The run folder, or ``None`` when nothing was written.
         epochs: Number of epochs completed.
+        candidate: ``"iterate"`` or ``"averaged"``: which model was selected.
+        selection: The selection, said in one sentence.
+        feasibility: The selected model's validation verdict (:meth:`Measurement.verdict`), if measured.
+        test: The selected model's test metrics (with ``test_loader``).
+        test_feasibility: Its test verdict (with ``test_loader``).
+        averaged: The averaged model at the end of training (with ``averaging``), else ``None``.
     """
 
     best_epoch: int | None
@@ -79,31 +100,12 @@ class FitResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
     epochs: int = 0
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor of a (nested) batch to ``device``; named tuples keep their type."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(to_device(b, device) for b in batch))
-    if isinstance(batch, tuple | list):
-        return type(batch)(to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if callable(getattr(batch, "to", None)):  # PyG Data/Batch and other objects that move themselves
-        return batch.to(device)
-    return batch
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    if hasattr(batch, "num_graphs"):
-        return int(batch.num_graphs)
-    if isinstance(batch, tuple | list) and batch:
-        return _batch_size(batch[0])
-    return 1
+    candidate: str = "iterate"
+    selection: str = ""
+    feasibility: dict[str, Any] | None = None
+    test: dict[str, float] = field(default_factory=dict)
+    test_feasibility: dict[str, Any] | None = None
+    averaged: torch.nn.Module | None = None
 
 
 def objective_evaluator(solver: Solver, device: torch.device | None = None) -> Evaluator:
@@ -142,20 +144,44 @@ def _constraint_columns(record: StepRecord | None) -> dict[str, float]:
     return dict(zip(names, torch.cat([t.to(tensors[0].device) for t in tensors]).tolist(), strict=True))
 
 
-def _magnitudes(record: StepRecord) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Loss, max|γ| and max|λ| per constraint, read back to the host in one sync."""
+def _magnitudes(solver: Solver, record: StepRecord) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Loss, the batch's largest violation (max|γ| for a homotopy constraint) and max|λ| per constraint (one sync).
+
+    The violation is read as :func:`~constrained_eq.split_feasibility.element_violations` reads it:
+    ``|h|`` for an equality, ``[g − b]₊`` for an inequality.
+    """
     zero = record.loss.new_zeros(())
-    gammas = {k: v.detach().abs().max().float() for k, v in record.values.items() if v.numel()}
+    plans = {p.key: p for p in solver.plans}
+    shown = {}
+    for key, values in record.values.items():
+        plan = plans.get(key)
+        if plan is None or not values.numel() or plan.constraint.is_penalty:
+            continue
+        if is_homotopy(plan):
+            shown[key] = values.detach().abs().max().float()
+        elif key in record.violations:
+            raw = record.violations[key].detach()
+            equality = plan.constraint_type == ConstraintType.EQUALITY
+            shown[key] = (raw.abs() if equality else raw.clamp(min=0)).max().float()
     lambdas = {k: m.abs().max().float() for k, m in record.multipliers.items() if m.numel()}
-    values = torch.stack([record.loss.float().to(zero.device), *(t.to(zero.device) for t in gammas.values()),
+    values = torch.stack([record.loss.float().to(zero.device), *(t.to(zero.device) for t in shown.values()),
                           *(t.to(zero.device) for t in lambdas.values())]).tolist()
-    return (values[0], dict(zip(gammas, values[1:1 + len(gammas)], strict=True)),
-            dict(zip(lambdas, values[1 + len(gammas):], strict=True)))
+    return (values[0], dict(zip(shown, values[1:1 + len(shown)], strict=True)),
+            dict(zip(lambdas, values[1 + len(shown):], strict=True)))
 
 
-def _postfix(loss: float, gammas: Mapping[str, float], lambdas: Mapping[str, float]) -> dict[str, str]:
-    gamma, lam = max(gammas.values(), default=0.0), max(lambdas.values(), default=0.0)
-    return {"loss": f"{loss:.4g}", "max|γ|": f"{gamma:.3g}", "max|λ|": f"{lam:.3g}"}
+def _postfix(solver: Solver, loss: float, shown: Mapping[str, float], lambdas: Mapping[str, float]) -> dict[str, str]:
+    """Progress-bar fields named by constraint: ``<name>: |γ|=…`` (homotopy) or ``viol=…``, then ``λ=…``."""
+    homotopy = {p.key for p in solver.plans if is_homotopy(p)}
+    out = {"loss": f"{loss:.4g}"}
+    for key in dict.fromkeys([*shown, *lambdas]):
+        parts = []
+        if key in shown:
+            parts.append(f"{'max|γ|' if key in homotopy else 'viol'}={shown[key]:.3g}")
+        if key in lambdas:
+            parts.append(f"λ={lambdas[key]:.3g}")
+        out[key] = " ".join(parts)
+    return out
 
 
 def _learning_rates(solver: Solver) -> str:
@@ -163,25 +189,39 @@ def _learning_rates(solver: Solver) -> str:
     return f"dual_lr={solver.dual_lr:g}, variable_lr/primal lr={[float(f'{lr:g}') for lr in lrs]}"
 
 
-def _check_divergence(solver: Solver, gammas: Mapping[str, float], lambdas: Mapping[str, float], state: dict,
-                      limit: float | None, step: int, epoch: int, checkpoint: Callable[[], str]) -> None:
-    """Raise :class:`DivergenceError` past ``limit``; warn once on a 1e3× growth over the run."""
-    if limit is None:
+def _check_divergence(solver: Solver, loss: float, lambdas: Mapping[str, float], state: dict,
+                      limit: float | None, step: int, epoch: int, checkpoint: Callable[[], str],
+                      objective_limit: float | None = None) -> None:
+    """Judge divergence by the multipliers and the objective, never by a target's magnitude.
+
+    Raises :class:`DivergenceError` when a max|λ| is non-finite or above ``limit`` (λ grew without bound),
+    or the objective is non-finite or above ``objective_limit · max(1, |J₀ at the first logging point|)``
+    (blow-up);
+    warns once when max|λ| grows ``DIVERGENCE_GROWTH``× over the run. A constraint value of any size
+    with λ = 0 is a satisfied constraint, not a divergence.
+    """
+    if limit is None and objective_limit is None:
         return
-    for what, values in (("|λ|", lambdas), ("|γ|", gammas)):
-        for key, value in values.items():
-            if not math.isfinite(value) or value > limit:
-                raise DivergenceError(
-                    f"step {step} (epoch {epoch}): the duals diverged: max{what} of constraint {key!r} is {value:.3g} "
-                    f"(limit {limit:g}); lower the learning rates ({_learning_rates(solver)}): 'dual_lr' first, "
-                    f"then 'variable_lr'. {checkpoint()}")
-    current = max([*gammas.values(), *lambdas.values()], default=0.0)
+    advice = (f"lower the learning rates ({_learning_rates(solver)}): 'dual_lr' first, then 'variable_lr'. "
+              f"{checkpoint()}")
+    for key, value in lambdas.items():
+        if limit is not None and (not math.isfinite(value) or value > limit):
+            raise DivergenceError(f"step {step} (epoch {epoch}): the multipliers diverged: max|λ| of constraint "
+                                  f"{key!r} is {value:.3g} (limit {limit:g}); {advice}")
+    if state.get("objective_baseline") is None and math.isfinite(loss):
+        state["objective_baseline"] = abs(loss)
+    scale = max(1.0, state.get("objective_baseline") or 0.0)
+    if objective_limit is not None and (not math.isfinite(loss) or abs(loss) > objective_limit * scale):
+        raise DivergenceError(f"step {step} (epoch {epoch}): the objective blew up: {loss:.3g} (limit "
+                              f"{objective_limit:g} × "
+                              f"max(1, first logged |J₀| = {state.get('objective_baseline') or 0.0:.3g})); {advice}")
+    current = max(lambdas.values(), default=0.0)
     if state.get("dual_baseline") is None:
         state["dual_baseline"] = current
         return
     if not state.get("dual_growth_warned") and current > DIVERGENCE_GROWTH * max(state["dual_baseline"], 1.0):
         state["dual_growth_warned"] = True
-        warnings.warn(f"step {step} (epoch {epoch}): max|λ|, max|γ| grew from {state['dual_baseline']:.3g} to "
+        warnings.warn(f"step {step} (epoch {epoch}): max|λ| grew from {state['dual_baseline']:.3g} to "
                       f"{current:.3g} over the run; if it keeps growing lower 'dual_lr' or 'variable_lr' "
                       f"({_learning_rates(solver)})", RuntimeWarning, stacklevel=3)
 
@@ -202,8 +242,9 @@ _CHECKPOINT_KEYS = {"solver": dict, "epoch": int, "history_rows": int, "steps_ro
 _SOLVER_KEYS = ("problem", "formulation", "model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
 
 
-def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None) -> None:
-    """Check a checkpoint's structure (errors name the key) and restore the solver and the loader RNG."""
+def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None,
+                      averaged: Any = None) -> None:
+    """Check a checkpoint's structure (errors name the key); restore the solver, the loader RNG, the average."""
     if not isinstance(checkpoint, dict):
         raise RunFolderError(f"not a checkpoint: expected a mapping with keys {sorted(_CHECKPOINT_KEYS)} "
                              f"(got {type(checkpoint).__name__})")
@@ -224,6 +265,12 @@ def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generato
         raise RunFolderError(f"key 'solver': does not fit this solver ({' '.join(str(err).split())[:300]})") from None
     if generator is not None and rng is not None:
         generator.set_state(rng.cpu())
+    if averaged is not None and checkpoint.get("averaged") is not None:
+        try:
+            averaged.load_state_dict(checkpoint["averaged"])
+        except (RuntimeError, KeyError, TypeError) as err:
+            raise RunFolderError(f"key 'averaged': does not fit this model ({' '.join(str(err).split())[:300]})") \
+                from None
 
 
 def _check_finite_state(model: torch.nn.Module, row: Mapping[str, Any], epoch: int) -> None:
@@ -250,6 +297,53 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None
         raise ValueError(f"fit: expected '{name}' to be an integer ≥ 1{extra} (got {value!r})")
 
 
+AVERAGING = ("none", "uniform", "ema")
+
+
+def _averaged_model(model: torch.nn.Module, averaging: str, decay: float) -> AveragedModel | None:
+    r"""The iterate average of ``model`` (``torch.optim.swa_utils.AveragedModel``), or ``None``.
+
+    Uniform: :math:`\bar\theta_n = \frac1n\sum_{k\le n}\theta_k`; EMA:
+    :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta`. Buffers are averaged too.
+    """
+    if averaging == "none":
+        return None
+    multi_avg_fn = get_ema_multi_avg_fn(decay) if averaging == "ema" else None
+    return AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+
+
+def _check_averaging(averaging: Any, average_start: Any, ema_decay: Any) -> None:
+    if averaging not in AVERAGING:
+        raise ValueError(f"fit: expected 'averaging' to be one of {', '.join(map(repr, AVERAGING))} "
+                         f"(got {averaging!r})")
+    if isinstance(average_start, bool) or not isinstance(average_start, int) or average_start < 0:
+        raise ValueError(f"fit: expected 'average_start' to be an integer ≥ 0 (got {average_start!r})")
+    if isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0 < ema_decay < 1:
+        raise ValueError(f"fit: expected 'ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
+
+
+def _judge(model: torch.nn.Module, loader: Any, solver: Solver, evaluate: Evaluator,
+           metrics: Mapping[str, Callable] | None, tolerance: float, prefix: str) -> tuple[dict[str, float],
+                                                                                        Measurement]:
+    """Evaluate ``model`` on ``loader``: ``<prefix>_<metric>`` and ``<prefix>/<constraint>/…`` columns."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        values = dict(evaluate(model, loader))
+        for name, metric in (metrics or {}).items():
+            values[name] = metric(model, loader)
+        measured = measure(solver, model, loader, tolerance=tolerance)
+    model.train(was_training)
+    row = {f"{prefix}_{k}": float(v) for k, v in values.items()}
+    row.update(measured.columns(prefix))
+    return row, measured
+
+
+def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of a history row (no per-element columns)."""
+    return {k: v for k, v in row.items() if k != "epoch" and "." not in k and "/" not in k}
+
+
 def fit(solver: Solver, train_loader: Any, val_loader: Any = None, **options: Any) -> FitResult:
     """Train ``solver`` holding the run folder's lock (the full docstring is set below, from ``_fit``)."""
     run_dir = options.get("run_dir")
@@ -272,13 +366,25 @@ def _fit(
     steps_every: int | None = None,
     resume: bool = False,
     progress: bool = True,
-    select: str = "val_loss",
+    select: str | None = None,
     select_mode: str = "min",
+    objective: str = "val_loss",
+    feasibility_tol: float = DEFAULT_TOLERANCE,
+    averaging: str = "none",
+    average_start: int = 0,
+    ema_decay: float = 0.99,
+    test_loader: Any = None,
     plot: bool = True,
     divergence_limit: float | None = 1e6,
+    objective_limit: float | None = 1e6,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     max_consecutive_skips: int = 100,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
+
+    At every evaluation each constraint is measured over the whole validation split
+    (:func:`constrained_eq.split_feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
+    ``val/<constraint>/violation[i]``, and a feasibility verdict under ``feasibility_tol``.
 
     Args:
         solver (Solver): The solver (model, problem, formulation, optimizers).
@@ -299,12 +405,35 @@ def _fit(
         steps_every (int, optional): Append to ``steps.csv`` every N steps (default: none).
         resume (bool, optional): Continue from ``run_dir/checkpoint.pt`` (default: :obj:`False`).
         progress (bool, optional): Show a tqdm progress bar (default: :obj:`True`).
-        select (str, optional): History column that picks the best epoch (default: ``"val_loss"``).
-        select_mode (str, optional): ``"min"`` (losses, errors) or ``"max"`` (accuracies) of ``select``
-            (default: ``"min"``).
+        select (str, optional): ``"feasible"`` — the best ``objective`` among evaluations whose validation
+            violations are within ``feasibility_tol``, else the least-violating one
+            (:mod:`constrained_eq.selection`) — or a history column that picks the best epoch alone
+            (default: ``"feasible"`` when the problem has constraints a deployed model must meet, else
+            ``"val_loss"``).
+        select_mode (str, optional): ``"min"`` (losses, errors) or ``"max"`` (accuracies) of the selection
+            column (default: ``"min"``).
+        objective (str, optional): The column ``select="feasible"`` ranks feasible evaluations by
+            (default: ``"val_loss"``).
+        feasibility_tol (float, optional): Largest validation violation of a feasible model, in each
+            target's units (default: ``1e-3``).
+        averaging (str, optional): ``"none"``, ``"uniform"`` or ``"ema"``: also keep an average of the
+            iterates from epoch ``average_start`` (``torch.optim.swa_utils.AveragedModel``, updated after
+            every step; its update reads its counter back to the host, one sync per step on a GPU),
+            evaluated as its own candidate (columns ``val_avg_*``) (default: ``"none"``).
+        average_start (int, optional): First epoch whose iterates enter the average (default: 0).
+        ema_decay (float, optional): Decay d of ``averaging="ema"`` (default: 0.99).
+        test_loader (iterable, optional): Evaluate the selected model on it at the end (``test`` and
+            ``feasibility.test`` in ``metrics.json``; default: none).
         plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
-        divergence_limit (float, optional): Largest max|λ| or max|γ| allowed at a logging point before
-            :class:`DivergenceError`; ``None`` turns the check off (default: ``1e6``).
+        divergence_limit (float, optional): Largest max|λ| allowed at a logging point before
+            :class:`DivergenceError`; ``None`` turns the check off. Target values are never judged: a
+            satisfied constraint may take any value (default: ``1e6``).
+        objective_limit (float, optional): Largest growth factor of the objective over
+            ``max(1, |J₀ at the first logging point|)`` before :class:`DivergenceError` (a blow-up); ``None``
+            turns the check off (default: ``1e6``).
+        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
+            epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
+            learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
         max_consecutive_skips (int, optional): With ``on_nonfinite="skip"``, stop with :class:`NonFiniteError`
             after this many skipped batches in a row (default: 100).
 
@@ -317,7 +446,7 @@ def _fit(
     Raises:
         NonFiniteError: A loss, violation or gradient was NaN/Inf (solver with ``on_nonfinite="raise"``);
             the message names the step, the epoch and the last checkpoint, which is intact.
-        DivergenceError: max|λ| or max|γ| passed ``divergence_limit``; names the learning rates to lower.
+        DivergenceError: max|λ| or the objective passed ``divergence_limit``; names the learning rates to lower.
         RunFolderError: Another process writes ``run_dir``; or no checkpoint of the folder can be resumed
             (the latest damaged and the previous one too: both named).
         ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
@@ -330,10 +459,17 @@ def _fit(
     _check_positive_int(max_consecutive_skips, "max_consecutive_skips")
     if select_mode not in ("min", "max"):
         raise ValueError(f"fit: expected 'select_mode' to be 'min' or 'max' (got {select_mode!r})")
-    sign = 1.0 if select_mode == "min" else -1.0  # best_value is kept as sign · value, minimised
-    if divergence_limit is not None and not (isinstance(divergence_limit, int | float)
-                                             and not isinstance(divergence_limit, bool) and divergence_limit > 0):
-        raise ValueError(f"fit: expected 'divergence_limit' to be a number > 0 or None (got {divergence_limit!r})")
+    _check_averaging(averaging, average_start, ema_decay)
+    if isinstance(feasibility_tol, bool) or not isinstance(feasibility_tol, int | float) or not feasibility_tol >= 0:
+        raise ValueError(f"fit: expected 'feasibility_tol' to be a number ≥ 0 (got {feasibility_tol!r})")
+    if select is None:
+        select = FEASIBLE if counted(solver.plans) else "val_loss"
+    if val_loader is None:  # nothing is validated: the train loss is all there is to select by
+        select = "train_loss"
+    sign = 1.0 if select_mode == "min" else -1.0  # keys rank sign · value, minimised
+    for name, value in (("divergence_limit", divergence_limit), ("objective_limit", objective_limit)):
+        if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"fit: expected '{name}' to be a number > 0 or None (got {value!r})")
     device = _device(solver)
     evaluate = evaluate or objective_evaluator(solver, device)
     generator = _loader_generator(train_loader)
@@ -342,15 +478,19 @@ def _fit(
     writes = run_dir is not None and main  # under torch.distributed only rank 0 writes
     history = CsvStream(run_dir / "history.csv") if writes else None
     steps = CsvStream(run_dir / "steps.csv") if writes and steps_every else None
-    state: dict[str, Any] = {"epoch": -1, "best_epoch": None, "best_value": math.inf, "best_metrics": {},
-                             "final_metrics": {}, "skipped_steps": 0, "dual_baseline": None}
+    state: dict[str, Any] = {"epoch": -1, "best_epoch": None, "best_key": None, "best_candidate": None,
+                             "best_metrics": {}, "best_feasibility": None, "final_metrics": {},
+                             "final_feasibility": None, "skipped_steps": 0, "dual_baseline": None,
+                             "objective_baseline": None, "tolerance": float(feasibility_tol)}
+    model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
+    averaged = _averaged_model(model, averaging, ema_decay)
 
     checkpoint_path = run_dir / "checkpoint.pt" if run_dir else None
     if resume:
         if checkpoint_path is None or not any(p.exists() for p in (checkpoint_path, run_dir / "checkpoint.prev.pt")):
             raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                              "run without resume=True first")
-        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator),
+        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator, averaged),
                                         map_location=device)
         state.update({k: checkpoint.get(k, state[k]) for k in state})
         if history is not None:
@@ -372,8 +512,10 @@ def _fit(
                dynamic_ncols=True,
                desc="fit")
     began = time.perf_counter()
-    model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
     epoch = start
+    infeasible_seen: set[str] = set()
+    verdicts: dict = {}
+    best_state: dict[str, torch.Tensor] | None = None  # in memory only when testing without a run folder
     consecutive_skips = 0
 
     def last_checkpoint() -> str:
@@ -397,6 +539,8 @@ def _fit(
                     loss_sum = record.loss if loss_sum is None else loss_sum + record.loss
                     count += 1
                     consecutive_skips = 0
+                    if averaged is not None and epoch >= average_start:
+                        averaged.update_parameters(model)
                 else:
                     state["skipped_steps"] += 1
                     consecutive_skips += 1
@@ -404,11 +548,11 @@ def _fit(
                         raise NonFiniteError(f"step {record.step}: {consecutive_skips} consecutive batches were "
                                              "non-finite and skipped; the data or the learning rates are broken")
                 if solver.step_count % log_every == 0 and not record.skipped:
-                    loss, gammas, lambdas = _magnitudes(record)  # the one sync of a logging point
+                    loss, shown, lambdas = _magnitudes(solver, record)  # the one sync of a logging point
                     if progress:
-                        bar.set_postfix(_postfix(loss, gammas, lambdas), refresh=False)
-                    _check_divergence(solver, gammas, lambdas, state, divergence_limit, record.step, epoch,
-                                      last_checkpoint)
+                        bar.set_postfix(_postfix(solver, loss, shown, lambdas), refresh=False)
+                    _check_divergence(solver, loss, lambdas, state, divergence_limit, record.step, epoch,
+                                      last_checkpoint, objective_limit)
                 if steps is not None and solver.step_count % steps_every == 0 and not record.skipped:
                     steps.append({"step": record.step, "epoch": epoch,
                                   **dict(zip(("loss", "lagrangian"), torch.stack(
@@ -417,36 +561,53 @@ def _fit(
                 bar.update(1)
             mean_loss = loss_sum / count if count else torch.full((), float("nan"), device=device)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": float(all_reduce_mean(mean_loss))}
+            candidates: list[tuple[str, str, torch.nn.Module, Measurement | None]] = []
             if main and val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
-                model.eval()
-                with torch.no_grad():
-                    values = dict(evaluate(model, val_loader))
-                    for name, metric in (metrics or {}).items():
-                        values[name] = metric(model, val_loader)
-                model.train()
-                row.update({f"val_{k}": float(v) for k, v in values.items()})
+                judged, measured = _judge(model, val_loader, solver, evaluate, metrics, feasibility_tol, "val")
+                row.update(judged)
+                candidates.append(("iterate", "val", model, measured))
+                if averaged is not None and int(averaged.n_averaged) > 0:
+                    judged, averaged_measure = _judge(averaged.module, val_loader, solver, evaluate, metrics,
+                                                      feasibility_tol, "val_avg")
+                    row.update(judged)
+                    candidates.append(("averaged", "val_avg", averaged.module, averaged_measure))
+                state["final_feasibility"] = measured.verdict()
+            elif val_loader is None:
+                candidates.append(("iterate", "val", model, None))
             row.update(_constraint_columns(record))
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if history is not None:
                 history.append(row)
-            metrics_row = {k: v for k, v in row.items() if k != "epoch" and "." not in k}
-            key = select if val_loader is not None else "train_loss"
-            if key in row:
-                if math.isfinite(row[key]) and sign * row[key] < state["best_value"]:
-                    state.update(best_epoch=epoch, best_value=sign * row[key], best_metrics=metrics_row)
-                    if writes:
-                        atomic_torch_save({"model": model.state_dict(), "epoch": epoch, "metrics": metrics_row},
-                                          run_dir / "best.pt")
-            elif any(k.startswith("val_") for k in row):
-                raise ValueError(f"fit: expected 'select' to be one of the logged columns "
+            metrics_row = _summary_row(row)
+            if val_loader is not None and select != FEASIBLE and candidates and select not in row:
+                raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
                                  f"{sorted(metrics_row)} (got {select!r})")
+            if select == FEASIBLE and candidates and val_loader is not None and objective not in row:
+                raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
+                                 f"(got {objective!r})")
+            for candidate, prefix, judged_model, measured in candidates:
+                key = selection_key(select, objective, sign, row, prefix, measured)
+                if key is None or (state["best_key"] is not None and tuple(key) >= tuple(state["best_key"])):
+                    continue
+                state.update(best_epoch=epoch, best_key=list(key), best_candidate=candidate,
+                             best_metrics=metrics_row,
+                             best_feasibility=measured.verdict() if measured is not None else None)
+                if writes:
+                    atomic_torch_save({"model": judged_model.state_dict(), "epoch": epoch, "metrics": metrics_row,
+                                       "candidate": candidate}, run_dir / "best.pt")
+                elif test_loader is not None:
+                    best_state = {k: v.detach().clone() for k, v in judged_model.state_dict().items()}
             _check_finite_state(model, row, epoch)  # a non-finite state never replaces the last checkpoint
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
+            verdicts = warn_new_infeasible(solver, infeasible_seen, f"epoch {epoch}")  # one read per epoch
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
                 save_checkpoint({"solver": solver.state_dict(), **state,
-                                   "loader_rng": generator.get_state() if generator is not None else None,
-                                   "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
-                                  checkpoint_path)
+                                 "averaged": averaged.state_dict() if averaged is not None else None,
+                                 "loader_rng": generator.get_state() if generator is not None else None,
+                                 "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
+                                checkpoint_path)
     except NonFiniteError as err:
         skip = ("" if getattr(solver, "on_nonfinite", "raise") == "skip" else " To skip such batches instead, set "
                 "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).")
@@ -454,12 +615,29 @@ def _fit(
     finally:
         bar.close()
     result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
-                       state["epoch"] + 1)
+                       state["epoch"] + 1, state["best_candidate"] or "iterate",
+                       describe_selection(select, objective, select_mode, state), state["best_feasibility"])
+    tested = None
+    if test_loader is not None and main and state["best_epoch"] is not None:
+        tested = _test_selected(solver, model, run_dir if writes else None, best_state, test_loader, evaluate,
+                                metrics, feasibility_tol)
     if writes:
         summary = read_json(run_dir / "metrics.json")
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
                        epochs=result.epochs, select=select, select_mode=select_mode,
-                       skipped_steps=state["skipped_steps"])
+                       skipped_steps=state["skipped_steps"],
+                       feasibility={k: v.as_dict() for k, v in verdicts.items()},
+                       selected=result.candidate, selection=result.selection,
+                       feasible=(state["best_feasibility"] or {}).get("feasible"),
+                       measured_constraints={"tolerance": float(feasibility_tol), "rule": FEASIBILITY_RULE,
+                                    "best": state["best_feasibility"], "final": state["final_feasibility"]},
+                       averaging={"kind": averaging, "start": average_start, "decay": ema_decay},
+                       formulation=solver.formulation.name, formulation_options=solver.formulation.options(),
+                       structure=describe(solver))
+        if select == FEASIBLE:
+            summary["objective"] = objective
+        if tested is not None:
+            summary["test"], summary["measured_constraints"]["test"] = tested
         summary.setdefault("seconds", 0.0)
         summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - began)
         write_json(run_dir / "metrics.json", summary)
@@ -467,7 +645,27 @@ def _fit(
             from constrained_eq.plots import plot_run
 
             plot_run(run_dir)
+    if tested is not None:
+        result.test, result.test_feasibility = tested
+    result.averaged = averaged.module if averaged is not None and int(averaged.n_averaged) > 0 else None
     return result
+
+
+FEASIBILITY_RULE = ("feasible when every counted constraint's largest element violation over the split "
+                    "(|h| for an equality, [g - b]+ for an inequality, [|h| - u]+ with a slack) is <= tolerance; "
+                    "penalties and homotopy (gamma) constraints are not counted")
+
+
+def _test_selected(solver: Solver, model: torch.nn.Module, run_dir: Path | None, best_state: dict | None,
+                   loader: Any, evaluate: Evaluator, metrics: Mapping[str, Callable] | None,
+                   tolerance: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and feasibility verdict of the selected model on the test split (a copy of the model)."""
+    selected = copy.deepcopy(model)
+    state = load_checkpoint(run_dir / "best.pt", map_location=_device(solver))["model"] if run_dir else best_state
+    if state is not None:
+        selected.load_state_dict(state)
+    row, measured = _judge(selected, loader, solver, evaluate, metrics, tolerance, "test")
+    return {k.removeprefix("test_"): v for k, v in _summary_row(row).items()}, measured.verdict()
 
 
 fit.__doc__ = _fit.__doc__

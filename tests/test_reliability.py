@@ -222,11 +222,12 @@ def test_problem_file_on_nonfinite_reaches_the_solver(tmp_path):
 
 def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
     loaders, solver = _solver()
-    with pytest.raises(DivergenceError) as info:  # γ starts at 1: past a limit of 0.5 at the first logging point
+    with pytest.raises(DivergenceError) as info:  # λ = η_d Σ|γ| ≈ 0.05·1 after the first steps: past 1e-3
         fit(solver, loaders.train, loaders.val, epochs=3, run_dir=tmp_path, progress=False, plot=False,
-            log_every=2, divergence_limit=0.5)
+            log_every=2, divergence_limit=1e-3)
     message = str(info.value)
-    assert "step 1 (epoch 0)" in message and "'gammas'" in message or "constraint" in message, message
+    assert "step 1 (epoch 0)" in message and "max|λ| of constraint 'equality_gammas'" in message, message
+    assert "(limit 0.001)" in message, message
     assert "dual_lr=0.05" in message and "variable_lr" in message, message
     assert "No checkpoint was written yet" in message
 

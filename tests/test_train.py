@@ -66,7 +66,7 @@ def test_fit_checks_its_arguments():
     _, loaders, solver = _setup()
     with pytest.raises(ValueError, match=r"expected 'epochs' to be an integer ≥ 1 \(got 0\)"):
         fit(solver, loaders.train, epochs=0)
-    with pytest.raises(ValueError, match=r"expected 'select' to be one of the logged columns"):
+    with pytest.raises(ValueError, match=r"expected 'select' to be 'feasible' or one of the logged columns"):
         fit(solver, loaders.train, loaders.val, epochs=1, select="val_acc", progress=False)
     with pytest.raises(ValueError, match="expected 'select_mode' to be 'min' or 'max'"):
         fit(solver, loaders.train, epochs=1, select_mode="largest", progress=False)

@@ -1,0 +1,155 @@
+"""Reports and plots read constraints by name; γ vocabulary only for homotopy constraints; calibrated signatures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import constrained_eq as ceq
+from constrained_eq.build import run_problem, write_symmetry_report
+from constrained_eq.cli import main
+from constrained_eq.diagnostics import RELAXED_RTOL, check_resilient
+from constrained_eq.problem_file import load_problem_file
+from constrained_eq.report import build_report, read_history, symmetry_report
+from constrained_eq.tasks.toy_rotation import ToyRotation
+from constrained_eq.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """\
+task:
+  name: toy_rotation
+  options: {n_train: 32, n_val: 16, n_test: 16}
+model:
+  name: vector_net
+  options: {hidden: 4, n_layers: 2}
+constraints:
+  - Equality(target=gammas)
+strategy: ace_resilient
+formulation:
+  name: resilient
+  options: {rho: 0.5}
+training:
+  epochs: 4
+  batch_size: 8
+"""
+
+
+def test_a_resilient_run_is_reported_and_kkt_checked_at_its_own_rho(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(SMALL)
+    run_problem(load_problem_file(path), tmp_path / "run", progress=False)
+    text = (tmp_path / "run" / "symmetry_report.txt").read_text().splitlines()
+    assert text[0] == "SymmetryReport (resilient, rho=0.5)"
+    groups, others = read_history(tmp_path / "run" / "history.csv")
+    f = groups["equality_gammas"]
+    report = symmetry_report(tmp_path / "run")
+    assert report.rho == 0.5
+    assert report.kkt_ok == check_resilient(f["gamma"], f["lambda"], f["slack"], 0.5).ok
+
+
+def _fit_run(tmp_path, formulation, **options):
+    task = ToyRotation(n_train=32, n_val=16, n_test=16, breaking=0.3)
+    loaders = task.loaders(seed=0, batch_size=16)
+    model = task.model("vector_net", hidden=4, n_layers=2)
+    problem = ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), [ceq.Equality(ceq.gammas)])
+    solver = ceq.Solver(problem, model, formulation, torch.optim.Adam(model.parameters(), 1e-2), 0.05, **options)
+    fit(solver, loaders.train, loaders.val, epochs=3, run_dir=tmp_path, progress=False)
+    return tmp_path
+
+
+def test_ceq_report_on_a_fit_run_names_the_formulation_that_ran(tmp_path, capsys):
+    run_dir = _fit_run(tmp_path, "augmented_lagrangian", penalty_coefficient=2.0)
+    assert main(["report", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "SymmetryReport (augmented_lagrangian)" in printed
+    assert "constraints (augmented_lagrangian, penalty_coefficient=2.0)" in printed
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["formulation"] == "augmented_lagrangian"
+    assert summary["formulation_options"] == {"penalty_coefficient": 2.0}
+
+
+def _fpr(tmp_path):
+    text = (ROOT / "problems" / "fpr.yaml").read_text().replace("n_train: 2000", "n_train: 400")
+    (tmp_path / "fpr.yaml").write_text(text)
+    return load_problem_file(tmp_path / "fpr.yaml", {"training.epochs": 2})
+
+
+def test_a_rate_constraint_gets_a_constraint_report_and_no_symmetry_report(tmp_path):
+    spec = _fpr(tmp_path)
+    summary = run_problem(spec, tmp_path / "run", progress=False)
+    assert summary["select"] == "feasible"  # select: auto with a constraint the deployed model must meet
+    assert write_symmetry_report(tmp_path / "run") is None and not (tmp_path / "run" / "symmetry_report.txt").exists()
+    text = (tmp_path / "run" / "constraint_report.txt").read_text()
+    assert "inequality_false_positive_rate" in text and "bound=0.05" in text and "γ" not in text
+    test = summary["measured_constraints"]["test"]
+    assert test["counted"] == ["inequality_false_positive_rate"] and isinstance(test["feasible"], bool)
+
+
+def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from constrained_eq.plots import plot_run
+
+    run_problem(_fpr(tmp_path), tmp_path / "run", progress=False)
+    figures = {}
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.setdefault(len(figures), fig) and close(fig))
+    paths = plot_run(tmp_path / "run")
+    names = [p.stem for p in paths]
+    assert {"curves", "inequality_false_positive_rate_value", "inequality_false_positive_rate_violation",
+            "inequality_false_positive_rate_lambda"} <= set(names)
+    figs = dict(zip(names, figures.values(), strict=True))
+    for name, fig in figs.items():
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), name
+    curves = figs["curves"].axes
+    assert len(curves) == 2 and {ax.get_ylabel() for ax in curves} == {"loss", "error rate"}  # one panel per unit
+    value = figs["inequality_false_positive_rate_value"].axes[0]
+    flat = [line for line in value.lines if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"]
+    assert any(line.get_ydata()[0] == 0.05 for line in flat)  # the bound, drawn at the bound
+    loss_lines = curves[[ax.get_ylabel() for ax in curves].index("loss")].lines
+    assert len({(line.get_linestyle(), line.get_marker()) for line in loss_lines}) == len(loss_lines)
+
+
+def test_relaxed_means_significant_against_the_objective():
+    T = 20
+    lam = np.tile([0.01, 0.001, 0.0], (T, 1))
+    slack = lam / 1.0  # u = λ/ρ at ρ = 1
+    gamma = -slack
+    objective = np.full(T, 0.02)  # λ u / J0 = 5e-3, 5e-5, 0
+    report = build_report(gamma, lam, slack, rho=1.0, objective=objective)
+    assert [layer.signature for layer in report.layers] == ["relaxed", "tight", "tight"]
+    assert report.layers[0].significance == pytest.approx(0.01 * 0.01 / 0.02)
+    assert report.relaxed_rtol == RELAXED_RTOL and report.objective_scale == pytest.approx(0.02)
+    scaled = build_report(gamma, lam, slack, rho=1.0, objective=objective * 100)  # a 100× larger objective
+    assert [layer.signature for layer in scaled.layers] == ["tight", "tight", "tight"]
+
+
+def test_the_progress_bar_names_constraints_and_keeps_gamma_for_homotopy_ones():
+    from constrained_eq.testing import VectorModel
+    from constrained_eq.train import _magnitudes, _postfix
+
+    model = VectorModel(2, torch.tensor([0.3, -0.2]))
+    rate = ceq.Inequality(ceq.Target(lambda m: m.x, "rate"), bound=0.1, name="parity")
+    problem = ceq.ConstrainedProblem(lambda out, batch: out.pow(2).sum(), [rate])
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.0), 1.0)
+    loss, shown, lambdas = _magnitudes(solver, solver.step(None))
+    assert shown == {"parity": pytest.approx(0.2)}  # [x − 0.1]₊ = (0.2, 0): the largest violation
+    postfix = _postfix(solver, loss, shown, lambdas)
+    assert set(postfix) == {"loss", "parity"} and postfix["parity"].startswith("viol=0.2 λ=")
+    assert "γ" not in "".join(postfix)
+    task = ToyRotation(n_train=8, n_val=8, n_test=8)
+    relaxed = task.model("vector_net", hidden=4, n_layers=2)
+    homotopy = ceq.Solver(ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), [ceq.Equality(ceq.gammas)]),
+                          relaxed, "lagrangian")
+    batch = next(iter(task.loaders(0, 8).train))
+    postfix = _postfix(homotopy, *_magnitudes(homotopy, homotopy.step(batch)))
+    assert postfix["equality_gammas"].startswith("max|γ|=")
