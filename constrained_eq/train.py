@@ -239,7 +239,7 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
 
 
 _CHECKPOINT_KEYS = {"solver": dict, "epoch": int, "history_rows": int, "steps_rows": int}
-_SOLVER_KEYS = ("problem", "formulation", "model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
+_SOLVER_KEYS = ("model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
 
 
 def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None,
