@@ -38,6 +38,7 @@ from constrained_eq import distributed
 from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.data._safe import UnsafeFileError
+from constrained_eq.dual_optimizers import NuPI
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.imports import ImportPathError, build_model, is_import_path, load_optimizer
@@ -200,6 +201,11 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
+    dual = spec.get("dual_optimizer", {"name": "sgd"})
+    return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
@@ -262,6 +268,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver = Solver(problem, model, name, primal, spec["dual_lr"],
                         constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                        dual_optimizer=_dual_optimizer(spec),
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
     except ProblemFileError:

@@ -10,11 +10,11 @@ Usage::
               [--seeds 0,1,2] [--trials N] [--workers K] [--storage URL] [--study NAME] [--out runs/]
     ceq sweep sweeps/nbody_table_a_ace_equality.yaml        (a sweep file: problem, params, seeds)
     ceq report runs/toy
-    ceq --debug run …  (show the traceback of an error instead of its one line)
     ceq --version                                  (``python -m constrained_eq`` is the same command)
 
 ``--set KEY=VALUE`` (run, compare, sweep) overrides any key of the file by its dotted path; a refused
 value is reported as ``<file>: --set KEY=VALUE: …``.
+    ceq --debug run …  (show the traceback of an error instead of its one line)
 
 Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
 the run is data-parallel: see docs/distributed.md.
@@ -293,8 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     from constrained_eq import __version__
 
     parser = argparse.ArgumentParser(prog="ceq", description="Run constrained-learning problem files.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("--version", action="version", version=f"constrained_eq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one problem file into a run folder")
     run.add_argument("file")

@@ -91,8 +91,9 @@ class Solver:
             must already be one.
         primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
         dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
-        dual_optimizer (Optimizer or callable, optional): Replaces SGD ascent on λ; must have
-            ``maximize=True``.
+        dual_optimizer (str, NuPI or callable, optional): ``"sgd"`` (ascent with ``dual_lr``),
+            ``"nupi"`` (Cooper's nuPI with default gains; ``NuPI(kappa_p=…, kappa_i=…)`` to set them) or a
+            factory ``params -> Optimizer`` with ``maximize=True`` (default: :obj:`"sgd"`).
         variable_optimizer (str or callable, optional): ``"sgd"`` (plain steps, as ACE),
             ``"primal"`` (γ stays in the primal optimizer, e.g. Adam) or a factory
             ``params -> Optimizer`` (default: :obj:`"sgd"`).
@@ -199,6 +200,9 @@ class Solver:
             if plan.constraint.target.prepare is not None:
                 plan.constraint.target.prepare(self.model)
         output = None
+        self._target_sizes: dict[str, int] = {}
+        if is_loader(example_batch):
+            example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
         if any(p.constraint.target.needs_batch for p in self.plans):
             if example_batch is None:
                 names = [p.key for p in self.plans if p.constraint.target.needs_batch]
@@ -207,12 +211,9 @@ class Solver:
                     "Target(..., reads='parameters') for one that reads the model alone); pass "
                     "example_batch=<a batch or the train loader> so their sizes are known before training"
                 )
-            if is_loader(example_batch):
-                example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
             with torch.no_grad():
                 output = self.problem.objective.forward(self.model, example_batch)
         sizes = {}
-        self._target_sizes: dict[str, int] = {}
         for plan in self.plans:
             target = plan.constraint.target
             with torch.no_grad():
@@ -226,10 +227,10 @@ class Solver:
                 )
             plan.constraint.check_size(values.numel())
             _check_target_fits(self, plan, values, example_batch)
-            self._target_sizes[plan.key] = max(values.numel(), 1)
             with torch.no_grad():  # L, or 2L for a two-sided bound
                 size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
             sizes[plan.key] = max(size, 1)
+            self._target_sizes[plan.key] = max(values.numel(), 1)
         _check_scalar_objective(self, example_batch, output)
         return sizes
 
@@ -443,11 +444,8 @@ def _check_target_fits(solver: Solver, plan: ConstraintPlan, values: torch.Tenso
     if plan.mode != "lagrangian" or target.variables is not None:
         return
     with torch.enable_grad():
-        if target.needs_batch:
-            output = solver.problem.objective.forward(solver.model, example_batch)
-            moving = target(solver.model, example_batch, output).requires_grad
-        else:
-            moving = target(solver.model).requires_grad
+        output = solver.problem.objective.forward(solver.model, example_batch) if target.needs_batch else None
+        moving = target(solver.model, example_batch, output).requires_grad
     if not moving:
         raise ValueError(f"Solver: the target {target.name!r} of constraint {plan.key!r} has no gradient path to "
                          "any parameter (its value does not require grad): its multiplier would grow with no effect. "
@@ -458,8 +456,6 @@ def _check_scalar_objective(solver: Solver, example_batch: Any, output: Any) -> 
     """Refuse an objective that does not return a scalar on the example batch (when one is given)."""
     if example_batch is None:
         return
-    if is_loader(example_batch):
-        example_batch = first_batch(example_batch)
     with torch.no_grad():
         if output is None:
             output = solver.problem.objective.forward(solver.model, example_batch)

@@ -497,8 +497,6 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         ProblemFileError: On a YAML syntax error, an unknown key, a wrong type or an unknown name.
     """
     path = Path(path)
-    if not path.exists():
-        raise ProblemFileError(path, None, "no such file")
     raw = _read_yaml(path)
     checker = _Checker(str(path))
     if not isinstance(raw, dict):

@@ -239,12 +239,11 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
 
 
 _CHECKPOINT_KEYS = {"solver": dict, "epoch": int, "history_rows": int, "steps_rows": int}
-_SOLVER_KEYS = ("model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
+_SOLVER_KEYS = ("structure", "model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
 
 
-def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None,
-                      averaged: Any = None) -> None:
-    """Check a checkpoint's structure (errors name the key); restore the solver, the loader RNG, the average."""
+def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None) -> None:
+    """Check a checkpoint's structure (errors name the key) and restore the solver and the loader RNG."""
     if not isinstance(checkpoint, dict):
         raise RunFolderError(f"not a checkpoint: expected a mapping with keys {sorted(_CHECKPOINT_KEYS)} "
                              f"(got {type(checkpoint).__name__})")
@@ -265,12 +264,6 @@ def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generato
         raise RunFolderError(f"key 'solver': does not fit this solver ({' '.join(str(err).split())[:300]})") from None
     if generator is not None and rng is not None:
         generator.set_state(rng.cpu())
-    if averaged is not None and checkpoint.get("averaged") is not None:
-        try:
-            averaged.load_state_dict(checkpoint["averaged"])
-        except (RuntimeError, KeyError, TypeError) as err:
-            raise RunFolderError(f"key 'averaged': does not fit this model ({' '.join(str(err).split())[:300]})") \
-                from None
 
 
 def _check_finite_state(model: torch.nn.Module, row: Mapping[str, Any], epoch: int) -> None:
@@ -490,9 +483,11 @@ def _fit(
         if checkpoint_path is None or not any(p.exists() for p in (checkpoint_path, run_dir / "checkpoint.prev.pt")):
             raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                              "run without resume=True first")
-        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator, averaged),
+        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator),
                                         map_location=device)
         state.update({k: checkpoint.get(k, state[k]) for k in state})
+        if averaged is not None and checkpoint.get("averaged") is not None:
+            averaged.load_state_dict(checkpoint["averaged"])
         if history is not None:
             history.truncate(checkpoint["history_rows"])
         if steps is not None:
@@ -538,9 +533,9 @@ def _fit(
                 if not record.skipped:
                     loss_sum = record.loss if loss_sum is None else loss_sum + record.loss
                     count += 1
-                    consecutive_skips = 0
                     if averaged is not None and epoch >= average_start:
                         averaged.update_parameters(model)
+                    consecutive_skips = 0
                 else:
                     state["skipped_steps"] += 1
                     consecutive_skips += 1
@@ -605,9 +600,9 @@ def _fit(
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
                 save_checkpoint({"solver": solver.state_dict(), **state,
                                  "averaged": averaged.state_dict() if averaged is not None else None,
-                                 "loader_rng": generator.get_state() if generator is not None else None,
-                                 "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
-                                checkpoint_path)
+                                   "loader_rng": generator.get_state() if generator is not None else None,
+                                   "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
+                                  checkpoint_path)
     except NonFiniteError as err:
         skip = ("" if getattr(solver, "on_nonfinite", "raise") == "skip" else " To skip such batches instead, set "
                 "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).")
