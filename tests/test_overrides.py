@@ -79,7 +79,7 @@ def test_overrides_are_checked_by_the_schema_and_named(tmp_path):
     assert spec["model"]["options"] == {"hidden": 6, "n_layers": 2}
     assert spec["formulation"] == {"name": "resilient", "options": {"rho": 2.5}}  # shorthand expanded
     for text, message in [
-        ("training.epochs=abc", "Expected 'training.epochs' to be an integer ≥ 1 (got 'abc')"),
+        ("training.epochs=abc", "Expected 'training.epochs' to be an integer in [1, 100000] (got 'abc')"),
         ("optimizer.lr=-1e-3", "Expected 'optimizer.lr' to be a number > 0 (got -0.001)"),
         ("training.epoch=3", "Unknown key 'training.epoch'"),
         ("optimizer.lr.x=1", "Expected 'optimizer.lr' to be a mapping to set 'x' in (got 0.005)"),
@@ -100,6 +100,6 @@ def test_ceq_run_set_reaches_the_run(tmp_path, capsys):
     assert json.loads((tmp_path / "runs" / "toy" / "metrics.json").read_text())["epochs"] == 2
     assert main(["run", str(path), "--set", "training.batch_size=0", "--out", str(tmp_path / "r2")]) == 2
     assert capsys.readouterr().err.strip() == (f"ceq: error: {path}: --set training.batch_size=0: Expected "
-                                               "'training.batch_size' to be an integer ≥ 1 (got 0)")
+                                               "'training.batch_size' to be an integer in [1, 65536] (got 0)")
     assert main(["run", str(path), "--epochs", "0", "--out", str(tmp_path / "r3")]) == 2
-    assert "--epochs 0: Expected 'training.epochs' to be an integer ≥ 1 (got 0)" in capsys.readouterr().err
+    assert "--epochs 0: Expected 'training.epochs' to be an integer in [1, 100000] (got 0)" in capsys.readouterr().err
