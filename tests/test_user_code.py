@@ -61,7 +61,7 @@ def test_ceq_run_imports_the_user_package_from_the_current_folder(tmp_path):
     run = tmp_path / "runs" / "lab"
     problem = json.loads((run / "problem.json").read_text())["problem"]
     assert problem["optimizer"] == {"name": "torch.optim:RAdam", "lr": 0.005, "weight_decay": 0.0,
-                                    "options": {"betas": [0.9, 0.99]}}
+                                    "options": {"betas": [0.9, 0.99]}, "groups": []}
     assert problem["task"]["name"] == "labmodels.tasks:Spin" and problem["training"]["epochs"] == 2
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
