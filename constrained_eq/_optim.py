@@ -287,6 +287,7 @@ def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_o
     primal = _primal(solver, primal_optimizer, variable_optimizer == "primal", primal_lr)
     first_lr = primal[0].param_groups[0]["lr"] if primal else given_lr
     variables = _variables(solver, variable_optimizer, variable_lr, first_lr)
+    solver.variable_optimizer = variables  # the optimizer of γ and u (None when there is none)
     primal_optimizers = [*primal, *([variables] if variables is not None else [])]
     if not primal_optimizers:
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")

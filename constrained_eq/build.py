@@ -270,7 +270,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    variables = next((o for o in solver.optimizer.primal_optimizers if o is not primal), None)
+    variables = solver.variable_optimizer
+    primal = next((o for o in solver.optimizer.primal_optimizers if o is not variables), None)  # first block
     return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
                  TrainingOptions(training, primal, variables))
 
