@@ -6,6 +6,7 @@ Three parameter groups, three optimizers: θ (yours), the constrained variables 
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import torch
 if TYPE_CHECKING:
     from constrained_eq.engine import Solver
 
-__all__ = ["SCHEMES", "build", "roll_kwargs"]
+__all__ = ["SCHEMES", "NAMED", "build", "extrapolating", "grouped_optimizers", "roll_kwargs"]
 
 
 class FusedSimultaneousOptimizer(cooper.optim.SimultaneousOptimizer):
@@ -92,33 +93,129 @@ def _remove_parameters(optimizer: torch.optim.Optimizer, removed: set[int]) -> N
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
 
 
-def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool) -> torch.optim.Optimizer | None:
+NAMED: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                                                  "sgd": torch.optim.SGD}
+_EXTRA: dict[type, tuple[type, tuple[str, ...]]] = {
+    torch.optim.SGD: (cooper.optim.ExtraSGD, ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")),
+    torch.optim.Adam: (cooper.optim.ExtraAdam, ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")),
+}
+
+
+def extrapolating(optimizer: torch.optim.Optimizer, what: str) -> torch.optim.Optimizer:
+    """The extrapolation counterpart of an optimizer the Solver built (SGD → ExtraSGD, Adam → ExtraAdam).
+
+    The per-group hyperparameters carry over; ones the counterpart lacks (``foreach``, …) are dropped.
+    """
+    if hasattr(optimizer, "extrapolation"):
+        return optimizer
+    if type(optimizer) not in _EXTRA:
+        raise ValueError(
+            f"Solver: constrained_optimizer='extrapolation' needs an extrapolation-capable {what}; "
+            f"{type(optimizer).__name__} has no counterpart in Cooper (ExtraSGD, ExtraAdam); use 'sgd' or 'adam'"
+        )
+    cls, keys = _EXTRA[type(optimizer)]
+    return cls([{k: v for k, v in g.items() if k == "params" or k in keys} for g in optimizer.param_groups])
+
+
+def _check_instance_extrapolates(optimizer: torch.optim.Optimizer, where: str) -> None:
+    if not hasattr(optimizer, "extrapolation"):
+        counterpart = _EXTRA.get(type(optimizer), (None,))[0]
+        fix = f"cooper.optim.{counterpart.__name__}(...)" if counterpart else "cooper.optim.ExtraAdam/ExtraSGD(...)"
+        raise ValueError(
+            f"Solver: constrained_optimizer='extrapolation' needs extrapolation-capable optimizers, but {where} is an "
+            f"instance of {type(optimizer).__name__}; pass {fix}, or a name ('adam', 'sgd') or a factory "
+            "params -> Optimizer, which the Solver turns into its extrapolation counterpart"
+        )
+
+
+def _primal_list(solver: Solver, optimizers: list[Any], removed: set[int]) -> list[torch.optim.Optimizer]:
+    """Several primal optimizers, e.g. SGD on one block of θ and Adam on another (as Cooper allows)."""
+    out, owner = [], {}
+    for index, optimizer in enumerate(optimizers):
+        if not _is_optimizer(optimizer):
+            raise TypeError(f"Solver: expected 'primal_optimizer[{index}]' to be a torch.optim.Optimizer "
+                            f"(got {type(optimizer).__name__}); a list holds built optimizers, one per block of θ")
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if id(parameter) in owner:
+                    raise ValueError(f"Solver: a parameter of shape {tuple(parameter.shape)} is in both "
+                                     f"'primal_optimizer[{owner[id(parameter)]}]' and 'primal_optimizer[{index}]'; "
+                                     "give each parameter to one optimizer")
+                owner[id(parameter)] = index
+        if solver.scheme == "extrapolation":
+            _check_instance_extrapolates(optimizer, f"'primal_optimizer[{index}]'")
+        _remove_parameters(optimizer, removed)
+        if optimizer.param_groups:
+            out.append(optimizer)
+    return out
+
+
+def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool,
+            primal_lr: float | None) -> list[torch.optim.Optimizer]:
     removed = set() if keep_variables else {id(v) for v in solver.variables}
     params = [p for p in solver.model.parameters() if id(p) not in removed]
     extrapolation = solver.scheme == "extrapolation"
+    if isinstance(primal_optimizer, list | tuple):
+        return _primal_list(solver, list(primal_optimizer), removed)
     if not params and not _is_optimizer(primal_optimizer):
-        return None
+        return []
     if primal_optimizer is None:
-        cls = cooper.optim.ExtraAdam if extrapolation else torch.optim.Adam
-        return cls(params, lr=1e-3)
-    if _is_optimizer(primal_optimizer):
+        primal_optimizer = "adam"
+    if isinstance(primal_optimizer, str):
+        if primal_optimizer not in NAMED:
+            choices = ", ".join(repr(k) for k in NAMED)
+            raise ValueError(f"Solver: expected 'primal_optimizer' to be one of {choices}, an optimizer, a list of "
+                             f"optimizers or a factory params -> Optimizer (got {primal_optimizer!r})")
+        optimizer = NAMED[primal_optimizer](params, lr=1e-3 if primal_lr is None else primal_lr)
+    elif _is_optimizer(primal_optimizer):
+        if extrapolation:
+            _check_instance_extrapolates(primal_optimizer, "'primal_optimizer'")
         _remove_parameters(primal_optimizer, removed)
-        if not primal_optimizer.param_groups:
-            return None
-        optimizer = primal_optimizer
+        return [primal_optimizer] if primal_optimizer.param_groups else []
     elif callable(primal_optimizer):
         optimizer = primal_optimizer(params)
     else:
         raise TypeError(
-            "Solver: expected 'primal_optimizer' to be a torch.optim.Optimizer or a factory params -> Optimizer "
-            f"(got {type(primal_optimizer).__name__})"
+            "Solver: expected 'primal_optimizer' to be a name, a torch.optim.Optimizer, a list of them or a factory "
+            f"params -> Optimizer (got {type(primal_optimizer).__name__})"
         )
-    if extrapolation and not hasattr(optimizer, "extrapolation"):
-        raise ValueError(
-            "Solver: constrained_optimizer='extrapolation' needs extrapolation-capable optimizers; use "
-            "cooper.optim.ExtraAdam or cooper.optim.ExtraSGD as 'primal_optimizer'"
-        )
-    return optimizer
+    return [extrapolating(optimizer, "primal optimizer") if extrapolation else optimizer]
+
+
+def grouped_optimizers(section: dict[str, Any], model: torch.nn.Module, scheme: str | None,
+                       single: Callable[[Any], torch.optim.Optimizer]) -> Any:
+    """The primal optimizers of a problem file's ``optimizer`` section (``single`` when it has no ``groups``).
+
+    Each parameter goes to the first group whose ``params`` pattern (fnmatch) matches its name, else to
+    the section's own settings; groups naming the same optimizer become param groups of one optimizer,
+    the section's optimizer first. Under ``scheme == "extrapolation"`` each gets its counterpart.
+
+    Raises:
+        ValueError: If a group's pattern matches no parameter.
+    """
+    groups = section.get("groups") or []
+    if not groups:
+        return single
+    blocks: dict[str, list[dict[str, Any]]] = {section["name"]: []}
+    default = {"params": [], "lr": section["lr"], "weight_decay": section["weight_decay"]}
+    chosen = [{"params": [], "lr": g["lr"] or section["lr"],
+               "weight_decay": section["weight_decay"] if g["weight_decay"] is None else g["weight_decay"]}
+              for g in groups]
+    for name, parameter in model.named_parameters():
+        index = next((i for i, g in enumerate(groups) if fnmatch.fnmatchcase(name, g["params"])), None)
+        (default if index is None else chosen[index])["params"].append(parameter)
+    for index, (group, block) in enumerate(zip(groups, chosen, strict=True)):
+        if not block["params"]:
+            example = next(iter(dict(model.named_parameters())), "?")
+            raise ValueError(f"Expected 'optimizer.groups[{index}].params' to match a parameter name such as "
+                             f"{example!r} (got {group['params']!r})")
+        blocks.setdefault(group["name"] or section["name"], []).append(block)
+    if default["params"]:
+        blocks[section["name"]].insert(0, default)
+    optimizers = [NAMED[name](param_groups) for name, param_groups in blocks.items() if param_groups]
+    if scheme == "extrapolation":
+        optimizers = [extrapolating(o, "primal optimizer") for o in optimizers]
+    return optimizers
 
 
 def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | None,
@@ -128,7 +225,8 @@ def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | Non
     if not params:
         return None
     if callable(variable_optimizer) and not isinstance(variable_optimizer, str):
-        return variable_optimizer(params)
+        optimizer = variable_optimizer(params)
+        return extrapolating(optimizer, "variable optimizer") if solver.scheme == "extrapolation" else optimizer
     lr = variable_lr if variable_lr is not None else primal_lr
     if lr is None:
         raise ValueError("Solver: the model has no primal parameters besides the constrained variables; "
@@ -163,6 +261,8 @@ def _dual(solver: Solver, dual_optimizer: Any) -> torch.optim.Optimizer | None:
         )
     elif callable(dual_optimizer):
         optimizer = dual_optimizer(params)
+        if solver.scheme == "extrapolation":
+            optimizer = extrapolating(optimizer, "dual optimizer")
     else:
         raise TypeError(f"Solver: expected 'dual_optimizer' to be a factory params -> Optimizer "
                         f"(got {dual_optimizer!r})")
@@ -171,18 +271,20 @@ def _dual(solver: Solver, dual_optimizer: Any) -> torch.optim.Optimizer | None:
 
 
 def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_optimizer: Any,
-          variable_lr: float | None) -> cooper.optim.CooperOptimizer:
+          variable_lr: float | None, primal_lr: float | None = None) -> cooper.optim.CooperOptimizer:
     """Build the primal, variable and dual optimizers and wrap them in Cooper's scheme."""
     if not (variable_optimizer in ("sgd", "primal") or callable(variable_optimizer)):
         raise ValueError(
             f"Solver: expected 'variable_optimizer' to be 'sgd', 'primal' or a factory params -> Optimizer "
             f"(got {variable_optimizer!r})"
         )
-    given_lr = primal_optimizer.param_groups[0]["lr"] if _is_optimizer(primal_optimizer) else None
-    primal = _primal(solver, primal_optimizer, keep_variables=variable_optimizer == "primal")
-    primal_lr = primal.param_groups[0]["lr"] if primal is not None else given_lr
-    variables = _variables(solver, variable_optimizer, variable_lr, primal_lr)
-    primal_optimizers = [o for o in (primal, variables) if o is not None]
+    given = [primal_optimizer] if _is_optimizer(primal_optimizer) else primal_optimizer
+    given_lr = given[0].param_groups[0]["lr"] if isinstance(given, list | tuple) and given and \
+        _is_optimizer(given[0]) and given[0].param_groups else primal_lr
+    primal = _primal(solver, primal_optimizer, variable_optimizer == "primal", primal_lr)
+    first_lr = primal[0].param_groups[0]["lr"] if primal else given_lr
+    variables = _variables(solver, variable_optimizer, variable_lr, first_lr)
+    primal_optimizers = [*primal, *([variables] if variables is not None else [])]
     if not primal_optimizers:
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")
     dual = _dual(solver, dual_optimizer)

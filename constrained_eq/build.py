@@ -36,16 +36,20 @@ import torch
 
 from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
+from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
+from constrained_eq.imports import ImportPathError, build_model, is_import_path, load_optimizer
 from constrained_eq.problem import ConstrainedProblem, Objective
-from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, problem_hash
+from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
 from constrained_eq.runs import load_checkpoint, read_json, write_json
 from constrained_eq.selection import FEASIBLE
 from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.train import fit, to_device
+from constrained_eq.training_options import TrainingOptions, autocast_forward, check_precision
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader"]
 
@@ -85,6 +89,7 @@ class Built:
     val_loader: Any
     test_loader: Any
     formulation: str
+    options: TrainingOptions | None = None
 
 
 def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
@@ -163,10 +168,22 @@ def _formulation(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
+    """The task's model ``name``, or the user's ``package.module:factory`` called with ``options``."""
+    return build_model(name, options) if is_import_path(name) else task.model(name, **options)
+
+
 def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     opt = spec["optimizer"]
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
-    return cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    if is_import_path(opt["name"]):
+        cls = load_optimizer(opt["name"], optimizer_kwargs(opt))
+    else:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
+    optimizer = cls(params, **optimizer_kwargs(opt))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise _fail(spec, _line(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
+                                                         f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+    return optimizer
 
 
 def seed_everything(seed: int) -> None:
@@ -193,10 +210,12 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         task = get_task(spec["task"]["name"])(**spec["task"]["options"])
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
-        model = task.model(spec["model"]["name"], **spec["model"]["options"])
+        model = _model(task, spec["model"]["name"], spec["model"]["options"])
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
         raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
+    except ImportPathError as err:
+        raise _fail(spec, _line(spec, f"{section}.name"), f"'{section}.name': {err}") from None
     except (ValueError, TypeError) as err:
         named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"
@@ -210,12 +229,27 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         model, constraints = projected(model), []
     model = model.to(device)
     name, options = _formulation(spec)
-    problem = ConstrainedProblem(Objective(task.loss, task.forward), constraints)
+    forward = task.forward
+    if training.get("precision", "fp32") == "bf16":
+        try:
+            check_precision("bf16", device)
+        except ValueError as err:
+            raise _fail(spec, _line(spec, "training.precision"), str(err)) from None
+        forward = autocast_forward(task.forward, device)
+    problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
     try:
-        solver = Solver(problem, model, name, _optimizer(spec, model.parameters()), spec["dual_lr"],
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params))
+    except ValueError as err:
+        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
+    try:
+        solver = Solver(problem, model, name, primal, spec["dual_lr"],
+                        constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
+    except ProblemFileError:
+        raise
     except (ValueError, TypeError) as err:
         raise _fail(spec, None, str(err)) from None
     train = loaders.train
@@ -227,7 +261,24 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver.model = distributed.wrap_model(model, context)
     if strategy == "augmentation":
         train = AugmentedLoader(train, task.augment)
-    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name)
+    primals, variables = _split_optimizers(solver)
+    if len(primals) > 1 and (training.get("scheduler") or training.get("clip_grad_norm") is not None):
+        raise _fail(spec, _line(spec, "optimizer.groups"), "Expected one primal optimizer with 'training.scheduler' "
+                                                          "or 'training.clip_grad_norm' (the groups name several)")
+    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
+                 TrainingOptions(training, primals[0], variables))
+
+
+def _split_optimizers(solver: Solver) -> tuple[list[torch.optim.Optimizer], torch.optim.Optimizer | None]:
+    """The Solver's primal optimizers on θ, and the one on γ/u alone (``None`` when γ goes with θ)."""
+    own = {id(p) for p in [*solver.variables, *solver.slacks.values()]}
+    primals, variables = [], None
+    for optimizer in solver.optimizer.primal_optimizers:
+        if all(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+            variables = optimizer
+        else:
+            primals.append(optimizer)
+    return primals, variables
 
 
 @torch.no_grad()
@@ -376,9 +427,16 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     """
     run_dir = Path(run_dir)
     _check_world_size(spec, context)
+    tensorboard = _check_tensorboard(spec)
     distributed.on_main(lambda: _prepare_run_dir(spec, run_dir, resume, overwrite))
     began = time.perf_counter()
     built = build(spec, device, context)
+    log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
+
+    def end_epoch(epoch: int, row: dict[str, Any]) -> None:
+        built.options.end_epoch(epoch, row)  # records this epoch's rates, sets the next epoch's
+        if log is not None:
+            log.epoch(epoch, row)
     training, evaluation = spec["training"], spec["evaluation"]
 
     relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
@@ -395,7 +453,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
         select=_selection(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
         objective=_objective_column(spec, relaxed), feasibility_tol=evaluation["feasibility_tol"],
-        averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"])
+        averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"],
+        on_epoch=end_epoch)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}
@@ -419,6 +478,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     write_json(run_dir / "metrics.json", summary)
     write_constraint_report(run_dir)
     write_symmetry_report(run_dir)
+    if log is not None:
+        log.close(spec, summary)
     return summary
 
 
@@ -432,6 +493,17 @@ def write_constraint_report(run_dir: str | Path) -> str | None:
     text = constraint_report(run_dir)
     (run_dir / "constraint_report.txt").write_text(text + "\n", encoding="utf-8")
     return text
+
+
+def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
+    """Whether the run logs to TensorBoard; refuses ``logging.tensorboard: true`` without the package."""
+    if not spec.get("logging", {}).get("tensorboard", False):
+        return False
+    try:
+        require_tensorboard()
+    except ImportError as err:
+        raise _fail(spec, _line(spec, "logging.tensorboard"), str(err)) from None
+    return True
 
 
 def write_symmetry_report(run_dir: str | Path) -> Any:

@@ -1,11 +1,19 @@
-"""The ``ceq`` command: run, compare and report problem files. No logic of its own.
+"""The ``ceq`` command: run, compare, sweep and report problem files. No logic of its own.
 
 Usage::
 
     ceq run problems/toy.yaml [--resume] [--overwrite] [--out runs/] [--epochs N] [--seed S]
-                              [--strategy NAME] [--device cpu|cuda] [--quiet]
+                              [--strategy NAME] [--device cpu|cuda] [--quiet] [--set KEY=VALUE ...]
     ceq compare problems/a.yaml problems/b.yaml [--strategies vanilla,ace_equality,...] [--out runs/]
+                (also writes <out>/compare.csv and <out>/compare.md)
+    ceq sweep problems/toy.yaml --param optimizer.lr=loguniform:1e-4:1e-2 --param dual_lr=choice:1e-3,1e-2
+              [--seeds 0,1,2] [--trials N] [--workers K] [--storage URL] [--study NAME] [--out runs/]
+    ceq sweep sweeps/nbody_table_a_ace_equality.yaml        (a sweep file: problem, params, seeds)
     ceq report runs/toy
+    ceq --version                                  (``python -m constrained_eq`` is the same command)
+
+``--set KEY=VALUE`` (run, compare, sweep) overrides any key of the file by its dotted path; a refused
+value is reported as ``<file>: --set KEY=VALUE: …``.
 
 Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
 the run is data-parallel: see docs/distributed.md.
@@ -39,15 +47,16 @@ def _device(name: str) -> str:
 
 
 def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
+    from constrained_eq.overrides import Override, parse_set
     from constrained_eq.problem_file import load_problem_file
 
-    overrides: dict[str, Any] = {}
+    overrides = [parse_set(text) for text in getattr(args, "set", None) or []]
     if getattr(args, "epochs", None) is not None:
-        overrides["training.epochs"] = args.epochs
+        overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
     if getattr(args, "seed", None) is not None:
-        overrides["training.seed"] = args.seed
+        overrides.append(Override(("training", "seed"), args.seed, f"--seed {args.seed}"))
     if strategy is not None:
-        overrides["strategy"] = strategy
+        overrides.append(Override(("strategy",), strategy, f"--strategy {strategy}"))
     return load_problem_file(file, overrides)
 
 
@@ -107,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key in ("test", "test_projected"):
         print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
     print(f"seconds: {summary['wall_seconds']:.1f}")
+    _print_feasibility(summary)
     if "distributed" in summary:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
@@ -145,6 +155,89 @@ def cmd_compare(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for path in _save_table(Path(args.out) / "compare", header, rows):
+        print(f"wrote {path}")
+    return 0
+
+
+def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` (a Markdown table) of ``rows``; return both paths."""
+    import csv
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header),
+             *("| " + " | ".join(row) + " |" for row in cells[1:])]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+
+
+def _sweep_of(args: argparse.Namespace) -> Any:
+    """The :class:`~constrained_eq.sweep.Sweep` of ``ceq sweep`` (a problem file, or a sweep file with ``problem:``)."""
+    from constrained_eq.overrides import Override, parse_set
+    from constrained_eq.sweep import Sweep, load_sweep, parse_param, require_optuna
+
+    try:
+        require_optuna()
+    except ImportError as err:
+        raise ValueError(str(err)) from None
+    problem, params, seeds, trials, overrides, study = Path(args.file), [], None, None, [], None
+    if _is_sweep_file(args.file):
+        loaded = load_sweep(args.file)
+        problem, params, seeds = loaded["problem"], loaded["params"], loaded.get("seeds")
+        trials, study = loaded.get("trials"), loaded.get("study")
+        overrides = [Override(tuple(k.split(".")), v, f"{args.file}:{loaded['set_lines'][k]}: set {k}")
+                     for k, v in loaded.get("set", {}).items()]
+    overrides += [parse_set(text) for text in args.set]
+    if args.epochs is not None:
+        overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
+    named = {p.name: p for p in params}
+    named.update({p.name: p for p in (parse_param(text) for text in args.param)})  # --param wins
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"Expected '--seeds' to be integers separated by commas (got {args.seeds!r})") from None
+    for flag, value in (("--trials", args.trials), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            raise ValueError(f"Expected '{flag}' to be an integer ≥ 1 (got {value})")
+    return Sweep(problem, list(named.values()), seeds, args.trials or trials, overrides, args.study or study,
+                 args.storage, args.workers, Path(args.out), _device(args.device), quiet=not args.progress)
+
+
+def _is_sweep_file(file: str) -> bool:
+    import yaml
+
+    from constrained_eq.problem_file import _Loader
+
+    path = Path(file)
+    if not path.exists():
+        raise ValueError(f"{file}: no such file")
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, ValueError):  # not valid YAML: loading it as a problem file says where
+        return False
+    return isinstance(raw, dict) and "problem" in raw
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from constrained_eq.sweep import check_sweep, run_sweep
+
+    sweep = _sweep_of(args)
+    check_sweep(sweep)  # every value of every parameter, before any output or run
+    print(f"sweep {sweep.name}: {sweep.n_trials()} trials of {len(sweep.seeds or [None])} seed(s) on "
+          f"{sweep.workers} worker(s); study in {sweep.storage_url()}")
+    try:
+        folder = run_sweep(sweep)
+    except RuntimeError as err:  # a worker process crashed; its traceback is printed above
+        print(f"ceq: error: {args.file}: {err}", file=sys.stderr)
+        return 1
+    for name in ("results.csv", "results.md", "sweep.png"):
+        print(f"wrote {folder / name}")
+    lines = (folder / "results.md").read_text(encoding="utf-8").splitlines()
+    print("\n".join(lines[2:5]))  # header, rule and the best trial
     return 0
 
 
@@ -167,11 +260,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_symmetry_report(run_dir)  # homotopy (γ) constraints only
     if report is not None:
         print(report)
+    _print_feasibility(summary)
     return 0
 
 
+def _print_feasibility(summary: dict[str, Any]) -> None:
+    """Name every constraint the run judged likely infeasible, and the fix (see constrained_eq.feasibility)."""
+    from constrained_eq.feasibility import describe
+
+    for line in describe(summary.get("feasibility", {}), summary.get("formulation")):
+        print(f"feasibility: {line}")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from constrained_eq import __version__
+
     parser = argparse.ArgumentParser(prog="ceq", description="Run constrained-learning problem files.")
+    parser.add_argument("--version", action="version", version=f"constrained_eq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one problem file into a run folder")
     run.add_argument("file")
@@ -186,7 +291,26 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the problem file, e.g. --set optimizer.lr=5e-3 (repeatable)")
     run.add_argument("--strategy", default=None, help="override the file's strategy")
+    sweep = sub.add_parser("sweep", help="run an Optuna sweep over keys of a problem file (the 'sweep' extra)")
+    sweep.add_argument("file", help="a problem file, or a sweep file (with 'problem:' and 'params:')")
+    sweep.add_argument("--param", action="append", default=[], metavar="KEY=KIND:VALUES",
+                       help="a swept key: choice:a,b,c | loguniform:lo:hi | uniform:lo:hi | int:lo:hi (repeatable)")
+    sweep.add_argument("--seeds", default=None, help="comma-separated seeds run for every trial (default: the file's)")
+    sweep.add_argument("--trials", type=int, default=None, help="number of trials (default: the grid's size)")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    sweep.add_argument("--storage", default=None,
+                       help="Optuna storage URL shared by workers on several machines (default: SQLite in the "
+                            "sweep folder)")
+    sweep.add_argument("--study", default=None, help="study name and sweep folder name (default: <stem>-sweep)")
+    sweep.add_argument("--out", default="runs", help="parent folder of the sweep folder (default: runs)")
+    sweep.add_argument("--epochs", type=int, default=None)
+    sweep.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    sweep.add_argument("--progress", action="store_true", help="show each run's progress bar")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the problem file for every trial (repeatable)")
     report = sub.add_parser("report", help="print a run's summary and write its plots")
     report.add_argument("run_dir")
     return parser
@@ -195,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ceq`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report}
+    commands = {"run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError) as err:

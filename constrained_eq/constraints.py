@@ -7,22 +7,28 @@ vector of ``L`` constraints and gets one dense multiplier of size ``L``.
 =================  ==========================  ==========================================
 kind               constraint                  violation handed to the formulation
 =================  ==========================  ==========================================
-``Equality``       h(θ) = 0                    h(θ)
+``Equality``       h(θ) = d                    h(θ) − d
 ``Inequality``     g(θ) ≤ b                    g(θ) − b
+``Inequality``     a ≤ g(θ)  (``lower=a``)     a − g(θ)
+``Inequality``     a ≤ g(θ) ≤ b                [g(θ) − b, a − g(θ)]  (2L entries)
 ``Resilient``      |h(θ)| ≤ u, u ≥ 0 learned   |h(θ)| − u, plus ρ/2 ‖u‖² in the objective
 ``Penalty``        (soft) w · Σ_i p_i(θ)       none: added to the objective with weight w
 =================  ==========================  ==========================================
+
+Right-hand sides (d, a, b) are finite numbers of any sign, or one number per entry (a list of L numbers).
+Names are free text: they only label logs, records and checkpoints.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from constrained_eq._rhs import RightHandSide, _check_finite_number, _check_rhs, _rhs_size, _rhs_tensor
 
 __all__ = [
     "READS",
@@ -126,8 +132,8 @@ class Target:
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"Expected 'name' to be a Python identifier (got {name!r})")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"Expected 'name' to be a non-empty string (got {name!r})")
         self.fn = fn
         self.name = name
         self.reads = _reads(fn, name, reads, needs_batch)
@@ -183,6 +189,10 @@ def registered_targets() -> dict[str, Target]:
 def _as_target(target: Any, field_name: str = "target") -> Target:
     if isinstance(target, Target):
         return target
+    if isinstance(target, str) and ":" in target:  # "package.module:attribute", the user's own code
+        from constrained_eq.imports import load_target
+
+        return load_target(target)
     if isinstance(target, str):
         if target not in _TARGETS:
             choices = ", ".join(repr(k) for k in sorted(_TARGETS)) or "(none registered)"
@@ -195,18 +205,6 @@ def _as_target(target: Any, field_name: str = "target") -> Target:
         f"Expected '{field_name}' to be a Target, a registered target name or a callable "
         f"(model, batch, output) -> Tensor (got {type(target).__name__})"
     )
-
-
-def _check_finite_number(value: Any, field_name: str, owner: str, *, positive: bool, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{owner}: expected '{field_name}' to be a number (got {type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: expected '{field_name}' to be finite (got {value})")
-    if positive and (value < 0 or (value == 0 and not allow_zero)):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: expected '{field_name}' to be {bound} (got {value})")
-    return value
 
 
 @dataclass(frozen=True, eq=True)
@@ -228,8 +226,9 @@ class Constraint:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", _as_target(self.target))
-        if self.name is not None and (not isinstance(self.name, str) or not self.name.isidentifier()):
-            raise ValueError(f"{type(self).__name__}: expected 'name' to be a Python identifier (got {self.name!r})")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise ValueError(f"{type(self).__name__}: expected 'name' to be a non-empty string (got {self.name!r})")
+        object.__setattr__(self, "_cache", {})
 
     @property
     def key(self) -> str:
@@ -240,8 +239,27 @@ class Constraint:
         """Map target values to the violation handed to the formulation (≤ 0 or = 0 when satisfied)."""
         raise NotImplementedError
 
+    def check_size(self, size: int) -> None:
+        """Refuse a per-entry right-hand side whose length is not the target's ``L`` (= ``size``)."""
+        for field_name in ("value", "bound", "lower"):
+            expected = _rhs_size(getattr(self, field_name, None))
+            if expected is not None and expected != size:
+                raise ValueError(f"{self!r}: '{field_name}' has {expected} entries but the target "
+                                 f"{self.target.name!r} has {size}; give one number, or one per entry")
+
+    def _rhs(self, rhs: RightHandSide, like: torch.Tensor) -> torch.Tensor | float:
+        """The right-hand side on ``like``'s device and dtype (built once per device and dtype)."""
+        if isinstance(rhs, float):
+            return rhs
+        key = (id(rhs), like.device, like.dtype)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = _rhs_tensor(rhs, like)
+        return cached
+
     def _fields_repr(self) -> list[str]:
-        return [f"target={self.target.name}"]
+        name = self.target.name
+        return [f"target={name}" if name.isidentifier() else f"target={name!r}"]
 
     def __repr__(self) -> str:
         parts = self._fields_repr()
@@ -252,44 +270,101 @@ class Constraint:
 
 @dataclass(frozen=True, eq=True, repr=False)
 class Equality(Constraint):
-    """h(θ) = 0, element-wise (ACE problem (PI) with h = γ).
+    """h(θ) = d, element-wise (ACE problem (PI) with h = γ, d = 0).
+
+    Args:
+        target: The quantity h.
+        value: The right-hand side d: a finite number of any sign, or one number per entry
+            (default: :obj:`0.0`).
 
     Examples:
         >>> Equality("gammas")
         Equality(target=gammas)
+        >>> Equality("gammas", value=[0.5, -1.0])
+        Equality(target=gammas, value=(0.5, -1.0))
     """
+
+    value: RightHandSide = 0.0
 
     is_equality = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "value", _check_rhs(self.value, "value", "Equality"))
+
     def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
-        return values
+        if self.value == 0.0:
+            return values
+        return values - self._rhs(self.value, values)
+
+    def _fields_repr(self) -> list[str]:
+        return [*super()._fields_repr(), *([f"value={self.value!r}"] if self.value != 0.0 else [])]
 
 
 @dataclass(frozen=True, eq=True, repr=False)
 class Inequality(Constraint):
-    """g(θ) ≤ bound, element-wise.
+    """g(θ) ≤ b, a ≤ g(θ), or a ≤ g(θ) ≤ b, element-wise.
+
+    Each side is a finite number of any sign or one number per entry. With only ``lower`` the
+    violation is a − g; with both sides it is the 2L-vector [g − b, a − g], with one multiplier per
+    side (μ_upper first, then μ_lower; the net pull on g is μ_upper − μ_lower).
 
     Args:
         target: The quantity g.
-        bound: The upper bound b (finite, ≥ 0 unless ``allow_negative_bound``).
+        bound: The upper bound b (default: :obj:`0.0` when ``lower`` is not given, else none).
+        lower: The lower bound a (default: none).
+
+    Raises:
+        ValueError: If a side is not finite, or ``lower`` exceeds ``bound`` somewhere.
 
     Examples:
         >>> Inequality("gammas", bound=0.1)
         Inequality(target=gammas, bound=0.1)
+        >>> Inequality("gammas", lower=-1.0, bound=1.0)
+        Inequality(target=gammas, bound=1.0, lower=-1.0)
     """
 
-    bound: float = 0.0
+    bound: RightHandSide | None = None
+    lower: RightHandSide | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        value = _check_finite_number(self.bound, "bound", "Inequality", positive=True, allow_zero=True)
-        object.__setattr__(self, "bound", value)
+        if self.bound is None and self.lower is None:
+            object.__setattr__(self, "bound", 0.0)
+        for field_name in ("bound", "lower"):
+            if getattr(self, field_name) is not None:
+                object.__setattr__(self, field_name, _check_rhs(getattr(self, field_name), field_name, "Inequality"))
+        if self.bound is not None and self.lower is not None:
+            self._check_order()
+
+    def _check_order(self) -> None:
+        lower, upper = self.lower, self.bound
+        sizes = {n for n in (_rhs_size(lower), _rhs_size(upper)) if n is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"Inequality: expected 'lower' and 'bound' to have the same number of entries "
+                             f"(got {len(lower)} and {len(upper)})")
+        n = sizes.pop() if sizes else 1
+        lows = lower if isinstance(lower, tuple) else (lower,) * n
+        highs = upper if isinstance(upper, tuple) else (upper,) * n
+        for i, (a, b) in enumerate(zip(lows, highs, strict=True)):
+            if a > b:
+                raise ValueError(f"Inequality: expected 'lower' ≤ 'bound' (got lower {a} > bound {b} at entry {i})")
 
     def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
-        return values - self.bound
+        parts = []
+        if self.bound is not None:
+            parts.append(values - self._rhs(self.bound, values) if self.bound != 0.0 else values)
+        if self.lower is not None:
+            parts.append(self._rhs(self.lower, values) - values)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _fields_repr(self) -> list[str]:
-        return [*super()._fields_repr(), f"bound={self.bound!r}"]
+        parts = super()._fields_repr()
+        if self.bound is not None:
+            parts.append(f"bound={self.bound!r}")
+        if self.lower is not None:
+            parts.append(f"lower={self.lower!r}")
+        return parts
 
 
 @dataclass(frozen=True, eq=True, repr=False)
@@ -380,8 +455,10 @@ def parse(text: str) -> Constraint:
     """
     import ast
 
+    from constrained_eq.imports import quote_import_paths
+
     try:
-        call = ast.parse(text.strip(), mode="eval").body
+        call = ast.parse(quote_import_paths(text.strip()), mode="eval").body
     except SyntaxError as err:
         raise ValueError(f"Unable to parse constraint {text!r}: {err.msg}") from None
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in _KINDS:

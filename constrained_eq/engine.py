@@ -19,12 +19,14 @@ import math
 from typing import Any, NamedTuple
 
 import torch
+from cooper.utils import ConstraintType
 
 from constrained_eq import _optim
 from constrained_eq._cmp import NonFiniteError, ProblemCMP, StepValues
 from constrained_eq._loaders import first_batch, is_loader
 from constrained_eq._rng import get_rng_state, set_rng_state
 from constrained_eq.distributed import all_reduce_mean_, is_distributed, unwrap
+from constrained_eq.feasibility import FeasibilityMonitor, Verdict
 from constrained_eq.formulations import Formulation, resolve_formulation
 from constrained_eq.formulations.base import ConstraintPlan
 from constrained_eq.problem import ConstrainedProblem
@@ -79,9 +81,15 @@ class Solver:
         formulation (str or Formulation, optional): One of ``"lagrangian"``, ``"augmented_lagrangian"``,
             ``"resilient"``, ``"penalty"``, ``"schedule"``, ``"none"`` or an instance
             (default: :obj:`"lagrangian"`).
-        primal_optimizer (Optimizer or callable, optional): An optimizer over ``model.parameters()``
-            or a factory ``params -> Optimizer`` (default: Adam, lr 1e-3). The constrained variables
-            (γ) are moved out of it into their own optimizer unless ``variable_optimizer="primal"``.
+        primal_optimizer (str, Optimizer, list or callable, optional): A name (``"adam"``, ``"sgd"``,
+            ``"adamw"``, with ``primal_lr``), an optimizer over ``model.parameters()``, a list of
+            optimizers over disjoint blocks of them (e.g. SGD on one, Adam on another; parameters in
+            none are not trained), or a factory ``params -> Optimizer`` (default: Adam, lr 1e-3). The
+            constrained variables (γ) are moved out into their own optimizer unless
+            ``variable_optimizer="primal"``. Under ``constrained_optimizer="extrapolation"`` a name or
+            factory gets its extrapolation counterpart (SGD → ExtraSGD, Adam → ExtraAdam); an instance
+            must already be one.
+        primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
         dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
         dual_optimizer (Optimizer or callable, optional): Replaces SGD ascent on λ; must have
             ``maximize=True``.
@@ -111,6 +119,7 @@ class Solver:
         primal_optimizer: Any = None,
         dual_lr: float = 1e-3,
         *,
+        primal_lr: float | None = None,
         dual_optimizer: Any = None,
         variable_optimizer: Any = "sgd",
         variable_lr: float | None = None,
@@ -142,19 +151,17 @@ class Solver:
         sizes = self._constraint_sizes(example_batch)
         self.constraint_sizes = sizes
         device, dtype = self._device_and_dtype()
-        self.slacks = torch.nn.ParameterDict(
-            {
-                p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
-                for p in self.plans
-                if p.has_slack and p.mode == "lagrangian"
-            }
-        )
+        self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
+            p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
+            for p in self.plans
+            if p.has_slack and p.mode == "lagrangian"
+        }
         cooper_constraints = {
             p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
         }
         bound = {p.key: p.constraint.target.variables(model) for p in self.plans
                  if p.constraint.target.from_variables is not None}
-        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, dict(self.slacks), self.check_finite, bound)
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound)
         self.variables = self._constrained_variables()
         if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
             raise ValueError(
@@ -166,9 +173,19 @@ class Solver:
         if self.formulation.expects_schedule:
             for variable in self.variables:
                 variable.requires_grad_(False)
-        self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr)
+        self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr,
+                                      primal_lr)
+        self.penalty_updater = self.formulation.penalty_coefficient_updater()
+        self.monitor = self._feasibility_monitor(dual_optimizer is None)
 
     # ------------------------------------------------------------------ construction helpers
+    def _feasibility_monitor(self, plain_sgd_dual: bool) -> FeasibilityMonitor:
+        plans = [p for p in self.plans if p.mode == "lagrangian"]
+        keys = {p.key: p.constraint_type == ConstraintType.EQUALITY for p in plans}
+        rate = self.dual_lr / self.dual_every
+        expected = {p.key: rate for p in plans} if plain_sgd_dual and self.formulation.expects_multiplier else {}
+        return FeasibilityMonitor(keys, expected)
+
     def _device_and_dtype(self) -> tuple[torch.device, torch.dtype]:
         for parameter in self.model.parameters():
             if parameter.is_floating_point():
@@ -205,7 +222,10 @@ class Solver:
                     f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return a 1-D "
                     f"floating tensor of shape (L,) (got {got})"
                 )
-            sizes[plan.key] = max(values.numel(), 1)
+            plan.constraint.check_size(values.numel())
+            with torch.no_grad():  # L, or 2L for a two-sided bound
+                size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
+            sizes[plan.key] = max(size, 1)
         return sizes
 
     def _constrained_variables(self) -> list[torch.nn.Parameter]:
@@ -218,8 +238,12 @@ class Solver:
         return list(variables.values())
 
     # ------------------------------------------------------------------ the step
-    def step(self, batch: Any) -> StepRecord:
+    def step(self, batch: Any = None) -> StepRecord:
         """Take one primal–dual step on ``batch`` and return what it measured.
+
+        ``batch`` may be left out when neither the objective nor any target reads one (a problem on
+        the parameters alone): the model is then called as ``model(None)``; should something read it
+        after all, its error carries a note saying the step got no batch.
 
         Raises:
             NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
@@ -232,6 +256,11 @@ class Solver:
         snapshot = self._dual_snapshot() if self.check_finite else None
         try:
             rollout = self.optimizer.roll(**_optim.roll_kwargs(self.optimizer, self.model, batch))
+        except (TypeError, AttributeError, IndexError) as err:
+            if batch is None:  # failure path only: say why the objective or a target got None
+                err.add_note("Solver.step() was called without a batch; pass one if the objective or a target "
+                             "reads it")
+            raise
         except NonFiniteError:
             self._restore_dual_snapshot(snapshot)
             self.optimizer.zero_grad()
@@ -241,7 +270,11 @@ class Solver:
             return self._skipped_record()
         if self.slacks:  # skip the no_grad context (~2 µs) when there is nothing to clamp
             self.clamp_slack_()
+        if self.penalty_updater is not None:  # Cooper's rule reads the violations of this step
+            self.penalty_updater.step(rollout.cmp_state.observed_constraints)
         result: StepValues = rollout.cmp_state.misc["values"]
+        if self.monitor.keys:  # two in-place adds on the device; read back only by feasibility()
+            self.monitor.update(result.logged_violations, {k: m.weight for k, m in self.cmp.named_multipliers()})
         lagrangian = rollout.primal_lagrangian_store.lagrangian
         record = StepRecord(
             step=self.step_count,
@@ -317,6 +350,23 @@ class Solver:
         """λ per constraint with a multiplier (detached copies)."""
         return {key: m.weight.detach().clone() for key, m in self.cmp.named_multipliers()}
 
+    def feasibility(self) -> dict[str, Verdict]:
+        """Per constraint: ``"feasible"``, ``"likely infeasible"`` or ``"undecided"``, with the evidence.
+
+        Judged from the dual dynamics of the steps taken so far (see :mod:`constrained_eq.feasibility`):
+        an infeasible constraint keeps a violation bounded away from 0 while its multiplier grows
+        linearly at the rate η_d · violation. Reading the verdict is one host sync; steps take none for it.
+
+        Examples:
+            >>> for name, verdict in solver.feasibility().items():  # doctest: +SKIP
+            ...     print(name, verdict.verdict, verdict.evidence)
+        """
+        return self.monitor.verdicts()
+
+    def penalty_coefficients(self) -> dict[str, torch.Tensor]:
+        """The penalty coefficient c per constraint that has one (augmented Lagrangian, penalty), detached."""
+        return {key: c.value.detach().clone() for key, c in self.cmp.named_penalty_coefficients()}
+
     def named_constraints(self):
         """Yield ``(name, constraint)`` of the problem."""
         return self.problem.named_constraints()
@@ -341,6 +391,7 @@ class Solver:
             "step": self.step_count,
             "epoch": self.epoch,
             "rng": get_rng_state(),
+            "feasibility": self.monitor.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -366,6 +417,8 @@ class Solver:
         self.step_count = int(state["step"])
         self.epoch = int(state["epoch"])
         set_rng_state(state["rng"])
+        if "feasibility" in state:
+            self.monitor.load_state_dict(state["feasibility"])
 
     def __repr__(self) -> str:
         return (f"Solver(problem={self.problem!r}, formulation={self.formulation!r}, "

@@ -81,7 +81,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     written: list[Path] = []
 
     def save(fig, name: str) -> None:
-        path = out / f"{name}.png"
+        path = out / (re.sub(r"[^\w.-]+", "_", name) + ".png")  # constraint names are free text
         for ax in fig.axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         fig.tight_layout()

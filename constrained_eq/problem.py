@@ -10,6 +10,7 @@ No optimizer state lives here: a :class:`ConstrainedProblem` can be solved by an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -59,6 +60,33 @@ class Objective:
         return f"Objective(loss={loss_name})"
 
 
+def _distinct_default_names(constraints: tuple[Constraint, ...]) -> tuple[Constraint, ...]:
+    """Give the second, third, … unnamed constraint of a default name a suffix ``_2``, ``_3``, ….
+
+    Two different constraints on one target (``lower`` and ``bound`` written apart, say) then need no
+    ``name=``; the same constraint listed twice, or two constraints named alike, are still refused.
+    """
+    for index, constraint in enumerate(constraints):
+        if not isinstance(constraint, Constraint):
+            raise TypeError(
+                f"ConstrainedProblem: expected 'constraints[{index}]' to be an Equality, Inequality, Resilient "
+                f"or Penalty (got {type(constraint).__name__})"
+            )
+    taken = {c.key for c in constraints if c.name is not None}
+    out, first = [], {}
+    for constraint in constraints:
+        key = constraint.key
+        if constraint.name is None and key in first and first[key] != constraint:
+            suffix = 2
+            while f"{key}_{suffix}" in taken or f"{key}_{suffix}" in first:
+                suffix += 1
+            constraint = dataclasses.replace(constraint, name=f"{key}_{suffix}")
+            key = constraint.key
+        first.setdefault(key, constraint)
+        out.append(constraint)
+    return tuple(out)
+
+
 class ConstrainedProblem:
     """An objective and the constraints it is minimised under. Validated, immutable.
 
@@ -95,18 +123,13 @@ class ConstrainedProblem:
                 f"(got {type(constraints).__name__})"
             )
         self._objective = objective
-        self._constraints = tuple(constraints)
+        self._constraints = _distinct_default_names(tuple(constraints))
         self.sanity_check_constraints()
 
     def sanity_check_constraints(self) -> None:
         """Check the constraint list: right types, no constraint twice, distinct names."""
         seen: dict[str, Constraint] = {}
-        for index, constraint in enumerate(self._constraints):
-            if not isinstance(constraint, Constraint):
-                raise TypeError(
-                    f"ConstrainedProblem: expected 'constraints[{index}]' to be an Equality, Inequality, Resilient "
-                    f"or Penalty (got {type(constraint).__name__})"
-                )
+        for constraint in self._constraints:
             if constraint.key in seen:
                 what = "is listed twice" if seen[constraint.key] == constraint else "shares its name with another"
                 raise ValueError(

@@ -12,11 +12,15 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from constrained_eq.imports import ImportPathError, is_import_path, load_model_factory, load_optimizer
+from constrained_eq.overrides import apply_overrides, as_overrides
 
 __all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES", "OPTIMIZERS", "LOCATION_KEYS"]
 
@@ -39,11 +43,15 @@ CONSTRAINT_KINDS = ("Equality", "Inequality", "Resilient", "Penalty", "LieDeriva
 
 
 class ProblemFileError(ValueError):
-    """A mistake in a problem file, reported as ``<file>:<line>: <message>``."""
+    """A mistake in a problem file, reported as ``<file>:<line>: <message>``.
 
-    def __init__(self, file: str | os.PathLike, line: int | None, message: str) -> None:
+    ``line`` is a string for a value that came from the command line (``<file>: --set a.b=c: <message>``).
+    """
+
+    def __init__(self, file: str | os.PathLike, line: int | str | None, message: str) -> None:
         self.file, self.line, self.message = str(file), line, message
-        super().__init__(f"{self.file}:{line}: {message}" if line else f"{self.file}: {message}")
+        where = f"{self.file}: {line}" if isinstance(line, str) else f"{self.file}:{line}" if line else self.file
+        super().__init__(f"{where}: {message}")
 
     def __reduce__(self) -> tuple:
         return type(self), (self.file, self.line, self.message)
@@ -84,6 +92,14 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+# YAML 1.1 reads `5e-3`, `1E-4` and `1e5` as strings (its floats need a dot and a signed exponent);
+# this resolver, checked before the standard one, reads them as floats as YAML 1.2 does.
+_Loader.yaml_implicit_resolvers = {key: list(value) for key, value in _Loader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:float", re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""", re.X)))
 
 
 def _plain(value: Any) -> Any:
@@ -122,28 +138,45 @@ def _choice(choices: Any) -> Check:
     return (lambda v: isinstance(v, str | int | float | bool | None) and v in choices, f"one of {listed}")
 
 
+def _or_import_path(check: Check) -> Check:
+    return (lambda v: check[0](v) or is_import_path(v), f"{check[1]} or an import path 'package.module:attribute'")
+
+
+SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
+                   "null, a schedule name ('cosine', 'step', 'multistep', 'exponential', 'package.module:fn') or "
+                   "a mapping {name, options}")
+
+
 # section -> key -> (check, default); REQUIRED marks keys without a default
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "task": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
     "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
     "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
-    "optimizer": {"name": (_choice(OPTIMIZERS), "adam"), "lr": (POS_NUMBER, 1e-3),
-                  "weight_decay": (NONNEG_NUMBER, 0.0)},
+    "optimizer": {"name": (_or_import_path(_choice(OPTIMIZERS)), "adam"), "lr": (POS_NUMBER, 1e-3),
+                  "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {}),
+                  "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
+                                                             "parameter names) and optional 'name', 'lr', "
+                                                             "'weight_decay'"), [])},
     "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
                  "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
                  "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise"),
                  "averaging": (_choice(("none", "uniform", "ema")), "none"),
                  "average_start": ((lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"), 0),
-                 "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99)},
+                 "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
+                 "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
+                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
                    "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
+    "logging": {"tensorboard": (BOOL, False)},
 }
 TOP: dict[str, tuple[Check, Any]] = {
     "strategy": (_choice(STRATEGIES), "custom"),
     "dual_lr": (POS_NUMBER, 1e-2),
     "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
     "variable_lr": (_optional(POS_NUMBER), None),
+    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                       "extrapolation")), "simultaneous"),
 }
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
@@ -233,7 +266,7 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         sec = raw.get(section)
         return getattr(sec, "key_lines", {}).get(key, getattr(raw, "key_lines", {}).get(section))
 
-    if spec["task"]["name"] not in task_names():
+    if not is_import_path(spec["task"]["name"]) and spec["task"]["name"] not in task_names():
         choices = ", ".join(repr(k) for k in task_names())
         raise checker.fail(line_of("task", "name"), f"Expected 'task.name' to be one of {choices} "
                                                      f"(got {spec['task']['name']!r})")
@@ -243,12 +276,16 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         raise checker.fail(line_of("task", "name"), str(err)) from None
     _check_options(checker, raw["task"].get("options") or {}, task.option_defaults, "task.options",
                    line_of("task", "options"))
-    if spec["model"]["name"] not in task.model_options:
+    if is_import_path(spec["model"]["name"]):
+        _check_user_model(checker, spec, line_of)
+    elif spec["model"]["name"] not in task.model_options:
         choices = ", ".join(repr(k) for k in task.model_options)
         raise checker.fail(line_of("model", "name"), f"Expected 'model.name' to be one of {choices} for task "
                                                        f"{task.name!r} (got {spec['model']['name']!r})")
-    _check_options(checker, raw["model"].get("options") or {}, task.model_options[spec["model"]["name"]],
-                   "model.options", line_of("model", "options"))
+    else:
+        _check_options(checker, raw["model"].get("options") or {}, task.model_options[spec["model"]["name"]],
+                       "model.options", line_of("model", "options"))
+    _check_user_optimizer(checker, spec, line_of)
     if spec["formulation"]["name"] not in FORMULATIONS:
         choices = ", ".join(repr(k) for k in FORMULATIONS)
         raise checker.fail(line_of("formulation", "name"), f"Expected 'formulation.name' to be one of {choices} "
@@ -257,6 +294,71 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         raise checker.fail(getattr(raw, "key_lines", {}).get("strategy"),
                            f"Expected 'strategy' to be a strategy task {task.name!r} supports (got 'augmentation': "
                            "the task has no augment())")
+
+
+GROUP_SCHEMA: dict[str, tuple[Check, Any]] = {
+    "params": (STR, REQUIRED), "name": (_optional(_choice(OPTIMIZERS)), None),
+    "lr": (_optional(POS_NUMBER), None), "weight_decay": (_optional(NONNEG_NUMBER), None),
+}
+
+
+def _check_groups(checker: _Checker, raw: list) -> list[dict[str, Any]]:
+    """``optimizer.groups``: blocks of parameters (by an fnmatch pattern on their names) with their own settings."""
+    lines = getattr(raw, "item_lines", [None] * len(raw))
+    return [checker.section(item, GROUP_SCHEMA, f"optimizer.groups[{i}]", lines[i]) for i, item in enumerate(raw)]
+
+
+def _check_user_model(checker: _Checker, spec: Mapping, line_of: Callable[[str, str], int | None]) -> None:
+    """Import a ``model.name`` written ``package.module:attribute`` and check it takes ``model.options``."""
+    name, options = spec["model"]["name"], spec["model"]["options"]
+    try:
+        load_model_factory(name, options)
+    except ImportPathError as err:
+        key = "options" if "does not accept" in str(err) else "name"
+        raise checker.fail(line_of("model", key) or line_of("model", "name"), f"'model.{key}': {err}") from None
+
+
+def _check_user_optimizer(checker: _Checker, spec: Mapping, line_of: Callable[[str, str], int | None]) -> None:
+    """Import an ``optimizer.name`` written as an import path; check it takes (params, lr, weight_decay, options)."""
+    optimizer = spec["optimizer"]
+    if not is_import_path(optimizer["name"]):
+        return
+    try:
+        load_optimizer(optimizer["name"], optimizer_kwargs(optimizer))
+    except ImportPathError as err:
+        raise checker.fail(line_of("optimizer", "name"), f"'optimizer.name': {err}") from None
+
+
+def _check_schedules(checker: _Checker, spec: dict, lines: Mapping[str, Any]) -> None:
+    """Normalise ``training.scheduler``/``variable_scheduler`` to ``{name, options}`` and try them on every epoch."""
+    from constrained_eq.training_options import resolve_schedule
+
+    training = spec["training"]
+    for key in ("scheduler", "variable_scheduler"):
+        value = training[key]
+        if value is None:
+            continue
+        line = lines.get(f"training.{key}")
+        if isinstance(value, str):
+            value = {"name": value, "options": {}}
+        unknown = set(value) - {"name", "options"}
+        if unknown or not isinstance(value.get("name"), str) or not isinstance(value.get("options", {}), dict):
+            raise checker.fail(line, f"Expected 'training.{key}' to be a schedule name or a mapping {{name, options}} "
+                                     f"(got {value!r})")
+        value = {"name": value["name"], "options": dict(value.get("options", {}))}
+        if key == "variable_scheduler" and spec["variable_optimizer"] == "primal":
+            raise checker.fail(line, "Expected no 'training.variable_scheduler' with variable_optimizer 'primal' (γ is "
+                                     "stepped by the primal optimizer and follows 'training.scheduler')")
+        try:
+            resolve_schedule(value["name"], value["options"], training["epochs"])
+        except ValueError as err:
+            raise checker.fail(line, f"'training.{key}': {err}") from None
+        training[key] = value
+
+
+def optimizer_kwargs(optimizer: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the primal optimizer: ``lr``, ``weight_decay`` and ``optimizer.options``."""
+    return {"lr": optimizer["lr"], "weight_decay": optimizer["weight_decay"], **optimizer.get("options", {})}
 
 
 def _check_constraints(checker: _Checker, raw: Any, line: int | None) -> list[Any]:
@@ -317,6 +419,8 @@ def _parse_constraint(checker: _Checker, item: Any, index: int, line: int | None
         if isinstance(item, dict):
             return getattr(kinds, kind)(**{k: v for k, v in item.items() if k != "kind"})
         return kinds.parse(item)
+    except ImportPathError as err:
+        raise checker.fail(line, f"'{where}': {err}") from None
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as err:
         raise checker.fail(line, f"Expected '{where}' to be a valid constraint such as 'Equality(target=gammas)' "
                                  f"or 'Resilient(target=gammas, rho=1.0)' (got {item!r}: {err})") from None
@@ -355,13 +459,15 @@ def _check_formulation(checker: _Checker, raw: Mapping, spec: dict) -> None:
                                "formulation 'penalty'/'none'")
 
 
-def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Any] | None = None
+                      ) -> dict[str, Any]:
     """Load, check and normalise a problem file.
 
     Args:
         path (str or PathLike): The YAML file.
-        overrides (mapping, optional): Dotted keys set after loading, e.g. ``{"training.epochs": 2}``
-            (the command line's ``--epochs``/``--seed``/``--strategy``); checked like the file.
+        overrides (mapping or list, optional): Dotted keys set after loading, e.g. ``{"training.epochs": 2}``,
+            or :class:`~constrained_eq.overrides.Override` objects (the command line's ``--set``, ``--epochs``,
+            ``--seed``, ``--strategy``); checked like the file, errors naming the override.
 
     Returns:
         dict: The problem with every key present (see ``docs/running.md``) and ``"file"`` added.
@@ -382,12 +488,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | No
     if not isinstance(raw, dict):
         raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
                               f"(got {type(raw).__name__})")
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.rpartition(".")
-        target = raw if not section else raw.setdefault(section, _Map())
-        if not isinstance(target, dict):
-            raise checker.fail(None, f"Expected '{section}' to be a mapping (got {target!r})")
-        target[key] = value
+    apply_overrides(raw, as_overrides(overrides), checker.fail)
     allowed = {**{k: None for k in SCHEMA}, **TOP, "constraints": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})
@@ -396,12 +497,14 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | No
         if section in ("task", "model") and section not in raw:
             raise checker.fail(1, f"Missing key '{section}' (a mapping with 'name' and optional 'options')")
         spec[section] = checker.section(raw.get(section), schema, section, lines.get(section))
+    spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
         spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
     _check_names(checker, raw, spec)
     _check_formulation(checker, raw, spec)
+    _check_schedules(checker, spec, _key_lines(raw))
     spec["constraint_lines"] = (list(getattr(raw.get("constraints"), "item_lines", [])) or
                                 [lines.get("constraints")] * len(spec["constraints"]))
     spec["lines"] = _key_lines(raw)

@@ -49,6 +49,7 @@ from constrained_eq._loaders import batch_size as _batch_size
 from constrained_eq._loaders import to_device
 from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.feasibility import warn_new_infeasible
 from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
 from constrained_eq.selection import FEASIBLE, describe_selection, selection_key
 from constrained_eq.split_feasibility import DEFAULT_TOLERANCE, Measurement, counted, is_homotopy, measure
@@ -335,6 +336,7 @@ def fit(
     plot: bool = True,
     divergence_limit: float | None = 1e6,
     objective_limit: float | None = 1e6,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -387,6 +389,9 @@ def fit(
         objective_limit (float, optional): Largest growth factor of the objective over
             ``max(1, |J₀ at the first logging point|)`` before :class:`DivergenceError` (a blow-up); ``None``
             turns the check off (default: ``1e6``).
+        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
+            epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
+            learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -462,6 +467,8 @@ def fit(
                desc="fit")
     began = time.perf_counter()
     epoch = start
+    infeasible_seen: set[str] = set()
+    verdicts: dict = {}
     best_state: dict[str, torch.Tensor] | None = None  # in memory only when testing without a run folder
 
     def last_checkpoint() -> str:
@@ -509,6 +516,8 @@ def fit(
             elif val_loader is None:
                 candidates.append(("iterate", "val", model, None))
             row.update(_constraint_columns(record))
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if history is not None:
                 history.append(row)
             metrics_row = _summary_row(row)
@@ -528,6 +537,7 @@ def fit(
                     best_state = {k: v.detach().clone() for k, v in judged_model.state_dict().items()}
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
+            verdicts = warn_new_infeasible(solver, infeasible_seen, f"epoch {epoch}")  # one read per epoch
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
                 atomic_torch_save({"solver": solver.state_dict(), **state,
                                    "averaged": averaged.state_dict() if averaged is not None else None,
@@ -551,6 +561,7 @@ def fit(
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
                        epochs=result.epochs, select=select, select_mode=select_mode,
                        skipped_steps=state["skipped_steps"],
+                       feasibility={k: v.as_dict() for k, v in verdicts.items()},
                        selected=result.candidate, selection=result.selection,
                        feasible=(state["best_feasibility"] or {}).get("feasible"),
                        measured_constraints={"tolerance": float(feasibility_tol), "rule": FEASIBILITY_RULE,

@@ -78,7 +78,9 @@ def test_problem_file_errors_name_file_line_and_choices(tmp_path, old, new, line
 
 def test_defaults_are_filled_in(tmp_path):
     spec = load_problem_file(_write(tmp_path, SMALL))
-    assert spec["strategy"] == "custom" and spec["optimizer"] == {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+    assert spec["strategy"] == "custom" and spec["optimizer"] == {"name": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                                                                  "options": {}, "groups": []}
+    assert spec["constrained_optimizer"] == "simultaneous"
     assert spec["training"]["seed"] == 0 and spec["evaluation"]["project"] is True
 
 

@@ -33,14 +33,22 @@ def test_reprs_read_like_the_call():
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: ceq.Inequality("gammas", bound=-1.0), r"Inequality: expected 'bound' to be ≥ 0 \(got -1.0\)"),
+        (lambda: ceq.Inequality("gammas", lower=1.0, bound=-1.0),
+         r"Inequality: expected 'lower' ≤ 'bound' \(got lower 1.0 > bound -1.0 at entry 0\)"),
+        (lambda: ceq.Inequality("gammas", lower=[0.0, 2.0], bound=[1.0, 1.0]),
+         r"Inequality: expected 'lower' ≤ 'bound' \(got lower 2.0 > bound 1.0 at entry 1\)"),
+        (lambda: ceq.Inequality("gammas", lower=[0.0, 2.0], bound=[1.0, 3.0, 4.0]),
+         r"Inequality: expected 'lower' and 'bound' to have the same number of entries \(got 2 and 3\)"),
+        (lambda: ceq.Inequality("gammas", bound=[0.0, float("inf")]),
+         r"Inequality: expected 'bound\[1\]' to be finite \(got inf\)"),
+        (lambda: ceq.Equality("gammas", value=[]), r"Equality: expected 'value' to be a number or a non-empty list"),
         (lambda: ceq.Inequality("gammas", bound=float("nan")), r"Inequality: expected 'bound' to be finite \(got nan\)"),
         (lambda: ceq.Resilient("gammas", rho=0.0), r"Resilient: expected 'rho' to be > 0 \(got 0.0\)"),
         (lambda: ceq.Resilient("gammas", rho=-2), r"Resilient: expected 'rho' to be > 0 \(got -2.0\)"),
         (lambda: ceq.Resilient("gammas", slack_init=-1.0), r"Resilient: expected 'slack_init' to be ≥ 0"),
         (lambda: ceq.Penalty("gammas", weight=-0.1), r"Penalty: expected 'weight' to be ≥ 0 \(got -0.1\)"),
         (lambda: ceq.Equality("no_such_target"), r"Expected 'target' to be one of .*'gammas'.* \(got 'no_such_target'\)"),
-        (lambda: ceq.Equality("gammas", name="not an identifier"), r"expected 'name' to be a Python identifier"),
+        (lambda: ceq.Equality("gammas", name="  "), r"Equality: expected 'name' to be a non-empty string"),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_named(build, message):

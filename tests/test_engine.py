@@ -88,7 +88,10 @@ def test_one_gamma_step_uses_plain_sgd_with_the_multiplier():
         ({"dual_optimizer": lambda ps: torch.optim.SGD(ps, lr=0.1)}, ValueError,
          r"dual optimizer param_group 0 has maximize=False; build it with maximize=True, "
          r"e.g. torch.optim.SGD\(params, lr=1e-2, maximize=True\)"),
-        ({"primal_optimizer": "adam"}, TypeError, r"expected 'primal_optimizer' to be a torch.optim.Optimizer"),
+        ({"primal_optimizer": "adagrad"}, ValueError,
+         r"expected 'primal_optimizer' to be one of 'adam', 'adamw', 'sgd', an optimizer, a list of optimizers "
+         r"or a factory params -> Optimizer \(got 'adagrad'\)"),
+        ({"primal_optimizer": 3}, TypeError, r"expected 'primal_optimizer' to be a name, a torch.optim.Optimizer"),
     ],
 )
 def test_bad_solver_arguments_fail_at_construction(kwargs, error, message):

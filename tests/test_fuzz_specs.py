@@ -45,7 +45,7 @@ batch_target = ceq.Target(lambda m, b, o: o.mean().reshape(1), "needs_batch")
 
 CASES = [
     # (builder, exception, field named in the message)
-    (lambda: ceq.Inequality("gammas", bound=-0.5), ValueError, "bound"),
+    (lambda: ceq.Inequality("gammas", lower=0.5, bound=-0.5), ValueError, "bound"),
     (lambda: ceq.Inequality("gammas", bound=float("nan")), ValueError, "bound"),
     (lambda: ceq.Inequality("gammas", bound=float("inf")), ValueError, "bound"),
     (lambda: ceq.Inequality("gammas", bound="0.1"), TypeError, "bound"),
@@ -60,8 +60,8 @@ CASES = [
     (lambda: ceq.Equality("not_registered"), ValueError, "target"),
     (lambda: ceq.Equality(42), TypeError, "target"),
     (lambda: ceq.Equality(None), TypeError, "target"),
-    (lambda: ceq.Equality("gammas", name="has space"), ValueError, "name"),
-    (lambda: ceq.Target(lambda m, b, o: None, "bad name"), ValueError, "name"),
+    (lambda: ceq.Equality("gammas", name=" "), ValueError, "name"),
+    (lambda: ceq.Target(lambda m, b, o: None, ""), ValueError, "name"),
     (lambda: ceq.Target("not callable", "t"), TypeError, "fn"),
     (lambda: ceq.ConstrainedProblem(None), TypeError, "objective"),
     (lambda: ceq.ConstrainedProblem(_loss, "gammas"), TypeError, "constraints"),
@@ -93,7 +93,7 @@ CASES = [
     (lambda: _solver(dual_optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)), TypeError,
      "dual_optimizer"),
     (lambda: _solver(dual_optimizer=lambda ps: torch.optim.Adam(ps, lr=0.1)), ValueError, "maximize=True"),
-    (lambda: _solver(constrained_optimizer="extrapolation", primal_optimizer=lambda ps: torch.optim.Adam(ps)),
+    (lambda: _solver(constrained_optimizer="extrapolation", primal_optimizer=lambda ps: torch.optim.AdamW(ps)),
      ValueError, "extrapolation"),
     (lambda: _solver(problem=_problem(ceq.Equality(wide_target))), ValueError, "wide"),
     (lambda: _solver(problem=_problem(ceq.Equality(int_target))), ValueError, "ints"),

@@ -182,7 +182,7 @@ CASES: list[tuple[str, Mutation | str, str | None, Path_ | None]] = [
      ("task", "options", "breaking")),
     ("gamma-init-inf", set_(("model", "options", "gamma_init"), INF), "model.options.gamma_init",
      ("model", "options", "gamma_init")),
-    ("bound-negative", _constraint(["Inequality(target=gammas, bound=-0.1)"]), "constraints[0]",
+    ("bound-lower-above-upper", _constraint(["Inequality(target=gammas, lower=0.2, bound=-0.1)"]), "constraints[0]",
      ("constraints", 0)),
     ("bound-nan", _constraint([{"kind": "Inequality", "target": "gammas", "bound": NAN}]), "constraints[0]",
      ("constraints", 0)),

@@ -222,6 +222,7 @@ def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
             log_every=2, divergence_limit=1e-3)
     message = str(info.value)
     assert "step 1 (epoch 0)" in message and "max|λ| of constraint 'equality_gammas'" in message, message
+    assert "(limit 0.001)" in message, message
     assert "dual_lr=0.05" in message and "variable_lr" in message, message
     assert "No checkpoint was written yet" in message
 

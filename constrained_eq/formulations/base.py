@@ -68,10 +68,21 @@ def _identity(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+@dataclass(frozen=True)
+class _AbsOf:
+    """|h(θ) − d|: an equality with a right-hand side, relaxed by a slack."""
+
+    violation: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        return self.violation(values).abs()
+
+
 def hard_plan(constraint: Constraint, *, resilient_rho: float | None = None) -> ConstraintPlan:
     """The plan of a hard constraint, optionally relaxed with a slack of cost ``resilient_rho``.
 
-    ``Equality`` h = 0 becomes |h| ≤ u and ``Inequality`` g ≤ b becomes g − b ≤ u when relaxed;
+    ``Equality`` h = d becomes |h − d| ≤ u and ``Inequality`` g ≤ b becomes g − b ≤ u when relaxed
+    (a ≤ g becomes a − g ≤ u; a two-sided bound relaxes each side);
     a declared ``Resilient`` constraint always keeps its own slack and ρ.
     """
     key = constraint.key
@@ -80,8 +91,10 @@ def hard_plan(constraint: Constraint, *, resilient_rho: float | None = None) -> 
                               constraint.rho, constraint.slack_init)
     if isinstance(constraint, Equality):
         if resilient_rho is not None:
-            return ConstraintPlan(key, constraint, "lagrangian", ConstraintType.INEQUALITY, _abs, resilient_rho)
-        return ConstraintPlan(key, constraint, "lagrangian", ConstraintType.EQUALITY, _identity)
+            return ConstraintPlan(key, constraint, "lagrangian", ConstraintType.INEQUALITY,
+                                  _abs if constraint.value == 0.0 else _AbsOf(constraint.violation), resilient_rho)
+        return ConstraintPlan(key, constraint, "lagrangian", ConstraintType.EQUALITY,
+                              _identity if constraint.value == 0.0 else constraint.violation)
     if isinstance(constraint, Inequality):
         return ConstraintPlan(key, constraint, "lagrangian", ConstraintType.INEQUALITY, constraint.violation,
                               resilient_rho)
@@ -122,6 +135,11 @@ class Formulation:
     def options(self) -> dict[str, Any]:
         """The options this formulation was built with (for reprs and checkpoints)."""
         return {}
+
+    def penalty_coefficient_updater(self) -> cooper.penalty_coefficients.PenaltyCoefficientUpdater | None:
+        """Cooper's updater of the penalty coefficients, or ``None`` when they stay fixed."""
+        updater = getattr(self, "penalty_updater", None)
+        return updater.build() if updater is not None else None
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -7,28 +7,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cooper
 import torch
 
 from constrained_eq.formulations.base import ConstraintPlan, Formulation, check_positive
+from constrained_eq.formulations.updaters import resolve_penalty_updater
 
 __all__ = ["QuadraticPenalty"]
 
 
 class QuadraticPenalty(Formulation):
-    """A fixed quadratic penalty of coefficient ``c`` on every hard constraint.
+    """A quadratic penalty of coefficient ``c`` on every hard constraint (fixed, or grown by an updater).
 
     Args:
-        coefficient (float, optional): c > 0 (default: :obj:`1.0`).
+        coefficient (float, optional): c > 0, its initial value under an updater (default: :obj:`1.0`).
+        penalty_updater (str, mapping or PenaltyUpdater, optional): ``"multiplicative"``, ``"additive"``
+            or ``{"name": ..., <options>}`` (see :mod:`constrained_eq.formulations.updaters`); a fixed
+            c leaves an O(1/c) violation, a growing one drives it to 0 (default: none, c fixed).
     """
 
     name = "penalty"
 
-    def __init__(self, coefficient: float = 1.0) -> None:
+    def __init__(self, coefficient: float = 1.0, penalty_updater: Any = None) -> None:
         self.coefficient = check_positive(coefficient, "coefficient", "QuadraticPenalty")
+        self.penalty_updater = resolve_penalty_updater(penalty_updater)
 
     def options(self) -> dict:
-        return {"coefficient": self.coefficient}
+        return {"coefficient": self.coefficient,
+                **({"penalty_updater": self.penalty_updater} if self.penalty_updater else {})}
 
     def build(self, plan: ConstraintPlan, num_constraints: int, device: torch.device, dtype: torch.dtype
               ) -> cooper.Constraint:

@@ -40,7 +40,12 @@ def get_task(name: str) -> type[Task]:
 
     Raises:
         ValueError: If ``name`` is unknown (the message lists the choices) or its module cannot be imported.
+            A name written ``package.module:Class`` is imported (:func:`constrained_eq.imports.load_task`).
     """
+    if ":" in name:
+        from constrained_eq.imports import load_task
+
+        return load_task(name)
     if name not in _TASKS:
         choices = ", ".join(repr(k) for k in _TASKS)
         raise ValueError(f"Expected 'task.name' to be one of {choices} (got {name!r})")

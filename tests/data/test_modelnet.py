@@ -19,10 +19,14 @@ from constrained_eq.data.modelnet import (
     sample_surface,
 )
 
-h5py = pytest.importorskip("h5py", reason="optional dependency h5py (ModelNet40 HDF5) is not installed")
+
+def _h5py():
+    """h5py, or a skip of the calling test: only the two HDF5 tests need the optional dependency."""
+    return pytest.importorskip("h5py", reason="optional dependency h5py (ModelNet40 HDF5) is not installed")
 
 
 def write_h5_release(root, n_train=(3, 2), n_test=(2,), n_points=2048):
+    h5py = _h5py()
     root.mkdir(parents=True, exist_ok=True)
     (root / "shape_names.txt").write_text("\n".join(["airplane", "bathtub", "bed"]) + "\n")
     rng = np.random.default_rng(0)

@@ -1,4 +1,7 @@
-"""Convergence to closed-form KKT points (float64)."""
+"""Convergence to closed-form KKT points (float64).
+
+The property tests run a few examples by default and many under ``-m slow`` (same check).
+"""
 
 import pytest
 import torch
@@ -36,9 +39,7 @@ problems = st.integers(3, 6).flatmap(
 )
 
 
-@settings(max_examples=12)
-@given(problems)
-def test_kkt_point_of_projection_problem(spec):
+def check_projection_kkt(spec):
     a, order, n_eq, b = spec
     a = torch.tensor(a, dtype=torch.float64)
     eq_idx, ineq_idx = order[:n_eq], order[n_eq:n_eq + 2]
@@ -52,6 +53,19 @@ def test_kkt_point_of_projection_problem(spec):
         torch.testing.assert_close(record.multipliers["inequality_x_t_minus_b"], mu_star, atol=1e-6, rtol=0)
 
 
+@settings(max_examples=4)
+@given(problems)
+def test_kkt_point_of_projection_problem(spec):
+    check_projection_kkt(spec)
+
+
+@pytest.mark.slow
+@settings(max_examples=30)
+@given(problems)
+def test_kkt_point_of_projection_problem_many_examples(spec):
+    check_projection_kkt(spec)
+
+
 @pytest.mark.parametrize("scheme", ["simultaneous", "alternating_primal_dual", "alternating_dual_primal",
                                     "extrapolation"])
 def test_every_cooper_scheme_reaches_the_kkt_point(scheme):
@@ -63,9 +77,7 @@ def test_every_cooper_scheme_reaches_the_kkt_point(scheme):
     torch.testing.assert_close(record.multipliers["inequality_x_t_minus_b"], mu_star, atol=1e-6, rtol=0)
 
 
-@settings(max_examples=10)
-@given(a=st.floats(0.2, 3), rho=st.floats(0.3, 3))
-def test_resilient_scalar_kkt_point(a, rho):
+def check_resilient_kkt(a, rho):
     x, record = _run(resilient_scalar_problem(a, rho), 1, steps=1500, lr=0.2, dual_lr=0.2)
     u, lam = record.slacks["resilient_x"], record.multipliers["resilient_x"]
     assert x.item() == pytest.approx(a / (1 + rho), abs=1e-5)
@@ -74,9 +86,20 @@ def test_resilient_scalar_kkt_point(a, rho):
     assert u.item() == pytest.approx(lam.item() / rho, abs=1e-5)
 
 
-@settings(max_examples=10)
-@given(c=st.floats(0.2, 5), a0=st.floats(0.3, 2))
-def test_scaling_the_objective_scales_the_multipliers(c, a0):
+@settings(max_examples=3)
+@given(a=st.floats(0.2, 3), rho=st.floats(0.3, 3))
+def test_resilient_scalar_kkt_point(a, rho):
+    check_resilient_kkt(a, rho)
+
+
+@pytest.mark.slow
+@settings(max_examples=30)
+@given(a=st.floats(0.2, 3), rho=st.floats(0.3, 3))
+def test_resilient_scalar_kkt_point_many_examples(a, rho):
+    check_resilient_kkt(a, rho)
+
+
+def check_multiplier_scaling(c, a0):
     a = torch.tensor([a0, -1.0, 2.0], dtype=torch.float64)
     b = torch.tensor([0.5], dtype=torch.float64)
     lr = 0.3 / c
@@ -84,6 +107,19 @@ def test_scaling_the_objective_scales_the_multipliers(c, a0):
     _, scaled = _run(projection_problem(a, [0], [2], b, scale=c), 3, lr=lr, dual_lr=0.3 * c, steps=800)
     for key in base.multipliers:
         torch.testing.assert_close(scaled.multipliers[key], c * base.multipliers[key], atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=3)
+@given(c=st.floats(0.2, 5), a0=st.floats(0.3, 2))
+def test_scaling_the_objective_scales_the_multipliers(c, a0):
+    check_multiplier_scaling(c, a0)
+
+
+@pytest.mark.slow
+@settings(max_examples=30)
+@given(c=st.floats(0.2, 5), a0=st.floats(0.3, 2))
+def test_scaling_the_objective_scales_the_multipliers_many_examples(c, a0):
+    check_multiplier_scaling(c, a0)
 
 
 def test_augmented_lagrangian_reaches_the_same_kkt_point():

@@ -1,0 +1,318 @@
+"""Plant small bugs in the core modules, one at a time, and check that the tests catch each one.
+
+Each mutant is a text substitution ``(file, old, new)`` applied to a temporary copy of the repository
+(the working tree is never touched); the tests listed for it are run against the copy, stopping at
+the first failure. A mutant is *killed* when a test fails, *survived* when they all pass, and
+*stale* when its ``old`` text is no longer in the file (the code moved on: update the list).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python tools/mutants.py            # every mutant (about 30 minutes on one core)
+    OMP_NUM_THREADS=1 python tools/mutants.py -j 4       # four mutants at a time, each in its own copy
+    python tools/mutants.py --list                        # names, files and tests, without running
+    python tools/mutants.py -k haar -k nbody              # mutants whose name contains a pattern
+
+Not part of the test suite (too slow); run it before closing an issue that touches these modules.
+docs/testing.md reports the last result and what each survivor means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ENGINE_TESTS = ("tests/test_engine.py", "tests/formulations", "tests/test_constraints.py")
+SYMMETRY_TESTS = ("tests/symmetry",)
+NBODY_TESTS = ("tests/data/test_nbody.py", "tests/data/test_nbody_protocol.py")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug: replace ``old`` (which must occur exactly once) by ``new`` in ``file``."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+M = Mutant
+MUTANTS: list[Mutant] = [
+    # --- the four mutants of issue 19, which survived the whole suite before it ---------------------
+    M("metrics: equivariance error x0.5", "constrained_eq/symmetry/metrics.py",
+      "return diff.reshape(n, x.shape[0], -1).norm(dim=-1)",
+      "return 0.5 * diff.reshape(n, x.shape[0], -1).norm(dim=-1)", SYMMETRY_TESTS),
+    M("tasks: rotation error x0.5", "constrained_eq/tasks/base.py",
+      "return float(num) / max(float(den), 1e-12)", "return 0.5 * float(num) / max(float(den), 1e-12)",
+      ("tests/test_task_rotation_errors.py",)),
+    M("data: haar_rotation returns the identity", "constrained_eq/data/_common.py",
+      "    q = q.to(dtype)\n", "    q = torch.eye(3, dtype=dtype).expand(shape).clone()\n",
+      ("tests/symmetry/test_haar.py", "tests/test_task_rotation_errors.py")),
+    M("nbody: frames 31 -> 41 instead of 30 -> 40", "constrained_eq/data/nbody.py",
+      "steps = (100 * (frame_in + 1), 100 * (frame_out + 1))", "steps = (100 * (frame_in + 2), 100 * (frame_out + 2))",
+      NBODY_TESTS),
+    # --- mutants the suite already caught in issue 19, kept as a regression of the tests -----------
+    M("resilient: rho*|u|^2 instead of rho/2*|u|^2", "constrained_eq/_cmp.py",
+      "loss = loss + 0.5 * plan.rho * self.slacks[plan.key].pow(2).sum()",
+      "loss = loss + plan.rho * self.slacks[plan.key].pow(2).sum()", ENGINE_TESTS),
+    M("homotopy: project keeps the relaxed layer", "constrained_eq/_relax.py",
+      "        return _strip(module.eq, inplace)", "        return module", ("tests/test_homotopy.py",)),
+    M("groups: SO(3) samples are the identity", "constrained_eq/symmetry/groups.py",
+      "    return o3.quaternion_to_matrix(q / q.norm(dim=-1, keepdim=True))",
+      "    return torch.eye(3, dtype=dtype, device=device).expand(n, 3, 3).clone()", SYMMETRY_TESTS),
+    # --- engine, formulations, constraints --------------------------------------------------------
+    M("engine: slacks not projected on u >= 0", "constrained_eq/engine.py",
+      "slack.clamp_(min=0.0)", "slack.clamp_(min=-1e30)", ENGINE_TESTS),
+    M("engine: dual step every other step", "constrained_eq/engine.py",
+      "self.cmp.dual_update = self.step_count % self.dual_every == 0",
+      "self.cmp.dual_update = self.step_count % (2 * self.dual_every) == 0", ENGINE_TESTS),
+    M("engine: schedule sets gamma to 1", "constrained_eq/engine.py",
+      "            variable.fill_(value)", "            variable.fill_(1.0)", ENGINE_TESTS),
+    M("optim: dual learning rate halved", "constrained_eq/_optim.py",
+      "optimizer = cls(params, lr=solver.dual_lr, maximize=True)",
+      "optimizer = cls(params, lr=0.5 * solver.dual_lr, maximize=True)", ENGINE_TESTS),
+    M("optim: variable (gamma, u) learning rate halved", "constrained_eq/_optim.py",
+      "return cls(params, lr=float(lr))", "return cls(params, lr=0.5 * float(lr))", ENGINE_TESTS),
+    M("cmp: penalty weight ignored", "constrained_eq/_cmp.py",
+      "loss = loss + plan.weight * result.values[plan.key].sum()", "loss = loss + result.values[plan.key].sum()",
+      ENGINE_TESTS + ("tests/test_engine_lie.py",)),
+    M("plan: slack added instead of subtracted", "constrained_eq/formulations/base.py",
+      "return violation - slack if slack is not None else violation",
+      "return violation + slack if slack is not None else violation", ENGINE_TESTS),
+    M("plan: resilient equality without |h|", "constrained_eq/formulations/base.py",
+      "ConstraintType.INEQUALITY, _abs, resilient_rho)", "ConstraintType.INEQUALITY, _identity, resilient_rho)",
+      ENGINE_TESTS),
+    M("constraints: g + b instead of g - b", "constrained_eq/constraints.py",
+      "        return values - self.bound", "        return values + self.bound", ENGINE_TESTS),
+    M("augmented: penalty coefficient doubled", "constrained_eq/formulations/augmented.py",
+      "torch.full((num_constraints,), self.penalty_coefficient,",
+      "torch.full((num_constraints,), 2 * self.penalty_coefficient,", ENGINE_TESTS),
+    M("penalty: coefficient doubled", "constrained_eq/formulations/penalty.py",
+      "torch.full((num_constraints,), self.coefficient,", "torch.full((num_constraints,), 2 * self.coefficient,",
+      ENGINE_TESTS),
+    M("schedule: triangle peaks at 1/2", "constrained_eq/formulations/schedule.py",
+      "        return 2.0 * epoch / epochs", "        return epoch / epochs", ENGINE_TESTS),
+    # --- homotopy ---------------------------------------------------------------------------------
+    M("homotopy: f_eq + |gamma| f_neq", "constrained_eq/homotopy.py",
+      "        return eq_out + gamma * neq_out", "        return eq_out + gamma.abs() * neq_out",
+      ("tests/test_homotopy.py", "tests/symmetry/test_pinned_values.py")),
+    # --- symmetry metrics, Lie derivative, bounds ---------------------------------------------------
+    M("metrics: squared norm per sample", "constrained_eq/symmetry/metrics.py",
+      "return diff.reshape(n, x.shape[0], -1).norm(dim=-1)", "return diff.reshape(n, x.shape[0], -1).pow(2).sum(-1)",
+      SYMMETRY_TESTS),
+    M("metrics: projection error x0.5", "constrained_eq/symmetry/metrics.py",
+      "return sample_norms(relaxed - strict).mean()", "return 0.5 * sample_norms(relaxed - strict).mean()",
+      SYMMETRY_TESTS),
+    M("metrics: tuple projection error keeps the first part", "constrained_eq/symmetry/metrics.py",
+      "return sample_norms([a - b for a, b in zip(relaxed, strict, strict=True)]).mean()",
+      "return sample_norms(relaxed[0] - strict[0]).mean()", SYMMETRY_TESTS),
+    M("lie: + d rho_out f instead of -", "constrained_eq/symmetry/lie_derivative.py",
+      "return tangent - _apply(generator_out, out)", "return tangent + _apply(generator_out, out)", SYMMETRY_TESTS),
+    M("lie: analytic commutator with the wrong sign", "constrained_eq/symmetry/lie_derivative.py",
+      "return weight @ algebra_in - algebra_out @ weight", "return algebra_out @ weight - weight @ algebra_in",
+      SYMMETRY_TESTS),
+    M("lie penalty: branch norm dropped from the regulariser", "constrained_eq/symmetry/lie_penalty.py",
+      "torch.stack([_lie_norm(b, x) + _branch_norm(b, x) for _, b, x in terms])",
+      "torch.stack([_lie_norm(b, x) for _, b, x in terms])", SYMMETRY_TESTS),
+    M("lie penalty: default weight 0.1", "constrained_eq/symmetry/lie_penalty.py",
+      "Penalty(target, weight=0.01 if weight is None", "Penalty(target, weight=0.1 if weight is None",
+      SYMMETRY_TESTS),
+    M("bounds: Thm 4.1 with M^L", "constrained_eq/symmetry/bounds.py",
+      "return factor * B * M ** (L - 1) * x_norm", "return factor * B * M**L * x_norm", SYMMETRY_TESTS),
+    M("bounds: Thm 4.2 always the printed C", "constrained_eq/symmetry/bounds.py",
+      "C = max(B, 1.0) if verbatim else max(B, M)", "C = max(B, 1.0)", SYMMETRY_TESTS),
+    M("bounds: Thm A.2 one layer without the factor 2", "constrained_eq/symmetry/bounds.py",
+      "            return 2 * g[0] * B**2 * x_norm", "            return g[0] * B**2 * x_norm", SYMMETRY_TESTS),
+    M("bounds: chain (13) with M + |gamma|", "constrained_eq/symmetry/bounds.py",
+      "    factors = M + g * B", "    factors = M + g", SYMMETRY_TESTS),
+    # --- rotation samplers --------------------------------------------------------------------------
+    M("data: haar_rotation without the QR sign fix", "constrained_eq/data/_common.py",
+      "    d = torch.where(d == 0, torch.ones_like(d), d)", "    d = torch.ones_like(d)",
+      ("tests/symmetry/test_haar.py", "tests/data/test_modelnet.py")),
+    M("groups: quaternions from U[0,1)", "constrained_eq/symmetry/groups.py",
+      "q = torch.randn(n, 4, generator=generator, dtype=dtype, device=device)",
+      "q = torch.rand(n, 4, generator=generator, dtype=dtype, device=device)", SYMMETRY_TESTS),
+    M("groups: O(3) never reflects", "constrained_eq/symmetry/groups.py",
+      "signs = torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 2 - 1",
+      "signs = torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 0 + 1", SYMMETRY_TESTS),
+    M("tasks: rotation error seeded 1", "constrained_eq/tasks/base.py",
+      "generator = torch.Generator().manual_seed(0)", "generator = torch.Generator().manual_seed(1)",
+      ("tests/test_task_rotation_errors.py",)),
+    M("tasks: nbody augmentation leaves the target unrotated", "constrained_eq/tasks/nbody.py",
+      "target=batch.target @ rotation.T)", "target=batch.target)", ("tests/symmetry/test_haar.py",)),
+    # --- data simulators -------------------------------------------------------------------------------
+    M("nbody: like charges attract", "constrained_eq/data/nbody.py",
+      "coupling = charges[:, :, None] * charges[:, None, :] / (r2 * np.sqrt(r2))",
+      "coupling = -charges[:, :, None] * charges[:, None, :] / (r2 * np.sqrt(r2))", NBODY_TESTS),
+    M("nbody: force clip 10x higher", "constrained_eq/data/nbody.py",
+      "max_f = 0.1 / dt if max_force is None else float(max_force)",
+      "max_f = 1.0 / dt if max_force is None else float(max_force)", NBODY_TESTS),
+    M("nbody: no initial half kick", "constrained_eq/data/nbody.py",
+      "    v += dt * charged_forces(x, q, clip=clip, max_force=max_f, field=field)\n    for s",
+      "    for s", NBODY_TESTS),
+    M("nbody: initial speed 1 instead of 0.5", "constrained_eq/data/nbody.py",
+      "v[i] = (v0 * 0.5 / np.sqrt(", "v[i] = (v0 * 1.0 / np.sqrt(", NBODY_TESTS),
+    M("nbody: dataset default frame_in 31", "constrained_eq/data/nbody.py",
+      "        frame_in: int = 30,\n        frame_out: int = 40,\n        dtype",
+      "        frame_in: int = 31,\n        frame_out: int = 41,\n        dtype", NBODY_TESTS),
+    M("nbody: field pushes against the charge", "constrained_eq/data/nbody.py",
+      "force += charges[:, :, None] * efield", "force -= charges[:, :, None] * efield", NBODY_TESTS),
+    # --- second round: subtler bugs in the same modules ------------------------------------------------
+    M("engine: checkpoint does not restore the RNG", "constrained_eq/engine.py",
+      '        set_rng_state(state["rng"])', "        pass", ("tests/pipeline/test_checkpoint.py",)),
+    M("cmp: logged values alias the parameters", "constrained_eq/_cmp.py",
+      "return detached.clone() if tensor.is_leaf or tensor._is_view() else detached", "return detached",
+      ENGINE_TESTS),
+    M("plan: equality handled as an inequality", "constrained_eq/formulations/base.py",
+      '"lagrangian", ConstraintType.EQUALITY, _identity)', '"lagrangian", ConstraintType.INEQUALITY, _identity)',
+      ENGINE_TESTS),
+    M("resilient: default rho 2", "constrained_eq/formulations/resilient.py",
+      "def __init__(self, rho: float = 1.0) -> None:", "def __init__(self, rho: float = 2.0) -> None:", ENGINE_TESTS),
+    M("metrics: group samples ignore the generator", "constrained_eq/symmetry/metrics.py",
+      "g = group.sample(n, generator=generator, dtype=x.dtype, device=x.device)",
+      "g = group.sample(n, generator=None, dtype=x.dtype, device=x.device)", SYMMETRY_TESTS),
+    M("metrics: act_out ignored", "constrained_eq/symmetry/metrics.py",
+      'rho_out = resolve_action(act_in if act_out is None else act_out, "act_out")',
+      'rho_out = resolve_action(act_in, "act_out")', SYMMETRY_TESTS),
+    M("lie: generator applied transposed", "constrained_eq/symmetry/lie_derivative.py",
+      "        return x @ a.T\n", "        return x @ a\n", SYMMETRY_TESTS),
+    M("bounds: Thm A.1 without the 1/k", "constrained_eq/symmetry/bounds.py",
+      "base = 1 + prefix / k.clamp(min=1)", "base = 1 + prefix", SYMMETRY_TESTS),
+    M("bounds: signed gamma", "constrained_eq/symmetry/bounds.py", "    return g.abs()", "    return g",
+      ("tests/symmetry/test_pinned_values.py", "tests/symmetry/test_bounds.py")),
+    M("bounds: chain (8) powers of M reversed", "constrained_eq/symmetry/bounds.py",
+      "powers = M ** torch.arange(L - 1, -1, -1, dtype=g.dtype)", "powers = M ** torch.arange(L, dtype=g.dtype)",
+      SYMMETRY_TESTS),
+    M("reps: VectorRep acts by Q transposed", "constrained_eq/symmetry/reps.py",
+      "return _kron(torch.eye(self.channels, dtype=q.dtype, device=q.device), q)",
+      "return _kron(torch.eye(self.channels, dtype=q.dtype, device=q.device), q.transpose(-1, -2))",
+      SYMMETRY_TESTS),
+    M("tasks: invariance error with squares", "constrained_eq/tasks/base.py",
+      "return (turned - out).abs().sum(), out.abs().sum()", "return (turned - out).pow(2).sum(), out.pow(2).sum()",
+      ("tests/test_task_rotation_errors.py",)),
+    M("tasks: nbody error relative to |f(x)| instead of |f(x) - x|", "constrained_eq/tasks/nbody.py",
+      "(out - batch.loc).norm(dim=-1).sum()))", "out.norm(dim=-1).sum()))", ("tests/test_task_rotation_errors.py",)),
+    M("tasks: mocap error reads the first predicted step", "constrained_eq/tasks/mocap.py",
+      "((turned[-1] - out[-1] @ rot.T)", "((turned[0] - out[0] @ rot.T)", ("tests/test_task_rotation_errors.py",)),
+    M("nbody: val pool of 1,000", "constrained_eq/data/nbody.py",
+      '"val": 2_000, "test": 2_000}', '"val": 1_000, "test": 2_000}', NBODY_TESTS),
+    M("nbody: target is the input frame", "constrained_eq/data/nbody.py",
+      'f"{split}_target": xs[1]}', 'f"{split}_target": xs[0]}', NBODY_TESTS),
+]
+
+
+def _copy_repo(dest: Path) -> None:
+    """Copy the files git tracks or would track (no virtual environments, caches or run folders)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str, float]:
+    """Run ``tests`` in ``repo`` (stop at the first failure); return (exit code, last lines, seconds)."""
+    cache = tempfile.mkdtemp(prefix="ceq-mutant-cache-")  # never reuse simulated data across mutants
+    env = {**os.environ, "PYTHONPATH": str(repo), "CEQ_CACHE": cache, "OMP_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+        code, output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired:
+        code, output = -1, "timeout"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return code, output, time.perf_counter() - start
+
+
+def _first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" - ")[0]
+    return output.strip().splitlines()[-1] if output.strip() else ""
+
+
+def _try(repo: Path, m: Mutant, timeout: float) -> tuple[str, str]:
+    """Apply ``m`` in ``repo``, run its tests, restore the file; return (verdict, detail)."""
+    path = repo / m.file
+    original = path.read_text()
+    if original.count(m.old) != 1:
+        return "stale", f"'old' found {original.count(m.old)} times in {m.file}"
+    path.write_text(original.replace(m.old, m.new))
+    try:
+        code, output, seconds = _run_tests(repo, m.tests, timeout)
+    finally:
+        path.write_text(original)
+    if code == 0:
+        return "survived", f"{seconds:.0f} s"
+    return "killed", f"{seconds:.0f} s; " + ("timeout" if code == -1 else _first_failure(output))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen mutants; exit 0 when every one is killed, 1 with survivors, 2 when the tests fail unmutated."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", action="append", default=[], help="run only mutants whose name contains this")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once, each in its own copy")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (default: 300)")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.k or any(k.lower() in m.name.lower() for k in args.k)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:55s} {m.file:45s} {' '.join(m.tests)}")
+        return 0
+    jobs = max(1, min(args.jobs, len(chosen)))
+    with tempfile.TemporaryDirectory(prefix="ceq-mutants-") as tmp:
+        repos = [Path(tmp) / str(i) for i in range(jobs)]
+        for repo in repos:
+            _copy_repo(repo)
+        tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        code, output, seconds = _run_tests(repos[0], tests, args.timeout * 3)
+        if code != 0:
+            print(f"the unmutated tests fail ({_first_failure(output)}); fix them first", file=sys.stderr)
+            return 2
+        print(f"unmutated: {len(tests)} test paths pass in {seconds:.0f} s", flush=True)
+        free: queue.Queue[Path] = queue.Queue()
+        for repo in repos:
+            free.put(repo)
+
+        def run(m: Mutant) -> tuple[Mutant, str, str]:
+            repo = free.get()
+            try:
+                return (m, *_try(repo, m, args.timeout))
+            finally:
+                free.put(repo)
+
+        verdicts: dict[str, list[Mutant]] = {"killed": [], "survived": [], "stale": []}
+        with ThreadPoolExecutor(jobs) as pool:
+            for m, verdict, detail in pool.map(run, chosen):
+                verdicts[verdict].append(m)
+                print(f"{verdict.upper() if verdict != 'killed' else verdict:9s} {m.name}  ({detail})", flush=True)
+    killed, survived, stale = verdicts["killed"], verdicts["survived"], verdicts["stale"]
+    tried = len(killed) + len(survived)
+    print(f"\nkill rate: {len(killed)}/{tried} = {100 * len(killed) / max(tried, 1):.0f}%"
+          + (f"; {len(stale)} stale" if stale else ""))
+    for m in survived:
+        print(f"  survivor: {m.name} ({m.file})")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
