@@ -6,6 +6,7 @@ and let one Lagrangian engine run the primal–dual loop.
 
 from constrained_eq import symmetry
 from constrained_eq.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
+from constrained_eq.dual_optimizers import NuPI
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.formulations import resolve_formulation
 from constrained_eq.homotopy import (
@@ -37,6 +38,7 @@ __all__ = [
     "Penalty",
     "LieDerivative",
     "Solver",
+    "NuPI",
     "StepRecord",
     "NonFiniteError",
     "resolve_formulation",

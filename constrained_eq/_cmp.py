@@ -94,12 +94,21 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         """
         output = self.problem.objective.forward(model, batch)
         objective = self.problem.objective(output, batch) if with_objective else None
+        if objective is not None and objective.numel() != 1:  # shapes only: no host sync
+            raise ValueError(f"the objective returned shape {tuple(objective.shape)} on this batch; expected a "
+                             "scalar (a 0-d tensor): reduce it over the batch, e.g. with .mean()")
         result = StepValues(objective=objective, output=output)
         bare = unwrap(model)
+        sizes = getattr(self, "sizes", {})
         for plan in self.plans:
             target, bound = plan.constraint.target, self.bound_variables.get(plan.key)
             values = target.from_variables(bound) if bound is not None else target(bare, batch, output)
             values = values.reshape(-1) if values.dim() != 1 else values
+            if plan.key in sizes and max(values.numel(), 1) != sizes[plan.key]:
+                raise ValueError(f"the target {target.name!r} of constraint {plan.key!r} returned shape "
+                                 f"({values.numel()},) on this batch but ({sizes[plan.key]},) when the Solver was "
+                                 "built; a target has a fixed length L whatever the batch: reduce over the batch "
+                                 "(e.g. .mean(0))")
             result.values[plan.key] = values
             result.logged[plan.key] = _snapshot(values)
             if plan.mode == "lagrangian":

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import cooper
 import torch
 
+from constrained_eq.dual_optimizers import NuPI, resolve_dual_optimizer
+
 if TYPE_CHECKING:
     from constrained_eq.engine import Solver
 
@@ -231,8 +233,8 @@ def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | Non
     if lr is None:
         raise ValueError("Solver: the model has no primal parameters besides the constrained variables; "
                          "pass variable_lr=... (the step size of γ and u)")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
-        raise ValueError(f"Solver: expected 'variable_lr' to be a number > 0 (got {lr!r})")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or lr == float("inf"):
+        raise ValueError(f"Solver: expected 'variable_lr' to be a finite number > 0 (got {lr!r})")
     cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
     return cls(params, lr=float(lr))
 
@@ -247,11 +249,17 @@ def check_dual_maximize(optimizer: torch.optim.Optimizer) -> None:
             )
 
 
-def _dual(solver: Solver, dual_optimizer: Any) -> torch.optim.Optimizer | None:
+def _dual(solver: Solver, dual_optimizer: Any, eta_p: float | None = None) -> torch.optim.Optimizer | None:
     params = list(solver.cmp.dual_parameters())
     if not params:
         return None
-    if dual_optimizer is None:
+    named = resolve_dual_optimizer(dual_optimizer) if isinstance(dual_optimizer, str | NuPI) else None
+    if named is not None and solver.scheme == "extrapolation":
+        raise ValueError("Solver: dual_optimizer='nupi' has no extrapolation step; use the 'simultaneous' or an "
+                         "alternating constrained_optimizer")
+    if named is not None:
+        optimizer = named(params, solver.dual_lr, eta_p)
+    elif dual_optimizer in (None, "sgd"):
         cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
         optimizer = cls(params, lr=solver.dual_lr, maximize=True)
     elif _is_optimizer(dual_optimizer):
@@ -287,7 +295,8 @@ def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_o
     primal_optimizers = [*primal, *([variables] if variables is not None else [])]
     if not primal_optimizers:
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")
-    dual = _dual(solver, dual_optimizer)
+    plain = variables is not None and type(variables) is torch.optim.SGD and solver.variables
+    dual = _dual(solver, dual_optimizer, variables.param_groups[0]["lr"] if plain else None)
     if dual is None:
         cls = _hooked(cooper.optim.UnconstrainedOptimizer)
         return cls(solver.cmp, primal_optimizers, before_primal_step=solver.before_primal_step_)

@@ -24,7 +24,6 @@ import ast
 import contextlib
 import json
 import random
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,12 +37,24 @@ from constrained_eq import constraints as constraint_kinds
 from constrained_eq import distributed
 from constrained_eq._optim import grouped_optimizers
 from constrained_eq._recording import contribution_hooks
+from constrained_eq.data._safe import UnsafeFileError
+from constrained_eq.dual_optimizers import NuPI
 from constrained_eq.engine import Solver
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.imports import ImportPathError, build_model, is_import_path, load_optimizer
 from constrained_eq.problem import ConstrainedProblem, Objective
 from constrained_eq.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
-from constrained_eq.runs import load_checkpoint, read_json, write_json
+from constrained_eq.runs import (
+    LOCK,
+    MARKER,
+    RunLock,
+    clear_run_folder,
+    is_run_folder,
+    load_checkpoint,
+    mark_run_folder,
+    read_json,
+    write_json,
+)
 from constrained_eq.selection import FEASIBLE
 from constrained_eq.split_feasibility import counted, measure
 from constrained_eq.tasks import Task, get_task, projected
@@ -97,6 +108,10 @@ def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFil
 
 
 LIE_PENALTY_STRATEGIES = ("cr", "custom")
+# keys that may change on resume with --allow-change: how the run goes on, not what the problem is
+ALLOWED_CHANGES = ("training.epochs", "training.on_nonfinite", "training.log_every", "training.eval_every",
+                   "training.checkpoint_every", "training.steps_every", "optimizer.lr", "optimizer.weight_decay",
+                   "dual_lr", "variable_lr")
 
 
 def _line(spec: Mapping[str, Any], key: str) -> int | None:
@@ -186,6 +201,11 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
+    dual = spec.get("dual_optimizer", {"name": "sgd"})
+    return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
@@ -211,6 +231,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         loaders = task.loaders(training["seed"], training["batch_size"])
         section = "model"
         model = _model(task, spec["model"]["name"], spec["model"]["options"])
+    except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
+        raise _fail(spec, _line(spec, "task.options.root") or _line(spec, "task.name"), str(err)) from None
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
         raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
@@ -246,6 +268,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         solver = Solver(problem, model, name, primal, spec["dual_lr"],
                         constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                        dual_optimizer=_dual_optimizer(spec),
                         on_nonfinite=training.get("on_nonfinite", "raise"),
                         example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
     except ProblemFileError:
@@ -336,27 +359,88 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def _prepare_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool) -> None:
-    stored = read_json(run_dir / "problem.json")
-    digest = problem_hash(spec)
+def _check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+                   allow_change: tuple[str, ...] = ()) -> list[str]:
+    """Refuse a run folder that cannot be used as asked, writing nothing; returns the allowed changes.
+
+    A folder that exists, is not empty and lacks the run marker is never written to (nor deleted);
+    ``--overwrite`` deletes only a run folder, and never one another process holds (its lock).
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise _fail(spec, None, f"{run_dir} is a file, not a run folder; choose another --out")
+    RunLock.check_free(run_dir)
+    contents = [p.name for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
+    has_run = any(name in contents for name in ("checkpoint.pt", "checkpoint.prev.pt", "problem.json"))
+    if contents and not has_run and not is_run_folder(run_dir):
+        raise _fail(spec, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
+                                "refusing to write into it: choose another --out")
     if resume:
-        if not (run_dir / "checkpoint.pt").exists():
-            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first")
-        if stored.get("sha256") != digest:
+        if not any((run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
+            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
+                                    "(with --overwrite if the folder exists)")
+        stored = read_json(run_dir / "problem.json")
+        if stored.get("sha256") != problem_hash(spec):
             changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
                                                                if k not in LOCATION_KEYS})
-            raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
-                                    f"({'; '.join(changes[:5]) or 'content differs'}); restore the file or start "
-                                    "a new run with another --out")
-        return
-    if (run_dir / "checkpoint.pt").exists() or (run_dir / "problem.json").exists():
-        if not overwrite:
-            raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                                    "start it again, or choose another --out")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "problem.json", {"sha256": digest, "problem": {k: v for k, v in spec.items()
-                                                                         if k not in LOCATION_KEYS}})
+            refused = [c for c in changes if c.split(":", 1)[0] not in allow_change]
+            if refused or not changes:
+                hint = (f"; these can be changed with --allow-change: {', '.join(ALLOWED_CHANGES)}"
+                        if refused and all(c.split(':', 1)[0] in ALLOWED_CHANGES for c in refused) else "")
+                raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
+                                        f"({'; '.join(refused[:5]) or 'content differs'}); restore the file or start "
+                                        f"a new run with another --out{hint}")
+            return changes
+        return []
+    if has_run and not overwrite:
+        raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                "start it again, or choose another --out")
+    if has_run and not is_run_folder(run_dir):
+        raise _fail(spec, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
+                                f"{MARKER} marker in it); choose another --out, or move it away yourself")
+    return []
+
+
+def _keep_file_hyperparameters(solver: Solver) -> None:
+    """After a resume, keep the learning rates and weight decays of the file, not those of the checkpoint.
+
+    ``load_state_dict`` of a torch optimizer restores its param groups' hyperparameters; a resume
+    with ``--allow-change optimizer.lr`` (or ``dual_lr``, ...) sets them back to the file's values.
+    """
+    optimizers = [*solver.optimizer.primal_optimizers, *getattr(solver.optimizer, "dual_optimizers", [])]
+    fresh = [[{k: g[k] for k in ("lr", "weight_decay") if k in g} for g in opt.param_groups] for opt in optimizers]
+    load = solver.load_state_dict
+
+    def load_then_keep(state: dict[str, Any]) -> None:
+        load(state)
+        for opt, groups in zip(optimizers, fresh, strict=True):
+            for group, values in zip(opt.param_groups, groups, strict=True):
+                group.update(values)
+
+    solver.load_state_dict = load_then_keep  # type: ignore[method-assign]
+
+
+def _open_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+                  allow_change: tuple[str, ...] = ()) -> RunLock:
+    """Lock the run folder, check it again under the lock, clear it (``--overwrite``), write marker and problem.json."""
+    lock = RunLock(run_dir).acquire()
+    try:
+        changes = _check_run_dir(spec, run_dir, resume, overwrite, allow_change)
+        problem = {k: v for k, v in spec.items() if k not in LOCATION_KEYS}
+        if resume:
+            if changes:  # the run records every change it was resumed with
+                stored = read_json(run_dir / "problem.json")
+                history = [*stored.get("changes", []), {"changes": changes}]
+                write_json(run_dir / "problem.json", {"sha256": problem_hash(spec), "problem": problem,
+                                                      "changes": history})
+            return lock
+        if overwrite and is_run_folder(run_dir):
+            clear_run_folder(run_dir)
+        mark_run_folder(run_dir)
+        write_json(run_dir / "problem.json", {"sha256": problem_hash(spec), "problem": problem})
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _selection(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = None) -> str:
@@ -412,14 +496,19 @@ def _selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
 
 
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                device: str = "cpu", progress: bool = True,
-                context: distributed.Context | None = None) -> dict[str, Any]:
+                device: str = "cpu", progress: bool = True, context: distributed.Context | None = None,
+                allow_change: tuple[str, ...] = ()) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
 
     Under ``torchrun`` pass the ``context`` of :func:`constrained_eq.distributed.init_from_env`: every
     rank trains its share of each global batch, rank 0 alone writes the run folder and tests, and
     ``metrics.json`` records ``distributed.max_rank_difference`` (0.0 when all ranks hold the same
     θ, γ, λ and u, as they should).
+
+    Nothing is written before the build succeeds; then the run folder is locked (a second writer is
+    refused naming the holder's pid), marked as a run folder and, with ``overwrite``, cleared (only a
+    folder carrying the marker). ``allow_change`` lists the dotted keys (among :data:`ALLOWED_CHANGES`)
+    that may differ from the stored problem on ``resume``; each such resume is recorded in problem.json.
 
     Returns:
         dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
@@ -428,9 +517,13 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     run_dir = Path(run_dir)
     _check_world_size(spec, context)
     tensorboard = _check_tensorboard(spec)
-    distributed.on_main(lambda: _prepare_run_dir(spec, run_dir, resume, overwrite))
+    changes = distributed.on_main(lambda: _check_run_dir(spec, run_dir, resume, overwrite, allow_change))
     began = time.perf_counter()
     built = build(spec, device, context)
+    if changes:
+        _keep_file_hyperparameters(built.solver)
+    held: list[RunLock] = []  # rank 0's lock on the run folder, taken once the build succeeded
+    distributed.on_main(lambda: held.append(_open_run_dir(spec, run_dir, resume, overwrite, allow_change)))
     log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
 
     def end_epoch(epoch: int, row: dict[str, Any]) -> None:
@@ -480,6 +573,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     write_symmetry_report(run_dir)
     if log is not None:
         log.close(spec, summary)
+    for lock in held:
+        lock.release()
     return summary
 
 

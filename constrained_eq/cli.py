@@ -14,13 +14,16 @@ Usage::
 
 ``--set KEY=VALUE`` (run, compare, sweep) overrides any key of the file by its dotted path; a refused
 value is reported as ``<file>: --set KEY=VALUE: …``.
+    ceq --debug run …  (show the traceback of an error instead of its one line)
 
 Under ``torchrun --nproc_per_node=N -m constrained_eq.cli run …`` (or ``torchrun … $(which ceq) run …``)
 the run is data-parallel: see docs/distributed.md.
 
 Mistakes in a problem file or on the command line print ``ceq: error: <file>:<line>: …`` and exit
 with status 2. A run stopped by a fault (NaN/Inf, diverging duals) prints ``ceq: error: <file>: training
-stopped: …`` and exits with status 1; its last checkpoint is intact.
+stopped: …`` and exits with status 1; its last checkpoint is intact. Any other failure (a read-only or
+full disk, out of memory, a bug) prints one line with the path and what to do and exits with status 1;
+``ceq --debug …`` shows its traceback.
 """
 
 from __future__ import annotations
@@ -61,8 +64,19 @@ def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> d
 
 
 def _run_dir(out: str, file: str, strategy: str | None) -> Path:
-    stem = Path(file).stem
-    return Path(out) / (f"{stem}-{strategy}" if strategy else stem)
+    from constrained_eq.runs import run_folder
+
+    return run_folder(out, file, strategy)  # a safe name, inside --out
+
+
+def _allow_change(values: Sequence[str] | None) -> tuple[str, ...]:
+    from constrained_eq.build import ALLOWED_CHANGES
+
+    keys = tuple(k.strip() for v in values or () for k in v.split(",") if k.strip())
+    for key in keys:
+        if key not in ALLOWED_CHANGES:
+            raise ValueError(f"Expected '--allow-change' to list keys among {', '.join(ALLOWED_CHANGES)} (got {key!r})")
+    return keys
 
 
 def _fmt(value: Any) -> str:
@@ -100,9 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _load(args.file, args, args.strategy)
     run_dir = _run_dir(args.out, args.file, args.strategy)
+    allow_change = _allow_change(args.allow_change)
+    if allow_change and not args.resume:
+        raise ValueError("Expected '--allow-change' together with '--resume' (it lists what a resumed run may change)")
     with _torchrun(_device(args.device)) as (context, device):
         summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                              progress=not args.quiet, context=context)
+                              progress=not args.quiet, context=context, allow_change=allow_change)
     if not summary:  # ranks other than 0 print nothing
         return 0
     print(f"run folder: {run_dir}")
@@ -277,11 +294,15 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="ceq", description="Run constrained-learning problem files.")
     parser.add_argument("--version", action="version", version=f"constrained_eq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one problem file into a run folder")
     run.add_argument("file")
     run.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
     run.add_argument("--overwrite", action="store_true", help="start an existing run folder again")
+    run.add_argument("--allow-change", action="append", default=None, metavar="KEY[,KEY]",
+                     help="with --resume: keys that may differ from the run's problem (optimizer.lr, "
+                          "training.epochs, dual_lr, ...); recorded in problem.json")
     compare = sub.add_parser("compare", help="run several problem files (or strategies) and print one table")
     compare.add_argument("files", nargs="+")
     compare.add_argument("--strategies", default=None, help="comma-separated strategies to run on every file")
@@ -322,16 +343,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError) as err:
-        print(f"ceq: error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:  # NonFiniteError, DivergenceError: training stopped, checkpoint intact
-        where = getattr(args, "file", None) or getattr(args, "run_dir", "")
-        print(f"ceq: error: {where}: training stopped: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("ceq: interrupted; continue with `ceq run <file> --resume`", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        status, message = _one_line(err, args)
+        print(f"ceq: error: {message}", file=sys.stderr)
+        return status
+
+
+def _one_line(err: BaseException, args: argparse.Namespace) -> tuple[int, str]:
+    """Exit status and one-line message of any error (``--debug`` shows the traceback instead)."""
+    where = getattr(args, "file", None) or getattr(args, "run_dir", None) or ", ".join(getattr(args, "files", []))
+    text = " ".join(str(err).split())
+    if isinstance(err, FloatingPointError):  # NonFiniteError, DivergenceError: training stopped, checkpoint intact
+        return 1, f"{where}: training stopped: {text}"
+    if isinstance(err, ValueError | TypeError):
+        return 2, text
+    if isinstance(err, OSError):
+        path = err.filename or where
+        reason = err.strerror or text
+        return 1, (f"{path}: {reason}; check that the folder exists and is writable and that the disk has space, "
+                   "or choose another --out (the last checkpoint is intact)")
+    if isinstance(err, MemoryError):
+        return 1, (f"{where}: out of memory; lower training.batch_size, the model's width (hidden, ...) or the "
+                   "dataset size (n_train, limit, ...)")
+    if isinstance(err, RecursionError):
+        return 2, f"{where}: nesting too deep ({text}); simplify the file"
+    return 1, f"{where}: {type(err).__name__}: {text[:500]}; rerun with --debug for the traceback"
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ class Solver:
             must already be one.
         primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
         dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
-        dual_optimizer (Optimizer or callable, optional): Replaces SGD ascent on λ; must have
-            ``maximize=True``.
+        dual_optimizer (str, NuPI or callable, optional): ``"sgd"`` (ascent with ``dual_lr``),
+            ``"nupi"`` (Cooper's nuPI with default gains; ``NuPI(kappa_p=…, kappa_i=…)`` to set them) or a
+            factory ``params -> Optimizer`` with ``maximize=True`` (default: :obj:`"sgd"`).
         variable_optimizer (str or callable, optional): ``"sgd"`` (plain steps, as ACE),
             ``"primal"`` (γ stays in the primal optimizer, e.g. Adam) or a factory
             ``params -> Optimizer`` (default: :obj:`"sgd"`).
@@ -162,6 +163,7 @@ class Solver:
         bound = {p.key: p.constraint.target.variables(model) for p in self.plans
                  if p.constraint.target.from_variables is not None}
         self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound)
+        self.cmp.sizes = self._target_sizes  # each step checks that a target keeps its length L
         self.variables = self._constrained_variables()
         if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
             raise ValueError(
@@ -198,6 +200,9 @@ class Solver:
             if plan.constraint.target.prepare is not None:
                 plan.constraint.target.prepare(self.model)
         output = None
+        self._target_sizes: dict[str, int] = {}
+        if is_loader(example_batch):
+            example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
         if any(p.constraint.target.needs_batch for p in self.plans):
             if example_batch is None:
                 names = [p.key for p in self.plans if p.constraint.target.needs_batch]
@@ -206,8 +211,6 @@ class Solver:
                     "Target(..., reads='parameters') for one that reads the model alone); pass "
                     "example_batch=<a batch or the train loader> so their sizes are known before training"
                 )
-            if is_loader(example_batch):
-                example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
             with torch.no_grad():
                 output = self.problem.objective.forward(self.model, example_batch)
         sizes = {}
@@ -223,9 +226,12 @@ class Solver:
                     f"floating tensor of shape (L,) (got {got})"
                 )
             plan.constraint.check_size(values.numel())
+            _check_target_fits(self, plan, values, example_batch)
             with torch.no_grad():  # L, or 2L for a two-sided bound
                 size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
             sizes[plan.key] = max(size, 1)
+            self._target_sizes[plan.key] = max(values.numel(), 1)
+        _check_scalar_objective(self, example_batch, output)
         return sizes
 
     def _constrained_variables(self) -> list[torch.nn.Parameter]:
@@ -423,3 +429,38 @@ class Solver:
     def __repr__(self) -> str:
         return (f"Solver(problem={self.problem!r}, formulation={self.formulation!r}, "
                 f"constrained_optimizer={self.scheme!r}, dual_lr={self.dual_lr})")
+
+
+def _check_target_fits(solver: Solver, plan: ConstraintPlan, values: torch.Tensor, example_batch: Any) -> None:
+    """Refuse a target whose dtype differs from the model's, or (enforced by a multiplier) that no parameter moves.
+
+    A multiplier on a value with no gradient path to any parameter grows without any effect on it.
+    """
+    target = plan.constraint.target
+    _, dtype = solver._device_and_dtype()
+    if values.dtype != dtype:
+        raise ValueError(f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return dtype "
+                         f"{dtype} like the model's parameters (got {values.dtype}); cast it with .to({dtype})")
+    if plan.mode != "lagrangian" or target.variables is not None:
+        return
+    with torch.enable_grad():
+        output = solver.problem.objective.forward(solver.model, example_batch) if target.needs_batch else None
+        moving = target(solver.model, example_batch, output).requires_grad
+    if not moving:
+        raise ValueError(f"Solver: the target {target.name!r} of constraint {plan.key!r} has no gradient path to "
+                         "any parameter (its value does not require grad): its multiplier would grow with no effect. "
+                         "Compute it from the model's parameters or outputs, without .detach() or torch.no_grad()")
+
+
+def _check_scalar_objective(solver: Solver, example_batch: Any, output: Any) -> None:
+    """Refuse an objective that does not return a scalar on the example batch (when one is given)."""
+    if example_batch is None:
+        return
+    with torch.no_grad():
+        if output is None:
+            output = solver.problem.objective.forward(solver.model, example_batch)
+        loss = solver.problem.objective(output, example_batch)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"Solver: expected the objective to return a scalar (a 0-d tensor) (got {got}); reduce "
+                         "it over the batch, e.g. with .mean()")

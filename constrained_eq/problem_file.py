@@ -67,7 +67,7 @@ class _Seq(list):
     item_lines: list
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present (~20x faster)
     """A safe loader whose mappings and sequences remember the line of each key and item."""
 
 
@@ -77,6 +77,9 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
     out.line, out.key_lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool | None):  # `? [a, b]`: a complex key
+            raise ProblemFileError(loader.name, key_node.start_mark.line + 1,
+                                   f"Expected every key to be a string (got a {type(key).__name__.lstrip('_')})")
         if key in out:
             raise ProblemFileError(loader.name, key_node.start_mark.line + 1, f"key {key!r} is given twice")
         out[key] = loader.construct_object(value_node, deep=True)
@@ -129,6 +132,11 @@ STR: Check = (lambda v: isinstance(v, str), "a string")
 MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
 
 
+def _int_range(low: int, high: int) -> Check:
+    """An integer in ``[low, high]``: every count has an upper bound, so no file allocates or loops without end."""
+    return (lambda v: _is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
+
+
 def _optional(check: Check) -> Check:
     return (lambda v: v is None or check[0](v), f"null or {check[1]}")
 
@@ -158,11 +166,13 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                   "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
                                                              "parameter names) and optional 'name', 'lr', "
                                                              "'weight_decay'"), [])},
-    "training": {"epochs": (POS_INT, 10), "batch_size": (POS_INT, 32), "seed": (INT, 0), "eval_every": (POS_INT, 1),
-                 "checkpoint_every": (POS_INT, 1), "log_every": (POS_INT, 10),
-                 "steps_every": (_optional(POS_INT), None), "on_nonfinite": (_choice(("raise", "skip")), "raise"),
+    "training": {"epochs": (_int_range(1, 100_000), 10), "batch_size": (_int_range(1, 65_536), 32),
+                 "seed": (_int_range(0, 2**32 - 1), 0), "eval_every": (_int_range(1, 100_000), 1),
+                 "checkpoint_every": (_int_range(1, 100_000), 1), "log_every": (_int_range(1, 10_000), 10),
+                 "steps_every": (_optional(_int_range(1, 1_000_000)), None),
+                 "on_nonfinite": (_choice(("raise", "skip")), "raise"),
                  "averaging": (_choice(("none", "uniform", "ema")), "none"),
-                 "average_start": ((lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"), 0),
+                 "average_start": (_int_range(0, 100_000), 0),
                  "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
                  "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
                  "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
@@ -181,13 +191,24 @@ TOP: dict[str, tuple[Check, Any]] = {
 DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
 NONNEG_INT: Check = (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0")
+SEED = _int_range(0, 2**32 - 1)
+WIDTH = _int_range(1, 4096)
 OPTION_CHECKS: dict[str, Check] = {
-    **{name: POS_INT for name in ("points", "n_train", "n_val", "n_test", "hidden", "n_layers", "hidden_nf")},
-    "neq_hidden": _optional(POS_INT),
+    **{name: _int_range(1, 1_000_000) for name in ("n_train", "n_val", "n_test", "num_per_class")},
+    **{name: _int_range(1, 100_000) for name in ("points", "n_points", "delta_frame", "num_trials")},
+    **{name: WIDTH for name in ("hidden", "hidden_nf", "hidden_channels", "num_filters", "emb_channels",
+                                "num_gaussians", "max_num_neighbors", "dim")},
+    **{name: _int_range(1, 64) for name in ("n_layers", "num_interactions", "num_modes")},
+    **{name: SEED for name in ("data_seed", "split_seed")},
+    "k": _int_range(1, 256),
+    "num_timesteps": _int_range(1, 1000),
+    "limit": _optional(_int_range(1, 10_000_000)),
+    "neq_hidden": _optional(WIDTH),
     "neq_init_std": _optional(POS_NUMBER),
-    "lmax_h": NONNEG_INT,
-    "lmax_attr": NONNEG_INT,
+    "lmax_h": _int_range(0, 6),
+    "lmax_attr": _int_range(0, 6),
 }
+ANY_INT = _int_range(-(2**31), 2**31 - 1)  # an integer option not listed above
 
 
 class _Checker:
@@ -248,7 +269,7 @@ def _check_options(checker: _Checker, options: Mapping, defaults: Mapping[str, A
         if isinstance(default, bool):
             check = BOOL
         elif isinstance(default, int):
-            check = INT
+            check = ANY_INT
         elif isinstance(default, float):
             check = (_is_number, "a number")
         elif isinstance(default, str):
@@ -476,20 +497,13 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         ProblemFileError: On a YAML syntax error, an unknown key, a wrong type or an unknown name.
     """
     path = Path(path)
-    if not path.exists():
-        raise ProblemFileError(path, None, "no such file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        raise ProblemFileError(path, mark.line + 1 if mark else None, f"invalid YAML: {err.problem}") from None
+    raw = _read_yaml(path)
     checker = _Checker(str(path))
     if not isinstance(raw, dict):
         raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
                               f"(got {type(raw).__name__})")
     apply_overrides(raw, as_overrides(overrides), checker.fail)
-    allowed = {**{k: None for k in SCHEMA}, **TOP, "constraints": None}
+    allowed = {**{k: None for k in SCHEMA}, **TOP, "dual_optimizer": None, "constraints": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})
     spec: dict[str, Any] = {}
@@ -500,6 +514,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
     spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
         spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
+    spec["dual_optimizer"] = _dual_optimizer(checker, raw.get("dual_optimizer", "sgd"), lines.get("dual_optimizer"))
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
     _check_names(checker, raw, spec)
@@ -512,6 +527,21 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
     return spec
 
 
+def _dual_optimizer(checker: _Checker, raw: Any, line: int | None) -> dict[str, Any]:
+    """``dual_optimizer: nupi`` or ``{name: nupi, options: {kappa_p: 10, kappa_i: 1, ema_nu: 0}}``."""
+    from constrained_eq.dual_optimizers import DUAL_OPTIMIZERS, NuPI
+
+    spec = checker.section(raw, {"name": (_choice(DUAL_OPTIMIZERS), REQUIRED), "options": (MAPPING, {})},
+                           "dual_optimizer", line)
+    if spec["options"] and spec["name"] != "nupi":
+        raise checker.fail(line, f"Unknown key 'dual_optimizer.options'; dual optimizer {spec['name']!r} takes none")
+    try:
+        NuPI(**spec["options"])
+    except (TypeError, ValueError) as err:
+        raise checker.fail(line, f"Expected 'dual_optimizer.options' to be kappa_p, kappa_i, ema_nu: {err}") from None
+    return spec
+
+
 def _key_lines(raw: Any, prefix: str = "") -> dict[str, int]:
     """Line of every key of the file as ``{"section.key": line}`` (for errors found while building)."""
     out: dict[str, int] = {}
@@ -521,6 +551,107 @@ def _key_lines(raw: Any, prefix: str = "") -> dict[str, int]:
         if isinstance(raw[key], dict):
             out.update(_key_lines(raw[key], f"{name}."))
     return out
+
+
+# resource limits of a problem file: each is refused before the file is turned into objects
+MAX_BYTES = 64 << 10  # 64 KiB; the problem files of this project are 1-2 KiB
+MAX_DEPTH = 64  # nesting of mappings and sequences
+MAX_NODES = 10_000  # values after every alias is expanded (an alias "bomb" expands exponentially)
+
+
+def _line_of_byte(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _read_yaml(path: Path) -> Any:
+    """Read, decode and parse a problem file within :data:`MAX_BYTES`, :data:`MAX_DEPTH` and :data:`MAX_NODES`.
+
+    Raises:
+        ProblemFileError: Naming the file and the line of the first offending byte or node.
+    """
+    if not path.is_file():
+        raise ProblemFileError(path, None, "no such file" if not path.exists() else "not a file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ProblemFileError(path, None, f"the file has {size} bytes, more than the {MAX_BYTES} a problem file "
+                                           "may have; is it the right file?")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise ProblemFileError(path, _line_of_byte(data, data.index(b"\0")),
+                               "the file holds a NUL byte: it is binary, not a YAML text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProblemFileError(path, _line_of_byte(data, err.start),
+                               f"the file is not UTF-8 (byte 0x{data[err.start]:02x}); save it as UTF-8") from None
+    try:
+        _check_shape(path, text)
+        raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = (f"nesting deeper than {MAX_DEPTH} levels; a problem file needs a few"
+                   if "nesting depth" in str(err.problem) else f"invalid YAML: {err.problem}")
+        raise ProblemFileError(path, mark.line + 1 if mark else None, problem) from None
+    except yaml.reader.ReaderError as err:
+        raise ProblemFileError(path, text.count("\n", 0, err.position) + 1,
+                               f"invalid YAML: {err.reason} character {err.character!r}") from None
+    except yaml.YAMLError as err:
+        raise ProblemFileError(path, None, f"invalid YAML: {' '.join(str(err).split())}") from None
+    _check_plain(path, raw)
+    return raw
+
+
+def _check_shape(path: Path, text: str) -> None:
+    """Walk the YAML events (no recursion, nothing built): refuse too deep nesting and too large expansions."""
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = [[0, None]]  # [node count, anchor] of each open collection
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~20x faster, same events
+    for event in yaml.parse(text, Loader=loader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([1, event.anchor])
+            if len(stack) - 1 > MAX_DEPTH:
+                raise ProblemFileError(path, line, f"nesting deeper than {MAX_DEPTH} levels; a problem file needs "
+                                                   "a few")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            count, anchor = stack.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                continue  # the composer reports the undefined alias with its line
+            count, anchor = sizes[event.anchor], None
+        elif isinstance(event, yaml.ScalarEvent):
+            count, anchor = 1, event.anchor
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = count
+        stack[-1][0] += count
+        if stack[-1][0] > MAX_NODES or count > MAX_NODES:
+            raise ProblemFileError(path, line, f"the file holds more than {MAX_NODES} values once its aliases "
+                                               "(*name) are expanded; a problem file needs a few hundred")
+
+
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _check_plain(path: Path, raw: Any, line: int | None = 1) -> None:
+    """Refuse keys that are not strings and values that are not plain (``!!binary``, ``!!set``, dates)."""
+    if isinstance(raw, dict):
+        lines = getattr(raw, "key_lines", {})
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                raise ProblemFileError(path, lines.get(key, getattr(raw, "line", line)),
+                                       f"Expected every key to be a string (got {key!r})")
+            _check_plain(path, value, lines.get(key, line))
+    elif isinstance(raw, list):
+        item_lines = getattr(raw, "item_lines", [])
+        for index, value in enumerate(raw):
+            _check_plain(path, value, item_lines[index] if index < len(item_lines) else line)
+    elif not isinstance(raw, _PLAIN_TYPES):
+        raise ProblemFileError(path, line, f"Expected a plain value (string, number, true/false, null, list or "
+                                           f"mapping) (got {type(raw).__name__} {raw!r}: YAML tags such as "
+                                           "!!binary, !!set and dates are not read)")
 
 
 def _named(stream: str, path: Path) -> _Loader:

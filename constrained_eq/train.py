@@ -32,6 +32,7 @@ At every evaluation each constraint is measured over the whole validation split
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 import warnings
@@ -47,10 +48,20 @@ from tqdm.auto import tqdm
 
 from constrained_eq._loaders import batch_size as _batch_size
 from constrained_eq._loaders import to_device
-from constrained_eq.distributed import all_reduce_mean, is_main_process, unwrap
+from constrained_eq.distributed import all_reduce_mean, is_distributed, is_main_process, unwrap
 from constrained_eq.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.feasibility import warn_new_infeasible
-from constrained_eq.runs import CsvStream, atomic_torch_save, load_checkpoint, read_json, write_json
+from constrained_eq.runs import (
+    CsvStream,
+    RunFolderError,
+    atomic_torch_save,
+    load_checkpoint,
+    locked,
+    read_json,
+    restore_checkpoint,
+    save_checkpoint,
+    write_json,
+)
 from constrained_eq.selection import FEASIBLE, describe_selection, selection_key
 from constrained_eq.split_feasibility import DEFAULT_TOLERANCE, Measurement, counted, is_homotopy, measure
 from constrained_eq.structure import describe
@@ -227,6 +238,50 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
         sampler.set_epoch(epoch)
 
 
+_CHECKPOINT_KEYS = {"solver": dict, "epoch": int, "history_rows": int, "steps_rows": int}
+_SOLVER_KEYS = ("structure", "model", "cmp", "slacks", "optimizer", "step", "epoch", "rng")
+
+
+def _apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator | None) -> None:
+    """Check a checkpoint's structure (errors name the key) and restore the solver and the loader RNG."""
+    if not isinstance(checkpoint, dict):
+        raise RunFolderError(f"not a checkpoint: expected a mapping with keys {sorted(_CHECKPOINT_KEYS)} "
+                             f"(got {type(checkpoint).__name__})")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(checkpoint.get(key), kind) or isinstance(checkpoint.get(key), bool):
+            raise RunFolderError(f"key {key!r}: expected {kind.__name__} (got {type(checkpoint.get(key)).__name__})")
+    missing = [k for k in _SOLVER_KEYS if k not in checkpoint["solver"]]
+    if missing:
+        raise RunFolderError(f"key 'solver.{missing[0]}': missing from the solver state")
+    rng = checkpoint.get("loader_rng")
+    if generator is not None and rng is not None and not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8
+                                                          and rng.shape == generator.get_state().shape):
+        raise RunFolderError("key 'loader_rng': expected the state of a torch.Generator (a uint8 tensor of shape "
+                             f"{tuple(generator.get_state().shape)})")
+    try:
+        solver.load_state_dict(checkpoint["solver"])
+    except (RuntimeError, KeyError, TypeError, IndexError) as err:
+        raise RunFolderError(f"key 'solver': does not fit this solver ({' '.join(str(err).split())[:300]})") from None
+    if generator is not None and rng is not None:
+        generator.set_state(rng.cpu())
+
+
+def _check_finite_state(model: torch.nn.Module, row: Mapping[str, Any], epoch: int) -> None:
+    """Raise :class:`NonFiniteError` when the weights or the epoch's losses are not finite (before a checkpoint).
+
+    One host sync. Under torch.distributed only what every rank shares (weights, the averaged train loss)
+    is checked, so that all ranks stop together.
+    """
+    keys = ("train_loss",) if is_distributed() else ("train_loss", "val_loss")
+    bad = [k for k, v in row.items() if k in keys and not math.isfinite(v)]
+    params = [p.detach() for p in model.parameters()]
+    if not bad and (not params or bool(torch.stack([p.isfinite().all().to(params[0].device) for p in params]).all())):
+        return
+    what = f"the {' and '.join(bad)}" if bad else "the weights"
+    raise NonFiniteError(f"epoch {epoch} ended with non-finite {what.removeprefix('the ')}; its state was not "
+                         "checkpointed")
+
+
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
     if allow_none and value is None:
         return
@@ -310,7 +365,14 @@ def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "epoch" and "." not in k and "/" not in k}
 
 
-def fit(
+def fit(solver: Solver, train_loader: Any, val_loader: Any = None, **options: Any) -> FitResult:
+    """Train ``solver`` holding the run folder's lock (the full docstring is set below, from ``_fit``)."""
+    run_dir = options.get("run_dir")
+    with locked(run_dir if run_dir is not None and is_main_process() else None):  # one writer per run folder
+        return _fit(solver, train_loader, val_loader, **options)
+
+
+def _fit(
     solver: Solver,
     train_loader: Any,
     val_loader: Any = None,
@@ -337,6 +399,7 @@ def fit(
     divergence_limit: float | None = 1e6,
     objective_limit: float | None = 1e6,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    max_consecutive_skips: int = 100,
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -392,6 +455,11 @@ def fit(
         on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
             epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
             learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
+        max_consecutive_skips (int, optional): With ``on_nonfinite="skip"``, stop with :class:`NonFiniteError`
+            after this many skipped batches in a row (default: 100).
+
+    A run folder is locked (:class:`~constrained_eq.runs.RunLock`) while ``fit`` writes it: a second
+    writer is refused naming the holder's pid.
 
     Returns:
         FitResult: best epoch and metrics, final metrics, run folder.
@@ -400,6 +468,8 @@ def fit(
         NonFiniteError: A loss, violation or gradient was NaN/Inf (solver with ``on_nonfinite="raise"``);
             the message names the step, the epoch and the last checkpoint, which is intact.
         DivergenceError: max|λ| or the objective passed ``divergence_limit``; names the learning rates to lower.
+        RunFolderError: Another process writes ``run_dir``; or no checkpoint of the folder can be resumed
+            (the latest damaged and the previous one too: both named).
         ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
             holds a checkpoint with ``resume=False``, or a ``select`` column that is never logged.
     """
@@ -407,6 +477,7 @@ def fit(
     for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("log_every", log_every)):
         _check_positive_int(value, name)
     _check_positive_int(steps_every, "steps_every", allow_none=True)
+    _check_positive_int(max_consecutive_skips, "max_consecutive_skips")
     if select_mode not in ("min", "max"):
         raise ValueError(f"fit: expected 'select_mode' to be 'min' or 'max' (got {select_mode!r})")
     _check_averaging(averaging, average_start, ema_decay)
@@ -437,13 +508,11 @@ def fit(
 
     checkpoint_path = run_dir / "checkpoint.pt" if run_dir else None
     if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
+        if checkpoint_path is None or not any(p.exists() for p in (checkpoint_path, run_dir / "checkpoint.prev.pt")):
             raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                              "run without resume=True first")
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        solver.load_state_dict(checkpoint["solver"])
-        if generator is not None and checkpoint["loader_rng"] is not None:
-            generator.set_state(checkpoint["loader_rng"].cpu())
+        checkpoint = restore_checkpoint(checkpoint_path, lambda c: _apply_checkpoint(c, solver, generator),
+                                        map_location=device)
         state.update({k: checkpoint.get(k, state[k]) for k in state})
         if averaged is not None and checkpoint.get("averaged") is not None:
             averaged.load_state_dict(checkpoint["averaged"])
@@ -470,13 +539,15 @@ def fit(
     infeasible_seen: set[str] = set()
     verdicts: dict = {}
     best_state: dict[str, torch.Tensor] | None = None  # in memory only when testing without a run folder
+    consecutive_skips = 0
 
     def last_checkpoint() -> str:
         if checkpoint_path is None:
             return "No run folder: nothing was saved."
         if checkpoint_path.exists():
             return (f"The last checkpoint {checkpoint_path} (end of epoch {state['epoch']}) is intact; continue "
-                    "with resume=True (`ceq run <file> --resume`) after the fix.")
+                    "with resume=True (`ceq run <file> --resume`) after the fix, listing what you changed "
+                    "(`--allow-change optimizer.lr,dual_lr`).")
         return f"No checkpoint was written yet in {run_dir}."
 
     try:
@@ -492,8 +563,13 @@ def fit(
                     count += 1
                     if averaged is not None and epoch >= average_start:
                         averaged.update_parameters(model)
+                    consecutive_skips = 0
                 else:
                     state["skipped_steps"] += 1
+                    consecutive_skips += 1
+                    if consecutive_skips >= max_consecutive_skips:
+                        raise NonFiniteError(f"step {record.step}: {consecutive_skips} consecutive batches were "
+                                             "non-finite and skipped; the data or the learning rates are broken")
                 if solver.step_count % log_every == 0 and not record.skipped:
                     loss, shown, lambdas = _magnitudes(solver, record)  # the one sync of a logging point
                     if progress:
@@ -535,18 +611,20 @@ def fit(
                                        "candidate": candidate}, run_dir / "best.pt")
                 elif test_loader is not None:
                     best_state = {k: v.detach().clone() for k, v in judged_model.state_dict().items()}
+            _check_finite_state(model, row, epoch)  # a non-finite state never replaces the last checkpoint
             state["epoch"] = epoch
             state["final_metrics"] = metrics_row
             verdicts = warn_new_infeasible(solver, infeasible_seen, f"epoch {epoch}")  # one read per epoch
             if writes and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
-                atomic_torch_save({"solver": solver.state_dict(), **state,
-                                   "averaged": averaged.state_dict() if averaged is not None else None,
+                save_checkpoint({"solver": solver.state_dict(), **state,
+                                 "averaged": averaged.state_dict() if averaged is not None else None,
                                    "loader_rng": generator.get_state() if generator is not None else None,
                                    "history_rows": len(history), "steps_rows": len(steps) if steps else 0},
                                   checkpoint_path)
     except NonFiniteError as err:
-        raise NonFiniteError(f"{err} (epoch {epoch}). {last_checkpoint()} To skip such batches instead, set "
-                             "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).") from None
+        skip = ("" if getattr(solver, "on_nonfinite", "raise") == "skip" else " To skip such batches instead, set "
+                "`training.on_nonfinite: skip` (Solver(on_nonfinite='skip')).")
+        raise NonFiniteError(f"{err} (epoch {epoch}). {last_checkpoint()}{skip}") from None
     finally:
         bar.close()
     result = FitResult(state["best_epoch"], dict(state["best_metrics"]), dict(state["final_metrics"]), run_dir,
@@ -601,3 +679,7 @@ def _test_selected(solver: Solver, model: torch.nn.Module, run_dir: Path | None,
         selected.load_state_dict(state)
     row, measured = _judge(selected, loader, solver, evaluate, metrics, tolerance, "test")
     return {k.removeprefix("test_"): v for k, v in _summary_row(row).items()}, measured.verdict()
+
+
+fit.__doc__ = _fit.__doc__
+fit.__signature__ = inspect.signature(_fit)  # type: ignore[attr-defined]

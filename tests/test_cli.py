@@ -57,7 +57,7 @@ def test_malformed_file_exits_2_with_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,line,message", [
-    ("  epochs: 2", "  epochs: two", 11, "Expected 'training.epochs' to be an integer ≥ 1 (got 'two')"),
+    ("  epochs: 2", "  epochs: two", 11, "Expected 'training.epochs' to be an integer in [1, 100000] (got 'two')"),
     ("formulation: lagrangian", "formulation: lagrange", 9, "Expected 'formulation.name' to be one of 'lagrangian'"),
     ("  name: toy_rotation", "  name: toy", 2, "Expected 'task.name' to be one of 'toy_rotation', 'nbody'"),
     ("hidden: 4", "hidden: 4, width: 3", 6, "Unknown key 'model.options.width'; expected one of 'hidden'"),

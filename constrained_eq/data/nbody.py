@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import os
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -196,7 +198,9 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
 
     The cache file is written to a temporary file and moved into place with :func:`os.replace`, so a
     concurrent reader never sees a partial file. ``root`` defaults to ``$CEQ_CACHE`` or
-    ``~/.cache/constrained_eq``.
+    ``~/.cache/constrained_eq``. The cache is read with ``allow_pickle=False``: a file holding object
+    arrays (pickles), a corrupt one or one that lacks an array is simulated again (with a warning),
+    never unpickled.
     """
     if "field" in params and params["field"] is not None:
         params["field"] = [float(f) for f in _check_field(params["field"])]
@@ -205,8 +209,17 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
     folder = Path(root) if root is not None else _default_root()
     path = folder / f"nbody_{key}.npz"
     if path.exists():
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:  # never unpickles: object arrays are refused
+                arrays = {name: data[name] for name in data.files}
+            expected = {f"{split}_{name}" for split in ("train", "val", "test")
+                        for name in ("loc", "vel", "charges", "target")}
+            if set(arrays) != expected or any(a.dtype.kind != "f" for a in arrays.values()):
+                raise KeyError(f"arrays {sorted(arrays)} instead of {sorted(expected)} (float)")
+            return arrays
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            warnings.warn(f"{path}: not a plain N-body cache ({type(err).__name__}: {err}); nothing in it was run, "
+                          "simulating again", RuntimeWarning, stacklevel=2)
     arrays = simulate_nbody(**params)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

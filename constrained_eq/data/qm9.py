@@ -33,6 +33,7 @@ import importlib.util
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import torch
 from torch_geometric.data import Data, InMemoryDataset
 
 from constrained_eq.data._common import atomic_torch_save, random_split_indices, require_files
+from constrained_eq.data._safe import UnsafeFileError, no_code_from_files
 
 __all__ = [
     "QM9_TARGETS",
@@ -176,8 +178,17 @@ class QM9Pack(InMemoryDataset):
                 )
         self.source_dir = Path(source_dir)
         self.limit = limit
-        super().__init__(str(root), transform, pre_transform, None, force_reload=force_reload)
-        self.load(self.processed_paths[0])
+        with no_code_from_files():  # the cache is read as plain data; anything else is rebuilt, never run
+            try:
+                super().__init__(str(root), transform, pre_transform, None, force_reload=force_reload)
+                self.load(self.processed_paths[0])
+            except UnsafeFileError as err:
+                if force_reload:
+                    raise
+                warnings.warn(f"{err}; rebuilding the QM9Pack cache from {self.source_dir}", RuntimeWarning,
+                              stacklevel=2)
+                super().__init__(str(root), transform, pre_transform, None, force_reload=True)
+                self.load(self.processed_paths[0])
 
     @property
     def raw_dir(self) -> str:  # noqa: D102
@@ -238,7 +249,9 @@ def qm9_from_pyg_root(root: str | os.PathLike[str], **kwargs: object) -> InMemor
 
     With rdkit installed PyG processes ``root/raw/{gdb9.sdf, gdb9.sdf.csv, uncharacterized.txt}``;
     without rdkit it instead loads its pre-processed ``root/raw/qm9_v3.pt``. A previously processed
-    ``root/processed/data_v3.pt`` is reused as is.
+    ``root/processed/data_v3.pt`` is reused when it is plain data. Every file of the root is read with
+    ``torch.load(weights_only=True)`` only (see :mod:`constrained_eq.data._safe`): a file that pickles
+    anything else is refused, never unpickled, and nothing in the root is deleted.
 
     Args:
         root: Dataset root holding ``raw/`` (and, after the first run, ``processed/``).
@@ -249,6 +262,7 @@ def qm9_from_pyg_root(root: str | os.PathLike[str], **kwargs: object) -> InMemor
 
     Raises:
         FileNotFoundError: Naming the raw folder and the files it must hold.
+        UnsafeFileError: A ``.pt`` file of the root that is not plain data (named; it was not unpickled).
     """
     from torch_geometric.datasets import QM9
 
@@ -265,7 +279,8 @@ def qm9_from_pyg_root(root: str | os.PathLike[str], **kwargs: object) -> InMemor
                 )
             require_files(self.raw_dir, self.raw_file_names, "QM9 (PyG)", hint)
 
-    return _LocalQM9(str(root), **kwargs)  # type: ignore[arg-type]
+    with no_code_from_files():
+        return _LocalQM9(str(root), **kwargs)  # type: ignore[arg-type]
 
 
 def synthetic_qm9(num_molecules: int = 16, min_atoms: int = 3, max_atoms: int = 9, seed: int = 0) -> list[Data]:

@@ -11,7 +11,18 @@ from constrained_eq.homotopy import HomotopicLayer, LinearBranch
 from constrained_eq.nn._reps import irreps_algebra
 from constrained_eq.nn.egnn import _graph_mean, _segment_sum
 
-__all__ = ["SEGNN", "SEGNNLayer", "SEGNNBranch", "SteerableLinear", "balanced_irreps", "nbody_segnn_inputs"]
+__all__ = [
+    "PLACEMENTS",
+    "SEGNN",
+    "SEGNNLayer",
+    "SEGNNBranch",
+    "SEGNNProductBranch",
+    "SteerableLinear",
+    "balanced_irreps",
+    "nbody_segnn_inputs",
+]
+
+PLACEMENTS = ("cr", "ace")
 
 
 def _tp_weight_count(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> int:
@@ -116,6 +127,40 @@ class SEGNNBranch(nn.Module):
         return self.net(x)
 
 
+class SEGNNProductBranch(nn.Module):
+    r"""ACE's unconstrained steerable layer :math:`(x, a) \mapsto W\,\mathrm{vec}(x \otimes a)`.
+
+    A steerable layer is a linear map of :math:`x \otimes a` restricted by Clebsch–Gordan coefficients;
+    this branch is the same linear map with a dense, bias-free ``W`` over every component of the outer
+    product. Its so(3) action is the Kronecker sum :math:`d\rho_x \otimes I + I \otimes d\rho_a`, so CR's
+    Lie derivative of ``W`` is available too. Placed on both message sub-layers of every SEGNN layer it
+    gives ACE's parameter count (Table C-ACE3: 937,960 at the N-body configuration).
+
+    Shapes:
+        - **input:** ``x (*, irreps_in.dim)``, ``attr (*, irreps_attr.dim)``
+        - **output:** ``(*, irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_attr: o3.Irreps, irreps_out: o3.Irreps,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        irreps_in, irreps_attr, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_attr), o3.Irreps(irreps_out)
+        alg_x, alg_a = irreps_algebra(irreps_in, torch.float64), irreps_algebra(irreps_attr, torch.float64)
+        eye_x, eye_a = torch.eye(irreps_in.dim, dtype=torch.float64), torch.eye(irreps_attr.dim, dtype=torch.float64)
+        algebra_in = torch.stack([torch.kron(alg_x[k], eye_a) + torch.kron(eye_x, alg_a[k]) for k in range(3)])
+        self.net = LinearBranch(irreps_in.dim * irreps_attr.dim, irreps_out.dim,
+                                algebra_in.to(torch.get_default_dtype()), irreps_algebra(irreps_out),
+                                init_std=init_std)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        self.net.reset_parameters()
+
+    def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        return self.net((x[..., :, None] * attr[..., None, :]).flatten(-2))
+
+
 class SEGNNLayer(nn.Module):
     r"""One SEGNN message-passing layer (SEGNN eqs. 8–9), relaxed as in CR's code.
 
@@ -123,6 +168,9 @@ class SEGNNLayer(nn.Module):
         m_{ij} = \phi_m(\phi_m'(h_i \oplus h_j \oplus s_{ij}, a_{ij}), a_{ij}), \quad
         u = \phi_1(h_i \oplus \textstyle\sum_j m_{ij}, a_i) + \gamma_1 W_1 (h_i \oplus \sum_j m_{ij}), \quad
         h_i' = h_i + \phi_2(u, a_i) + \gamma_2 W_2 u.
+
+    With ``placement="ace"`` the update is strict and both message sub-layers are relaxed instead,
+    :math:`\phi_m(z, a) + \gamma W\,\mathrm{vec}(z \otimes a)` (:class:`SEGNNProductBranch`).
 
     Edges point from ``edge_index[1]`` (sender j) to ``edge_index[0]`` (receiver i).
 
@@ -133,6 +181,8 @@ class SEGNNLayer(nn.Module):
         relaxed (bool, optional): Wrap both update sub-layers in a HomotopicLayer (default: :obj:`True`).
         gamma_init (float, optional): Initial γ (default: :obj:`1.0`).
         neq_init_std (float, optional): Std of W's init; CR uses 1e-4 (default: :obj:`None`).
+        placement (str, optional): ``"cr"`` (γ W on the two update sub-layers) or ``"ace"`` (γ W(z ⊗ a)
+            on the two message sub-layers) (default: :obj:`"cr"`).
 
     Shapes:
         - **input:** ``h (|V|, irreps_h.dim)``, ``edge_index (2, |E|)``, ``edge_attr (|E|, ·)``,
@@ -149,24 +199,34 @@ class SEGNNLayer(nn.Module):
         relaxed: bool = True,
         gamma_init: float = 1.0,
         neq_init_std: float | None = None,
+        placement: str = "cr",
     ) -> None:
         super().__init__()
+        if placement not in PLACEMENTS:
+            listed = ", ".join(map(repr, PLACEMENTS))
+            raise ValueError(f"Expected 'placement' to be one of {listed} (got {placement!r})")
         irreps_h = o3.Irreps(irreps_h)
         msg_in = irreps_h + irreps_h + o3.Irreps(irreps_msg)  # [h_i, h_j, s_ij], not regrouped
         upd_in = irreps_h + irreps_h  # [h_i, Σ_j m_ij]
-        self.message_layer_1 = SteerableLinear(msg_in, irreps_h, irreps_edge_attr, gate=True)
-        self.message_layer_2 = SteerableLinear(irreps_h, irreps_h, irreps_edge_attr, gate=True)
+        msg1: nn.Module = SteerableLinear(msg_in, irreps_h, irreps_edge_attr, gate=True)
+        msg2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_edge_attr, gate=True)
         upd1: nn.Module = SteerableLinear(upd_in, irreps_h, irreps_node_attr, gate=True)
         upd2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_node_attr)
-        if relaxed:
+        if relaxed and placement == "cr":
             upd1 = HomotopicLayer(upd1, SEGNNBranch(upd_in, irreps_h, neq_init_std), gamma_init)
             upd2 = HomotopicLayer(upd2, SEGNNBranch(irreps_h, irreps_h, neq_init_std), gamma_init)
+        if relaxed and placement == "ace":
+            msg1 = HomotopicLayer(msg1, SEGNNProductBranch(msg_in, irreps_edge_attr, irreps_h, neq_init_std),
+                                  gamma_init)
+            msg2 = HomotopicLayer(msg2, SEGNNProductBranch(irreps_h, irreps_edge_attr, irreps_h, neq_init_std),
+                                  gamma_init)
+        self.message_layer_1, self.message_layer_2 = msg1, msg2
         self.update_layer_1, self.update_layer_2 = upd1, upd2
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters."""
         for module in self.modules():
-            if isinstance(module, SteerableLinear | SEGNNBranch):
+            if isinstance(module, SteerableLinear | SEGNNBranch | SEGNNProductBranch):
                 module.reset_parameters()
 
     def forward(
@@ -220,8 +280,9 @@ class SEGNN(nn.Module):
 
     ``h ← φ_emb(h, a)``; ``L`` :class:`SEGNNLayer` s; ``y = φ_out2(φ_out1(h, a), a)`` (``1x1o``: the
     predicted displacement, so the N-body prediction is ``loc + y``). Relaxed layers hold
-    ``update_layer_{1,2}`` as :class:`~constrained_eq.homotopy.HomotopicLayer` s; replacing each by its
-    ``eq`` gives the state_dict keys of ``relaxed=False``. With all ``γ = 0`` it is E(3) equivariant.
+    ``update_layer_{1,2}`` (``message_layer_{1,2}`` with ``placement="ace"``) as
+    :class:`~constrained_eq.homotopy.HomotopicLayer` s; replacing each by its ``eq`` gives the
+    state_dict keys of ``relaxed=False``. With all ``γ = 0`` it is E(3) equivariant.
 
     Args:
         hidden_nf (int, optional): Scalar width the hidden irreps are balanced against (default: :obj:`64`,
@@ -232,6 +293,9 @@ class SEGNN(nn.Module):
         relaxed (bool, optional): Add γ·W to both update sub-layers (default: :obj:`True`).
         gamma_init (float, optional): Initial γ (default: :obj:`1.0`).
         neq_init_std (float, optional): Std of W's init; CR uses 1e-4 (default: :obj:`None`).
+        placement (str, optional): Where the branches go: ``"cr"`` (CR's code: the two node-update
+            sub-layers, 344,040 parameters at the defaults) or ``"ace"`` (the two message sub-layers,
+            :class:`SEGNNProductBranch`, 937,960 parameters as ACE's Table 3) (default: :obj:`"cr"`).
         irreps_in, irreps_msg, irreps_out (str, optional): Defaults ``2x1o+1x0e``, ``2x0e``, ``1x1o``.
 
     Shapes:
@@ -248,6 +312,7 @@ class SEGNN(nn.Module):
         relaxed: bool = True,
         gamma_init: float = 1.0,
         neq_init_std: float | None = None,
+        placement: str = "cr",
         *,
         irreps_in: str = "2x1o+1x0e",
         irreps_msg: str = "2x0e",
@@ -264,7 +329,8 @@ class SEGNN(nn.Module):
         self.irreps_hidden = balanced_irreps(hidden_nf, lmax_h, attr)
         self.embedding = SteerableLinear(o3.Irreps(irreps_in), self.irreps_hidden, attr)
         self.layers = nn.ModuleList(
-            SEGNNLayer(self.irreps_hidden, attr, attr, o3.Irreps(irreps_msg), relaxed, gamma_init, neq_init_std)
+            SEGNNLayer(self.irreps_hidden, attr, attr, o3.Irreps(irreps_msg), relaxed, gamma_init, neq_init_std,
+                       placement)
             for _ in range(n_layers)
         )
         self.pre_pool1 = SteerableLinear(self.irreps_hidden, self.irreps_hidden, attr, gate=True)

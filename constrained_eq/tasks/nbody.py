@@ -27,7 +27,7 @@ __all__ = ["NBody"]
 _EGNN_OPTIONS = {"hidden_nf": 64, "n_layers": 4, "relaxed": True, "neq_hidden": None, "gamma_init": 1.0,
                  "neq_init_std": None}
 _SEGNN_OPTIONS = {"hidden_nf": 64, "n_layers": 4, "lmax_h": 1, "lmax_attr": 1, "relaxed": True, "gamma_init": 1.0,
-                  "neq_init_std": None}
+                  "neq_init_std": None, "placement": "cr"}
 
 
 class NBody(Task):

@@ -5,7 +5,7 @@ from e3nn import o3
 from constrained_eq.data.nbody import fully_connected_edges
 from constrained_eq.homotopy import HomotopicLayer, homotopic_layers
 from constrained_eq.nn._reps import irreps_algebra
-from constrained_eq.nn.segnn import SEGNN, SEGNNBranch, balanced_irreps, nbody_segnn_inputs
+from constrained_eq.nn.segnn import SEGNN, SEGNNBranch, SEGNNProductBranch, balanced_irreps, nbody_segnn_inputs
 
 SMALL = dict(hidden_nf=8, n_layers=2)
 
@@ -43,6 +43,52 @@ def test_balanced_hidden_irreps_and_parameter_counts():
     for layer in relaxed.layers:
         layer.update_layer_1, layer.update_layer_2 = layer.update_layer_1.eq, layer.update_layer_2.eq
     assert list(relaxed.state_dict()) == list(vanilla.state_dict())
+
+
+def test_ace_placement_parameter_count_and_projection_keys():
+    vanilla, relaxed = SEGNN(relaxed=False), SEGNN(placement="ace")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # dense bias-free W over vec(z ⊗ a) on both message sub-layers: z = [h_i, h_j, s_ij] (258) then h (128),
+    # a = Y^{≤1} (4), out h (128); one γ each
+    per_layer = 258 * 4 * 128 + 128 * 4 * 128 + 2
+    assert count(relaxed) == 147_424 + 4 * per_layer == 937_960  # ACE Table 3, SEGNN N-body (constrained)
+    assert len(list(homotopic_layers(relaxed))) == 8
+    for layer in relaxed.layers:
+        assert isinstance(layer.message_layer_1.neq, SEGNNProductBranch)
+        assert not isinstance(layer.update_layer_1, HomotopicLayer)
+        layer.message_layer_1, layer.message_layer_2 = layer.message_layer_1.eq, layer.message_layer_2.eq
+    assert list(relaxed.state_dict()) == list(vanilla.state_dict())
+
+
+def test_unknown_placement_raises():
+    with pytest.raises(ValueError, match=r"Expected 'placement' to be one of 'cr', 'ace' \(got 'egnn'\)"):
+        SEGNN(**SMALL, placement="egnn")
+
+
+def test_product_branch_is_a_dense_map_of_the_outer_product_with_a_kronecker_sum_action():
+    irreps_x, irreps_a, irreps_out = o3.Irreps("1x0e+1x1o"), o3.Irreps("0e+1o"), o3.Irreps("2x0e+1x1o")
+    branch = SEGNNProductBranch(irreps_x, irreps_a, irreps_out).double()
+    x, a = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    expected = torch.einsum("oij,ni,nj->no", branch.net.weight.view(5, 4, 4), x, a)
+    torch.testing.assert_close(branch(x, a), expected)
+    # a Clebsch–Gordan tensor product is the equivariant special case: its matrix on vec(x ⊗ a) has L_A(W) = 0
+    tp = o3.FullyConnectedTensorProduct(irreps_x, irreps_a, irreps_out).double()
+    eye = torch.eye(4, dtype=torch.float64)
+    weight = torch.stack([tp(e_x[None], e_a[None])[0] for e_x in eye for e_a in eye]).T  # column i·4 + j
+    lie = weight @ branch.net.algebra_in - branch.net.algebra_out @ weight
+    assert weight.abs().max() > 0.1 and lie.abs().max() < 1e-12
+    # and a generic dense W is not equivariant
+    w = branch.net.weight
+    assert (w @ branch.net.algebra_in - branch.net.algebra_out @ w).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("placement", ["cr", "ace"])
+def test_relaxed_placements_break_rotation_only_through_gamma(placement):
+    model = SEGNN(**SMALL, placement=placement).double()
+    rot = o3.rand_matrix(dtype=torch.float64)
+    assert _equivariance_error(model, rot, torch.zeros(3, dtype=torch.float64)) > 1e-3
+    _set_gammas(model, 0.0)
+    assert _equivariance_error(model, rot, torch.randn(3, dtype=torch.float64)) < 1e-9
 
 
 @pytest.mark.parametrize("relaxed", [False, True])

@@ -1,0 +1,82 @@
+"""Problem-file keys of the N-body science runs: `dual_optimizer` and the SEGNN `placement`."""
+
+import cooper
+import pytest
+
+from constrained_eq.build import build
+from constrained_eq.nn.segnn import SEGNNProductBranch
+from constrained_eq.problem_file import load_problem_file
+
+TOY = """\
+task:
+  name: toy_rotation
+  options: {n_train: 32, n_val: 16, n_test: 16}
+model:
+  name: vector_net
+  options: {hidden: 4, n_layers: 2}
+constraints:
+  - Equality(target=gammas)
+formulation: lagrangian
+training:
+  epochs: 1
+  batch_size: 16
+"""
+
+SEGNN = """\
+task:
+  name: nbody
+  options: {n_train: 4, n_val: 4, n_test: 4, root: ROOT}
+model:
+  name: segnn
+  options: {hidden_nf: 8, n_layers: 1, placement: ace}
+strategy: ace_equality
+dual_optimizer: nupi
+training:
+  batch_size: 2
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("ROOT", str(tmp_path / "cache")))
+    return path
+
+
+def test_dual_optimizer_defaults_to_sgd_and_takes_nupi_gains(tmp_path):
+    assert load_problem_file(_write(tmp_path, TOY))["dual_optimizer"] == {"name": "sgd", "options": {}}
+    text = TOY + "dual_optimizer:\n  name: nupi\n  options: {kappa_p: 5, kappa_i: 0.5}\n"
+    spec = load_problem_file(_write(tmp_path, text))
+    assert spec["dual_optimizer"] == {"name": "nupi", "options": {"kappa_p": 5, "kappa_i": 0.5}}
+    dual = build(spec).solver.optimizer.dual_optimizers[0]
+    assert isinstance(dual, cooper.optim.nuPI)
+    assert float(dual.param_groups[0]["Kp"]) == 5.0 and float(dual.param_groups[0]["Ki"]) == 0.5
+
+
+@pytest.mark.parametrize(("extra", "line", "message"), [
+    ("dual_optimizer: adam\n", 13, "Expected 'dual_optimizer.name' to be one of 'sgd', 'nupi' (got 'adam')"),
+    ("dual_optimizer: {name: nupi, options: {kappa_p: -1}}\n", 13,
+     "Expected 'dual_optimizer.options' to be kappa_p, kappa_i, ema_nu: NuPI: expected 'kappa_p' to be a finite"),
+    ("dual_optimizer: {name: nupi, options: {gain: 1}}\n", 13, "Expected 'dual_optimizer.options' to be kappa_p"),
+    ("dual_optimizer: {name: sgd, options: {kappa_p: 1}}\n", 13, "dual optimizer 'sgd' takes none"),
+])
+def test_bad_dual_optimizer_names_file_and_line(tmp_path, extra, line, message):
+    path = _write(tmp_path, TOY + extra)
+    with pytest.raises(ValueError) as info:
+        load_problem_file(path)
+    assert str(info.value).startswith(f"{path}:{line}: ") and message in str(info.value), str(info.value)
+
+
+def test_segnn_ace_placement_and_nupi_from_the_problem_file(tmp_path):
+    built = build(load_problem_file(_write(tmp_path, SEGNN)))
+    layer = built.model.layers[0]
+    assert isinstance(layer.message_layer_1.neq, SEGNNProductBranch)
+    assert isinstance(built.solver.optimizer.dual_optimizers[0], cooper.optim.nuPI)
+    assert built.solver.step(next(iter(built.train_loader))).multipliers["equality_gammas"].shape == (2,)
+
+
+def test_unknown_segnn_placement_names_file_and_line(tmp_path):
+    path = _write(tmp_path, SEGNN.replace("placement: ace", "placement: everywhere"))
+    with pytest.raises(ValueError) as info:
+        build(load_problem_file(path))
+    text = str(info.value)
+    assert text.startswith(f"{path}:6: ") and "Expected 'placement' to be one of 'cr', 'ace'" in text, text
