@@ -185,12 +185,14 @@ def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool,
 
 
 def grouped_optimizers(section: dict[str, Any], model: torch.nn.Module, scheme: str | None,
-                       single: Callable[[Any], torch.optim.Optimizer]) -> Any:
+                       single: Callable[[Any], torch.optim.Optimizer],
+                       make: Callable[[str, list[dict[str, Any]]], torch.optim.Optimizer] | None = None) -> Any:
     """The primal optimizers of a problem file's ``optimizer`` section (``single`` when it has no ``groups``).
 
     Each parameter goes to the first group whose ``params`` pattern (fnmatch) matches its name, else to
     the section's own settings; groups naming the same optimizer become param groups of one optimizer,
-    the section's optimizer first. Under ``scheme == "extrapolation"`` each gets its counterpart.
+    the section's optimizer first, built by ``make(name, param_groups)`` (default: the named classes).
+    Under ``scheme == "extrapolation"`` each gets its counterpart.
 
     Raises:
         ValueError: If a group's pattern matches no parameter.
@@ -214,7 +216,8 @@ def grouped_optimizers(section: dict[str, Any], model: torch.nn.Module, scheme: 
         blocks.setdefault(group["name"] or section["name"], []).append(block)
     if default["params"]:
         blocks[section["name"]].insert(0, default)
-    optimizers = [NAMED[name](param_groups) for name, param_groups in blocks.items() if param_groups]
+    make = make or (lambda name, param_groups: NAMED[name](param_groups))
+    optimizers = [make(name, param_groups) for name, param_groups in blocks.items() if param_groups]
     if scheme == "extrapolation":
         optimizers = [extrapolating(o, "primal optimizer") for o in optimizers]
     return optimizers
@@ -292,6 +295,7 @@ def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_o
     primal = _primal(solver, primal_optimizer, variable_optimizer == "primal", primal_lr)
     first_lr = primal[0].param_groups[0]["lr"] if primal else given_lr
     variables = _variables(solver, variable_optimizer, variable_lr, first_lr)
+    solver.variable_optimizer = variables  # the optimizer of γ and u (None when there is none)
     primal_optimizers = [*primal, *([variables] if variables is not None else [])]
     if not primal_optimizers:
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")

@@ -201,6 +201,14 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _named_optimizer(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``spec`` with optimizer ``name`` (a group's own optimizer takes none of the section's ``options``)."""
+    section = dict(spec["optimizer"], name=name)
+    if name != spec["optimizer"]["name"]:
+        section.pop("options", None)
+    return {**spec, "optimizer": section}
+
+
 def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
     dual = spec.get("dual_optimizer", {"name": "sgd"})
     return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
@@ -261,7 +269,8 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     problem = ConstrainedProblem(Objective(task.loss, forward), constraints)
     try:
         primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
-                                    lambda params: _optimizer(spec, params))
+                                    lambda params: _optimizer(spec, params),
+                                    lambda name, groups: _optimizer(_named_optimizer(spec, name), groups))
     except ValueError as err:
         raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
     try:

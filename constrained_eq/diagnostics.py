@@ -254,7 +254,7 @@ def relaxation_significance(lam, slack, objective, *, tail: float = 0.1) -> np.n
         tail: Fraction of the history averaged (default: :obj:`0.1`).
 
     Examples:
-        >>> [round(v, 12) for v in relaxation_significance([[0.1, 0.0]] * 4, [[0.1, 0.0]] * 4, [2.0] * 4).tolist()]
+        >>> relaxation_significance([[0.1, 0.0]] * 4, [[0.1, 0.0]] * 4, [2.0] * 4).round(6).tolist()
         [0.005, 0.0]
     """
     _check_fraction(tail, "tail")

@@ -65,6 +65,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     run_dir = Path(run_dir)
     history = read_csv(run_dir / "history.csv")
@@ -81,6 +82,8 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 
     def save(fig, name: str) -> None:
         path = out / (re.sub(r"[^\w.-]+", "_", name) + ".png")  # constraint names are free text
+        for ax in fig.axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -507,6 +507,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         raise checker.fail(1, "Expected the file to be a mapping with keys task, model, ... "
                               f"(got {type(raw).__name__})")
     apply_overrides(raw, as_overrides(overrides), checker.fail)
+    _check_plain(path, raw)  # also what the overrides set
     allowed = {**{k: None for k in SCHEMA}, **TOP, "dual_optimizer": None, "constraints": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})

@@ -325,14 +325,17 @@ def constraint_report(run_dir: str | Path) -> str:
     described = summary.get("structure", {}).get("constraints", [])
     feasibility = summary.get("measured_constraints", {})
     head = (f"constraints ({formulation}" + ("".join(f", {k}={v}" for k, v in options.items())) + ")")
-    lines = [head, f"{'constraint':<28} {'kind':<11} {'target':<24} {'fields':<26} {'max|λ|':>9} "
-                   f"{'val viol':>9} {'test viol':>9}"]
+    rows = []
     for c in described:
         lam = groups.get(c["name"], {}).get("lambda")
         last_lam = f"{float(np.nanmax(np.abs(lam[-1]))):.4g}" if lam is not None and lam.size else "-"
-        lines.append(f"{c['name']:<28} {c['kind']:<11} {c['target']:<24} {_fields_text(c):<26} {last_lam:>9} "
-                     f"{_verdict_text(feasibility.get('best'), c['name']):>9} "
-                     f"{_verdict_text(feasibility.get('test'), c['name']):>9}")
+        rows.append([c["name"], c["kind"], c["target"], _fields_text(c), last_lam,
+                     _verdict_text(feasibility.get("best"), c["name"]),
+                     _verdict_text(feasibility.get("test"), c["name"])])
+    header = ["constraint", "kind", "target", "fields", "max|λ|", "val viol", "test viol"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [head, *("  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths, strict=True))) for row in [header, *rows])]
     tolerance = feasibility.get("tolerance")
     if tolerance is not None:
         def said(verdict):

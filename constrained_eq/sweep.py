@@ -93,8 +93,10 @@ class Sweep:
 
     @property
     def folder(self) -> Path:
-        """The sweep folder ``<out>/<name>``."""
-        return self.out / self.name
+        """The sweep folder ``<out>/<name>`` (the name made safe, the folder inside ``out``: see ``run_folder``)."""
+        from constrained_eq.runs import run_folder
+
+        return run_folder(self.out, f"{self.name}.sweep")
 
     @property
     def grid(self) -> dict[str, list[Any]] | None:

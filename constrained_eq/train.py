@@ -332,6 +332,34 @@ def _judge(model: torch.nn.Module, loader: Any, solver: Solver, evaluate: Evalua
     return row, measured
 
 
+Candidate = tuple[str, str, torch.nn.Module, Measurement | None]  # (name, column prefix, model, measurement)
+
+
+def _validate_candidates(model: torch.nn.Module, averaged: AveragedModel | None, loader: Any, solver: Solver,
+                         evaluate: Evaluator, metrics: Mapping[str, Callable] | None, tolerance: float,
+                         row: dict[str, Any]) -> list[Candidate]:
+    """Judge the iterate (``val_*`` columns) and, once it holds iterates, the averaged model (``val_avg_*``)."""
+    judged, measured = _judge(model, loader, solver, evaluate, metrics, tolerance, "val")
+    row.update(judged)
+    candidates: list[Candidate] = [("iterate", "val", model, measured)]
+    if averaged is not None and int(averaged.n_averaged) > 0:
+        judged, measured = _judge(averaged.module, loader, solver, evaluate, metrics, tolerance, "val_avg")
+        row.update(judged)
+        candidates.append(("averaged", "val_avg", averaged.module, measured))
+    return candidates
+
+
+def _check_selection_columns(select: str, objective: str, row: Mapping[str, Any],
+                             metrics_row: Mapping[str, Any]) -> None:
+    """Refuse a ``select`` (or, for ``feasible``, an ``objective``) column that validation did not log."""
+    if select != FEASIBLE and select not in row:
+        raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
+                         f"{sorted(metrics_row)} (got {select!r})")
+    if select == FEASIBLE and objective not in row:
+        raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
+                         f"(got {objective!r})")
+
+
 def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The scalar metrics of a history row (no per-element columns)."""
     return {k: v for k, v in row.items() if k != "epoch" and "." not in k and "/" not in k}
@@ -556,17 +584,11 @@ def _fit(
                 bar.update(1)
             mean_loss = loss_sum / count if count else torch.full((), float("nan"), device=device)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": float(all_reduce_mean(mean_loss))}
-            candidates: list[tuple[str, str, torch.nn.Module, Measurement | None]] = []
+            candidates: list[Candidate] = []
             if main and val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
-                judged, measured = _judge(model, val_loader, solver, evaluate, metrics, feasibility_tol, "val")
-                row.update(judged)
-                candidates.append(("iterate", "val", model, measured))
-                if averaged is not None and int(averaged.n_averaged) > 0:
-                    judged, averaged_measure = _judge(averaged.module, val_loader, solver, evaluate, metrics,
-                                                      feasibility_tol, "val_avg")
-                    row.update(judged)
-                    candidates.append(("averaged", "val_avg", averaged.module, averaged_measure))
-                state["final_feasibility"] = measured.verdict()
+                candidates = _validate_candidates(model, averaged, val_loader, solver, evaluate, metrics,
+                                                  feasibility_tol, row)
+                state["final_feasibility"] = candidates[0][3].verdict()
             elif val_loader is None:
                 candidates.append(("iterate", "val", model, None))
             row.update(_constraint_columns(record))
@@ -575,12 +597,8 @@ def _fit(
             if history is not None:
                 history.append(row)
             metrics_row = _summary_row(row)
-            if val_loader is not None and select != FEASIBLE and candidates and select not in row:
-                raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
-                                 f"{sorted(metrics_row)} (got {select!r})")
-            if select == FEASIBLE and candidates and val_loader is not None and objective not in row:
-                raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
-                                 f"(got {objective!r})")
+            if candidates and val_loader is not None:
+                _check_selection_columns(select, objective, row, metrics_row)
             for candidate, prefix, judged_model, measured in candidates:
                 key = selection_key(select, objective, sign, row, prefix, measured)
                 if key is None or (state["best_key"] is not None and tuple(key) >= tuple(state["best_key"])):
