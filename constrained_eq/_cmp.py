@@ -63,6 +63,8 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
             sync per evaluation).
         bound_variables: Per constraint key, the parameters found once by a target with
             ``from_variables`` (γ); its values are then ``target.from_variables(params)``.
+        target_sizes: Per constraint key, the length L its target returned when the Solver was built;
+            each evaluation refuses a target whose length differs (a length that follows the batch).
     """
 
     def __init__(
@@ -73,12 +75,14 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         slacks: dict[str, torch.nn.Parameter],
         check_finite: bool = True,
         bound_variables: dict[str, list[torch.nn.Parameter]] | None = None,
+        target_sizes: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.problem = problem
         self.plans = plans
         self.slacks = slacks
         self.bound_variables = bound_variables or {}
+        self.target_sizes = target_sizes or {}
         self.check_finite = check_finite
         self.step_index = 0
         self.dual_update = True
@@ -99,7 +103,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
                              "scalar (a 0-d tensor): reduce it over the batch, e.g. with .mean()")
         result = StepValues(objective=objective, output=output)
         bare = unwrap(model)
-        sizes = getattr(self, "sizes", {})
+        sizes = self.target_sizes
         for plan in self.plans:
             target, bound = plan.constraint.target, self.bound_variables.get(plan.key)
             values = target.from_variables(bound) if bound is not None else target(bare, batch, output)

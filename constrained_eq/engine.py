@@ -162,8 +162,8 @@ class Solver:
         }
         bound = {p.key: p.constraint.target.variables(model) for p in self.plans
                  if p.constraint.target.from_variables is not None}
-        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound)
-        self.cmp.sizes = self._target_sizes  # each step checks that a target keeps its length L
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound,
+                              target_sizes=self._target_sizes)
         self.variables = self._constrained_variables()
         if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
             raise ValueError(
