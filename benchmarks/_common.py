@@ -205,7 +205,7 @@ def nbody_spec(strategy: str, model: str = "egnn", batch_size: int = 100, n_trai
     ``"segnn"`` swaps in the nbody task's SEGNN with its default options. Call
     :func:`temporary_data_cache` first.
     """
-    from constrained_eq.problem_file import load_problem_file
+    from constrained_eq.run.problem_file import load_problem_file
 
     overrides: dict[str, Any] = {
         "task": {"name": "nbody", "options": {"n_train": n_train, "n_val": 100, "n_test": 1}},

@@ -85,8 +85,8 @@ def relaxed_mlp_case(device: torch.device) -> Case:
 
 def egnn_case(device: torch.device) -> Case:
     from constrained_eq.data.nbody import NBodyDataset
+    from constrained_eq.run.train import to_device
     from constrained_eq.tasks.nbody import NBody
-    from constrained_eq.train import to_device
 
     temporary_data_cache()
     task = NBody()

@@ -31,8 +31,8 @@ from torch import nn
 import constrained_eq as ceq
 from benchmarks._common import devices, interleaved, machine, parse_args, print_table, temporary_data_cache
 from constrained_eq.data.nbody import NBodyBatch, NBodyDataset, fully_connected_edges
-from constrained_eq.nn import VNLinear
-from constrained_eq.nn._vn import VNLinearLeakyReLU
+from constrained_eq.models import VNLinear
+from constrained_eq.models._vn import VNLinearLeakyReLU
 from constrained_eq.symmetry import SO, VectorRep, act, equivariance_error
 from constrained_eq.symmetry.metrics import resolve_action
 from constrained_eq.tasks.base import random_rotation

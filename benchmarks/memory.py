@@ -73,7 +73,7 @@ def fit_run(epochs: int) -> None:
 
     from torch.utils.data import DataLoader, TensorDataset
 
-    from constrained_eq.train import fit
+    from constrained_eq.run.train import fit
 
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(6400, 16, generator=generator), torch.randn(6400, 3, generator=generator))

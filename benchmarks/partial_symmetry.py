@@ -1,7 +1,7 @@
 r"""Partial symmetry on the broken-chain family: vanilla vs equality-ACE (Alg. 1) vs resilient (Alg. 2).
 
 For each seed and each data setting (``eps = 0`` symmetric, ``eps > 0`` broken at layer ``depth``) it
-trains a :class:`~constrained_eq.nn.vn_chain.VNChain` three ways and records per-step γ, λ, u and
+trains a :class:`~constrained_eq.models.vn_chain.VNChain` three ways and records per-step γ, λ, u and
 per-epoch validation MSE, equivariance error and the Thm 4.2 bound (C = max(B, M)) from the current γ.
 
 Run (about two minutes on 2 CPU cores)::
@@ -22,7 +22,7 @@ import torch
 
 import constrained_eq as ceq
 from constrained_eq.data.broken_chain import make_broken_chain
-from constrained_eq.nn.vn_chain import VNChain
+from constrained_eq.models.vn_chain import VNChain
 from constrained_eq.symmetry import SO, VectorRep, equivariance_error, equivariance_error_bound
 
 METHODS = ("vanilla", "equality", "resilient")
@@ -137,8 +137,8 @@ def _ms(values) -> str:
 
 
 def main() -> None:
-    from constrained_eq.diagnostics import check_resilient, classify_equality, slack_ranking
-    from constrained_eq.report import plot_dynamics, plot_equivariance
+    from constrained_eq.run.diagnostics import check_resilient, classify_equality, slack_ranking
+    from constrained_eq.run.report import plot_dynamics, plot_equivariance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -1,7 +1,7 @@
 """Probe ``ceq run`` as a careless user or an attacker would, and count how each probe ends.
 
 Run against any checkout: ``PYTHONPATH=<checkout> python benchmarks/security_probes.py [--only files|faults]``.
-Every probe runs ``constrained_eq.cli.main`` in a forked child (30 s limit, 6 GiB address space) inside
+Every probe runs ``constrained_eq.run.cli.main`` in a forked child (30 s limit, 6 GiB address space) inside
 a scratch folder, and is classified as
 
 * ``clear``: exit status ≠ 0, exactly one ``ceq: error:`` line naming a file, no traceback;
@@ -125,7 +125,7 @@ def _run_child(argv: list[str], cwd: Path, timeout: float = 30.0) -> tuple[str, 
             os.dup2(fd, 2)
             sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), write_through=True)
             with contextlib.redirect_stdout(io.StringIO()):
-                from constrained_eq.cli import main
+                from constrained_eq.run.cli import main
 
                 status = main(argv)
         except SystemExit as exc:
@@ -361,7 +361,7 @@ def _fork_main(argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            from constrained_eq.cli import main
+            from constrained_eq.run.cli import main
 
             os._exit(main(argv))
     return pid
@@ -374,7 +374,7 @@ def _wait_for(path: Path, timeout: float = 120.0) -> None:
 
 
 def _supports_allow_change() -> bool:
-    from constrained_eq import cli
+    from constrained_eq.run import cli
 
     return "allow_change" in Path(cli.__file__).read_text()
 

@@ -40,8 +40,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None) -> dict:
-    from constrained_eq.build import run_problem
-    from constrained_eq.problem_file import load_problem_file
+    from constrained_eq.run.build import run_problem
+    from constrained_eq.run.problem_file import load_problem_file
 
     problem, overrides, curve_key = CONFIGS[name]
     spec = load_problem_file(problem, {**overrides, **(extra or {}), "training.seed": seed,

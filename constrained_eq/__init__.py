@@ -5,10 +5,12 @@ and let one Lagrangian engine run the primal–dual loop.
 """
 
 from constrained_eq import symmetry
-from constrained_eq.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
-from constrained_eq.dual_optimizers import NuPI
-from constrained_eq.engine import NonFiniteError, Solver, StepRecord
-from constrained_eq.formulations import resolve_formulation
+from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
+from constrained_eq.core.dual_optimizers import NuPI
+from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.problem import ConstrainedProblem, Objective
+from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
 from constrained_eq.homotopy import (
     HomotopicLayer,
     LinearBranch,
@@ -20,10 +22,8 @@ from constrained_eq.homotopy import (
     relax,
     set_recording,
 )
-from constrained_eq.problem import ConstrainedProblem, Objective
+from constrained_eq.run.train import FitResult, fit
 from constrained_eq.symmetry import LieDerivative
-from constrained_eq.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
-from constrained_eq.train import FitResult, fit
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from constrained_eq.cli import main
+from constrained_eq.run.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

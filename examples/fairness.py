@@ -22,10 +22,10 @@ import sys
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.build import evaluate_split
-from constrained_eq.split_feasibility import measure
+from constrained_eq.core.split_feasibility import measure
+from constrained_eq.run.build import evaluate_split
+from constrained_eq.run.train import fit
 from constrained_eq.tasks.fairness import Fairness
-from constrained_eq.train import fit
 
 EPOCHS, BOUND = 20, 0.05
 VARIANTS = [  # name, formulation, options

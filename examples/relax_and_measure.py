@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from constrained_eq.homotopy import branch_contributions, gammas, project, relax, set_recording
-from constrained_eq.nn import VNLinear
+from constrained_eq.models import VNLinear
 from constrained_eq.symmetry import (
     SO,
     LieDerivative,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from constrained_eq.cli import main
-from constrained_eq.problem_file import load_problem_file
+from constrained_eq.run.cli import main
+from constrained_eq.run.problem_file import load_problem_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
@@ -36,7 +36,7 @@ def _write(tmp_path, text, name="p.yaml"):
 
 def test_ceq_run_toy_writes_the_run_folder(tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "constrained_eq.cli", "run", str(TOY), "--epochs", "2",
+    proc = subprocess.run([sys.executable, "-m", "constrained_eq.run.cli", "run", str(TOY), "--epochs", "2",
                            "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -49,7 +49,7 @@ def test_ceq_run_toy_writes_the_run_folder(tmp_path):
 
 def test_malformed_file_exits_2_with_file_and_line(tmp_path):
     path = _write(tmp_path, SMALL.replace("  batch_size: 16", "  batch_size: 16\n  epoch: 3"))
-    proc = subprocess.run([sys.executable, "-m", "constrained_eq.cli", "run", str(path), "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "constrained_eq.run.cli", "run", str(path), "--out", str(tmp_path)],
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert f"ceq: error: {path}:13: Unknown key 'training.epoch'; expected one of 'epochs'" in proc.stderr

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.constraints import parse
+from constrained_eq.core.constraints import parse
 
 
 def test_repr_round_trips_for_every_kind():

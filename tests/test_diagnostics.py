@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_eq.diagnostics import (
+from constrained_eq.run.diagnostics import (
     check_resilient,
     classify_equality,
     classify_layer,

@@ -21,10 +21,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import constrained_eq as ceq
-from constrained_eq import distributed
-from constrained_eq.build import build
-from constrained_eq.problem_file import ProblemFileError, load_problem_file
-from constrained_eq.train import fit
+from constrained_eq.core import distributed
+from constrained_eq.run.build import build
+from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
@@ -43,7 +43,7 @@ def _env() -> dict[str, str]:
 
 def _torchrun(nproc: int, out: Path, *extra: str, problem: Path = TOY, env: dict | None = None):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "constrained_eq.cli", "run", str(problem), "--out", str(out), "--quiet", "--epochs", str(EPOCHS),
+               "-m", "constrained_eq.run.cli", "run", str(problem), "--out", str(out), "--quiet", "--epochs", str(EPOCHS),
                *extra]
     return subprocess.run(command, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=300)
 
@@ -96,7 +96,7 @@ def test_a_refused_run_fails_on_every_rank_without_hanging(two_and_one):
 def test_compare_under_torchrun_trains_cr_and_resilient_on_both_ranks(tmp_path):
     """``ceq compare`` too; CR's frozen γ stays outside DDP, the resilient slack u is averaged."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "constrained_eq.cli", "compare", str(TOY), "--strategies", "cr,ace_resilient", "--out",
+               "-m", "constrained_eq.run.cli", "compare", str(TOY), "--strategies", "cr,ace_resilient", "--out",
                str(tmp_path), "--quiet", "--epochs", "1"]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -124,7 +124,7 @@ class _Context:
 
 
 def test_a_global_batch_not_divisible_by_the_world_size_is_refused_before_training(tmp_path):
-    from constrained_eq.build import _check_world_size
+    from constrained_eq.run.build import _check_world_size
 
     spec = load_problem_file(TOY, {})
     with pytest.raises(ProblemFileError, match=r"toy.yaml:\d+: Expected 'training.batch_size' \(32\) to be a "
@@ -191,8 +191,8 @@ def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
 def test_fit_reshuffles_the_distributed_sampler_every_epoch():
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from constrained_eq.build import AugmentedLoader
-    from constrained_eq.train import _set_sampler_epoch
+    from constrained_eq.run.build import AugmentedLoader
+    from constrained_eq.run.train import _set_sampler_epoch
 
     data = TensorDataset(torch.arange(12.0))
     loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=0, seed=1))

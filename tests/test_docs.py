@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from constrained_eq import constraints, tasks
+from constrained_eq import tasks
+from constrained_eq.core import constraints
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

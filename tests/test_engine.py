@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.testing import VectorModel
 
 
 class Relaxed(torch.nn.Module):
@@ -239,7 +239,7 @@ def test_the_fused_simultaneous_roll_equals_coopers_bitwise(formulation, options
 
 def test_the_solver_reads_gamma_from_the_parameters_it_found_once(monkeypatch):
     """``gammas`` has ``from_variables``: after construction a step does not search the model again."""
-    from constrained_eq import homotopy
+    from constrained_eq.homotopy import layers as homotopy
 
     model = Relaxed()
     solver = ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), model, "lagrangian", dual_lr=0.1)

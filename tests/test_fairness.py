@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.build import build
-from constrained_eq.problem_file import load_problem_file
-from constrained_eq.split_feasibility import measure
+from constrained_eq.core.split_feasibility import measure
+from constrained_eq.run.build import build
+from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.tasks.fairness import Fairness
 
 ROOT = Path(__file__).resolve().parents[1]

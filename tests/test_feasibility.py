@@ -14,9 +14,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.feasibility import FEASIBLE, INFEASIBLE, UNDECIDED, FeasibilityMonitor, describe
-from constrained_eq.sync_audit import forbid_host_reads
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.feasibility import FEASIBLE, INFEASIBLE, UNDECIDED, FeasibilityMonitor, describe
+from constrained_eq.core.sync_audit import forbid_host_reads
+from constrained_eq.core.testing import VectorModel
 
 N = 5
 FIRST_VERDICT = 512 + 1024  # two windows
@@ -164,7 +164,7 @@ def test_fit_warns_once_naming_the_constraint_and_ceq_report_prints_the_verdict(
 
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["feasibility"]["x0 ≥ 1 / lower side"]["verdict"] == INFEASIBLE
-    from constrained_eq.cli import main
+    from constrained_eq.run.cli import main
 
     capsys.readouterr()
     assert main(["report", str(tmp_path / "run")]) == 0

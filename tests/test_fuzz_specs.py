@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.testing import VectorModel
 
 
 class Relaxed(torch.nn.Module):

@@ -15,7 +15,7 @@ from constrained_eq.homotopy import (
     recording,
     relax,
 )
-from constrained_eq.nn import VNLinear
+from constrained_eq.models import VNLinear
 from constrained_eq.symmetry import (
     SO,
     DirectSumRep,
@@ -219,8 +219,8 @@ def test_branch_contributions_and_recording():
 
 
 def test_contributions_over_a_loader_average_every_sample_of_every_batch():
-    from constrained_eq._recording import contribution_hooks
-    from constrained_eq.build import evaluate_split
+    from constrained_eq.homotopy.recording import contribution_hooks
+    from constrained_eq.run.build import evaluate_split
     from constrained_eq.tasks.base import Task
 
     model = relax(nn.Sequential(VNLinear(2, 2), VNLinear(2, 1)), gamma_init=-0.5)

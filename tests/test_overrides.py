@@ -9,9 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_eq.cli import main
-from constrained_eq.overrides import Override, parse_set
-from constrained_eq.problem_file import ProblemFileError, _Loader, load_problem_file
+from constrained_eq.run.cli import main
+from constrained_eq.run.overrides import Override, parse_set
+from constrained_eq.run.problem_file import ProblemFileError, _Loader, load_problem_file
 
 TOY = """task:
   name: toy_rotation

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import constrained_eq
-from constrained_eq.cli import main
+from constrained_eq.run.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

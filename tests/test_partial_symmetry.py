@@ -5,9 +5,9 @@ import torch
 
 from benchmarks.partial_symmetry import ChainConfig, fit_chain
 from constrained_eq.data.broken_chain import make_broken_chain
-from constrained_eq.diagnostics import slack_ranking
-from constrained_eq.nn.vn_chain import VNChain
-from constrained_eq.report import build_report, symmetry_report
+from constrained_eq.models.vn_chain import VNChain
+from constrained_eq.run.diagnostics import slack_ranking
+from constrained_eq.run.report import build_report, symmetry_report
 from constrained_eq.symmetry import SO, VectorRep, equivariance_error
 
 CFG = dict(layers=3, depth=2, n_train=256, n_val=128, epochs=100)

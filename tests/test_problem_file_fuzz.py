@@ -19,9 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from constrained_eq.build import build
-from constrained_eq.cli import main
-from constrained_eq.problem_file import load_problem_file
+from constrained_eq.run.build import build
+from constrained_eq.run.cli import main
+from constrained_eq.run.problem_file import load_problem_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = yaml.safe_load((ROOT / "problems" / "toy.yaml").read_text())
@@ -261,7 +261,7 @@ def test_the_unmutated_file_builds(tmp_path):
 
 @pytest.mark.parametrize("case", ["epochs-zero", "constraint-duplicate", "hidden-zero", "select-unknown"])
 def test_cli_refuses_before_training(tmp_path, monkeypatch, capsys, case):
-    import constrained_eq.build as build_module
+    import constrained_eq.run.build as build_module
 
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started")

@@ -3,9 +3,9 @@
 import cooper
 import pytest
 
-from constrained_eq.build import build
-from constrained_eq.nn.segnn import SEGNNProductBranch
-from constrained_eq.problem_file import load_problem_file
+from constrained_eq.models.segnn import SEGNNProductBranch
+from constrained_eq.run.build import build
+from constrained_eq.run.problem_file import load_problem_file
 
 TOY = """\
 task:

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.build import build
-from constrained_eq.cli import main
-from constrained_eq.problem_file import load_problem_file
+from constrained_eq.run.build import build
+from constrained_eq.run.cli import main
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.train import DivergenceError, fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
-from constrained_eq.train import DivergenceError, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
@@ -28,7 +28,7 @@ WALL_CLOCK = ("seconds", "wall_seconds")
 
 
 def _ceq(*args: str) -> list[str]:
-    return [sys.executable, "-m", "constrained_eq.cli", "run", str(TOY), "--quiet", *args]
+    return [sys.executable, "-m", "constrained_eq.run.cli", "run", str(TOY), "--quiet", *args]
 
 
 def _env() -> dict[str, str]:
@@ -235,7 +235,7 @@ def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
 def test_dual_growth_warns(tmp_path):
     loaders, solver = _solver()
     with pytest.warns(RuntimeWarning, match="grew from"):
-        import constrained_eq.train as train_module
+        import constrained_eq.run.train as train_module
 
         original = train_module.DIVERGENCE_GROWTH
         train_module.DIVERGENCE_GROWTH = 1e-9
@@ -246,7 +246,7 @@ def test_dual_growth_warns(tmp_path):
 
 
 def test_cli_reports_a_fault_with_exit_status_1(tmp_path, monkeypatch, capsys):
-    import constrained_eq.build as build_module
+    import constrained_eq.run.build as build_module
 
     def failing_fit(*args: Any, **kwargs: Any) -> None:
         raise ceq.NonFiniteError("step 3: constraint 'gammas' has non-finite values; nothing was updated")

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.build import run_problem, write_symmetry_report
-from constrained_eq.cli import main
-from constrained_eq.diagnostics import RELAXED_RTOL, check_resilient
-from constrained_eq.problem_file import load_problem_file
-from constrained_eq.report import build_report, read_history, symmetry_report
+from constrained_eq.run.build import run_problem, write_symmetry_report
+from constrained_eq.run.cli import main
+from constrained_eq.run.diagnostics import RELAXED_RTOL, check_resilient
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.report import build_report, read_history, symmetry_report
+from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
-from constrained_eq.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, mo
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from constrained_eq.plots import plot_run
+    from constrained_eq.run.plots import plot_run
 
     run_problem(_fpr(tmp_path), tmp_path / "run", progress=False)
     figures = {}
@@ -134,8 +134,8 @@ def test_relaxed_means_significant_against_the_objective():
 
 
 def test_the_progress_bar_names_constraints_and_keeps_gamma_for_homotopy_ones():
-    from constrained_eq.testing import VectorModel
-    from constrained_eq.train import _magnitudes, _postfix
+    from constrained_eq.core.testing import VectorModel
+    from constrained_eq.run.train import _magnitudes, _postfix
 
     model = VectorModel(2, torch.tensor([0.3, -0.2]))
     rate = ceq.Inequality(ceq.Target(lambda m: m.x, "rate"), bound=0.1, name="parity")

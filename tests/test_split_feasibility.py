@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import constrained_eq as ceq
-from constrained_eq.runs import read_csv
-from constrained_eq.split_feasibility import measure
-from constrained_eq.testing import VectorModel
-from constrained_eq.train import DivergenceError, fit
+from constrained_eq.core.split_feasibility import measure
+from constrained_eq.core.testing import VectorModel
+from constrained_eq.run.runs import read_csv
+from constrained_eq.run.train import DivergenceError, fit
 
 
 class Scale(torch.nn.Module):

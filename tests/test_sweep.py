@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna  # the 'test' extra installs the 'sweep' extra's Optuna
 import pytest
 
-from constrained_eq.cli import _parser, _sweep_of, main
-from constrained_eq.problem_file import ProblemFileError
-from constrained_eq.sweep import Param, check_sweep, load_sweep, parse_param
+from constrained_eq.run.cli import _parser, _sweep_of, main
+from constrained_eq.run.problem_file import ProblemFileError
+from constrained_eq.run.sweep import Param, check_sweep, load_sweep, parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = """task:

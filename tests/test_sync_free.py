@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import constrained_eq as ceq
-from constrained_eq.sync_audit import HostReadError, forbid_host_reads
+from constrained_eq.core.sync_audit import HostReadError, forbid_host_reads
 
 
 class Relaxed(nn.Module):
@@ -130,9 +130,9 @@ def test_compiled_model_steps_like_eager(backend):
 @pytest.mark.parametrize(("model_name", "strategy"), [("egnn", "ace"), ("egnn", "cr"), ("segnn", "ace")])
 def test_nbody_model_steps_without_host_reads(device, tmp_path, model_name, strategy):
     """The N-body models (graph means included) and CR's Lie penalty step without reading the device."""
+    from constrained_eq.run.train import to_device
     from constrained_eq.symmetry import LieDerivative
     from constrained_eq.tasks.nbody import NBody
-    from constrained_eq.train import to_device
 
     task = NBody(n_train=8, n_val=2, n_test=2, root=str(tmp_path))
     small = {"hidden_nf": 8, "n_layers": 2} if model_name == "egnn" else {"hidden_nf": 8, "n_layers": 1}

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.engine import Solver
-from constrained_eq.nn.vn_linear import VNLinear
-from constrained_eq.targets import (
+from constrained_eq.core.engine import Solver
+from constrained_eq.core.targets import (
     false_positive_rate,
     fpr_surrogate,
     l1_norms,
@@ -14,6 +13,7 @@ from constrained_eq.targets import (
     spectral_norms,
     weight_layers,
 )
+from constrained_eq.models.vn_linear import VNLinear
 
 
 def _train(model, batch, loss, constraint, formulation, steps=150, lr=0.05, dual_lr=1.0, optimizer=torch.optim.Adam):
@@ -82,7 +82,7 @@ def test_targets_cover_every_weight_layer_and_are_registered():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), VNLinear(4, 2))
     assert len(weight_layers(model)) == 2
     assert spectral_norms(model).shape == (2,) and l1_norms(model).shape == (2,)
-    registered = ceq.constraints.registered_targets()
+    registered = ceq.core.constraints.registered_targets()
     assert {"spectral_norms", "l1_norms", "false_positive_rate"} <= set(registered)
     assert (
         repr(ceq.Inequality("false_positive_rate", bound=0.05)) == "Inequality(target=false_positive_rate, bound=0.05)"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from constrained_eq.build import run_problem
-from constrained_eq.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.build import run_problem
+from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

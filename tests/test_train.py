@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.runs import CsvStream, read_csv, read_json
+from constrained_eq.run.runs import CsvStream, read_csv, read_json
+from constrained_eq.run.train import FitResult, fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
-from constrained_eq.train import FitResult, fit
 
 
 def _setup(formulation="resilient"):
@@ -91,7 +91,7 @@ def test_csv_stream_extends_header_and_truncates(tmp_path):
 def test_to_device_moves_pyg_batches():
     from torch_geometric.data import Batch, Data
 
-    from constrained_eq.train import to_device
+    from constrained_eq.run.train import to_device
 
     batch = Batch.from_data_list([Data(pos=torch.zeros(2, 3)), Data(pos=torch.ones(3, 3))])
     moved = to_device((batch, torch.zeros(1)), torch.device("cpu"))
@@ -108,7 +108,7 @@ def test_select_mode_picks_the_largest_accuracy_or_the_smallest_value(mode, best
 
 
 def test_modelnet_selection_maximises_accuracy():
-    from constrained_eq.build import _selection_mode
+    from constrained_eq.run.build import _selection_mode
     from constrained_eq.tasks.modelnet import ModelNet
     from constrained_eq.tasks.nbody import NBody
 

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_eq import training_options
-from constrained_eq.build import build, run_problem
-from constrained_eq.problem_file import ProblemFileError, load_problem_file
-from constrained_eq.training_options import GradClipper, LRSchedule, autocast_forward, resolve_schedule
+from constrained_eq.run import training_options
+from constrained_eq.run.build import build, run_problem
+from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.training_options import GradClipper, LRSchedule, autocast_forward, resolve_schedule
 
 TOY = """task:
   name: toy_rotation

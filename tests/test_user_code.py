@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from constrained_eq.build import build
-from constrained_eq.imports import ImportPathError, is_import_path, quote_import_paths
-from constrained_eq.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.build import build
+from constrained_eq.run.imports import ImportPathError, is_import_path, quote_import_paths
+from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -54,7 +54,7 @@ def test_ceq_run_imports_the_user_package_from_the_current_folder(tmp_path):
     assert not tmp_path.resolve().is_relative_to(ROOT)
     write_user_package(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    out = subprocess.run([sys.executable, "-P", "-m", "constrained_eq.cli", "run", "lab.yaml", "--quiet",
+    out = subprocess.run([sys.executable, "-P", "-m", "constrained_eq.run.cli", "run", "lab.yaml", "--quiet",
                           "--set", "training.epochs=2", "--set", "optimizer.lr=5e-3", "--set", "logging.tensorboard=true"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -153,7 +153,7 @@ def test_import_paths_are_recognised_and_quoted():
     assert quote_import_paths("Inequality(a.b:c, bound=1.0)") == "Inequality('a.b:c', bound=1.0)"
     assert quote_import_paths("Equality(target=gammas)") == "Equality(target=gammas)"
     with pytest.raises(ImportPathError, match="import path"):
-        from constrained_eq.imports import load_object
+        from constrained_eq.run.imports import load_object
         load_object("not a path", "model")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from constrained_eq.constraints import Inequality, Penalty, Target, register_target
+from constrained_eq.core.constraints import Inequality, Penalty, Target, register_target
 from constrained_eq.homotopy import LinearBranch, set_recording
 from constrained_eq.symmetry.groups import Group
 

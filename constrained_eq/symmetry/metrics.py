@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from constrained_eq._recording import branch_contributions, sample_norms
 from constrained_eq.homotopy import project
+from constrained_eq.homotopy.recording import branch_contributions, sample_norms
 from constrained_eq.symmetry.groups import Group
 from constrained_eq.symmetry.reps import Rep, act
 

@@ -40,10 +40,10 @@ def get_task(name: str) -> type[Task]:
 
     Raises:
         ValueError: If ``name`` is unknown (the message lists the choices) or its module cannot be imported.
-            A name written ``package.module:Class`` is imported (:func:`constrained_eq.imports.load_task`).
+            A name written ``package.module:Class`` is imported (:func:`constrained_eq.run.imports.load_task`).
     """
     if ":" in name:
-        from constrained_eq.imports import load_task
+        from constrained_eq.run.imports import load_task
 
         return load_task(name)
     if name not in _TASKS:

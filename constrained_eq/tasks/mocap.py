@@ -1,7 +1,7 @@
 """``mocap``: CMU motion-capture forecasting (SPEC §4.4, ACE Table K) with EGNO.
 
 Adapter over :mod:`constrained_eq.data.mocap` (``MocapEGNO``, ``synthetic_mocap``) and
-:class:`constrained_eq.nn.egno.EGNO`. Batches are PyG ``Batch`` objects of
+:class:`constrained_eq.models.egno.EGNO`. Batches are PyG ``Batch`` objects of
 ``Data(pos=x_t, vel=x_{t+1} − x_t, y=x_{t+Δ})``. EGNO predicts ``T`` future states; the loss and the
 metric are the MSE of the last one against ``x_{t+Δ}`` (the benchmark's number).
 """
@@ -17,7 +17,7 @@ from torch_geometric.loader import DataLoader
 
 from constrained_eq.data._common import random_split_indices
 from constrained_eq.data.mocap import MocapEGNO, synthetic_mocap
-from constrained_eq.nn.egno import EGNO, mocap_egno_inputs
+from constrained_eq.models.egno import EGNO, mocap_egno_inputs
 from constrained_eq.tasks.base import Loaders, Task, random_rotation
 
 __all__ = ["Mocap"]

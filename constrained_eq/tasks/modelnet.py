@@ -1,6 +1,6 @@
 """``modelnet``: ModelNet40 point-cloud classification (SPEC §4.3) with VN-PointNet or VN-DGCNN.
 
-Adapter over :mod:`constrained_eq.data.modelnet` and :mod:`constrained_eq.nn` (``VNPointNet``,
+Adapter over :mod:`constrained_eq.data.modelnet` and :mod:`constrained_eq.models` (``VNPointNet``,
 ``VNDGCNN``). Batches are ``(points (B, n, 3), labels (B,))``. The loss is cross-entropy; the metric
 ``accuracy`` is the instance (overall) accuracy in [0, 1], higher is better (error = 1 − accuracy).
 
@@ -31,8 +31,8 @@ from constrained_eq.data.modelnet import (
     SubsamplePoints,
     SyntheticShapes,
 )
-from constrained_eq.nn.vn_dgcnn import VNDGCNN
-from constrained_eq.nn.vn_pointnet import VNPointNet
+from constrained_eq.models.vn_dgcnn import VNDGCNN
+from constrained_eq.models.vn_pointnet import VNPointNet
 from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
 
 __all__ = ["ModelNet"]

@@ -1,6 +1,6 @@
 """``nbody``: the charged-particle N-body benchmark (SPEC §4.1) with the EGNN or SEGNN models.
 
-Adapter over :mod:`constrained_eq.data.nbody` (``NBodyDataset``) and :mod:`constrained_eq.nn`
+Adapter over :mod:`constrained_eq.data.nbody` (``NBodyDataset``) and :mod:`constrained_eq.models`
 (``EGNN`` with :func:`nbody_egnn_inputs`, ``SEGNN`` with :func:`nbody_segnn_inputs`). Importing this
 module fails with ``ImportError`` when those are missing; the task registry turns that into a
 message, so the rest of the package works without it.
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from constrained_eq.core.distributed import unwrap
 from constrained_eq.data.nbody import NBodyBatch, NBodyDataset
-from constrained_eq.distributed import unwrap
-from constrained_eq.nn.egnn import EGNN, nbody_egnn_inputs
+from constrained_eq.models.egnn import EGNN, nbody_egnn_inputs
 from constrained_eq.tasks.base import Loaders, Task, random_rotation
 
 __all__ = ["NBody"]
@@ -69,7 +69,7 @@ class NBody(Task):
             model.inputs = "egnn"
             return model
         if name == "segnn":
-            from constrained_eq.nn.segnn import SEGNN
+            from constrained_eq.models.segnn import SEGNN
 
             model = SEGNN(**options)
             model.inputs = "segnn"
@@ -79,7 +79,7 @@ class NBody(Task):
     def forward(self, model: nn.Module, batch: NBodyBatch) -> torch.Tensor:
         """Run the model on a batch."""
         if getattr(unwrap(model), "inputs", "egnn") == "segnn":  # the bare module under DDP
-            from constrained_eq.nn.segnn import nbody_segnn_inputs
+            from constrained_eq.models.segnn import nbody_segnn_inputs
 
             return batch.loc + model(*nbody_segnn_inputs(batch.loc, batch.vel, batch.charges, batch.edge_index,
                                                          batch.batch))

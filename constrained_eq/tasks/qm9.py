@@ -1,6 +1,6 @@
 """``qm9``: QM9 property regression (SPEC §4.2, ACE Table 2 right) with SchNet.
 
-Adapter over :mod:`constrained_eq.data.qm9` and :class:`constrained_eq.nn.schnet.SchNet`. Batches are
+Adapter over :mod:`constrained_eq.data.qm9` and :class:`constrained_eq.models.schnet.SchNet`. Batches are
 PyG ``Batch`` objects; the model reads ``z``, ``pos`` and ``batch``.
 
 The target is standardised with the training split's mean and standard deviation; the loss is the
@@ -22,7 +22,7 @@ from torch import nn
 from torch_geometric.loader import DataLoader
 
 from constrained_eq.data.qm9 import QM9_TARGETS, QM9Pack, qm9_from_pyg_root, qm9_split, synthetic_qm9
-from constrained_eq.nn.schnet import SchNet
+from constrained_eq.models.schnet import SchNet
 from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
 
 __all__ = ["QM9", "target_index", "cache_root"]

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.testing import VectorModel
 
 floats = st.floats(-3, 3, allow_nan=False)
 vectors = st.lists(floats, min_size=1, max_size=5)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel, projection_problem, projection_solution
+from constrained_eq.core.testing import VectorModel, projection_problem, projection_solution
 
 
 def _solver(model, problem, dual_optimizer, eta_p=0.1, eta_d=0.1):

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.formulations import Schedule, resolve_formulation, triangle
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.formulations import Schedule, resolve_formulation, triangle
+from constrained_eq.core.testing import VectorModel
 
 
 def _x_problem(a, constraint_cls=ceq.Equality, **kwargs):

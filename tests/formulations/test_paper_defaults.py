@@ -6,7 +6,7 @@ ACE: ρ = 1 in all experiments (SPEC §2.2). CR: Lie-derivative penalty weight 0
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.testing import VectorModel
 
 
 def test_resilient_without_rho_uses_ace_rho_one():

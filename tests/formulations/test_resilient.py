@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel, resilient_scalar_problem
+from constrained_eq.core.testing import VectorModel, resilient_scalar_problem
 
 rates = st.floats(1e-3, 0.5)
 

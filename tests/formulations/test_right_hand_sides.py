@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.testing import VectorModel
 
 numbers = st.floats(-5, 5, allow_nan=False)
 

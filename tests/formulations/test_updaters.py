@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.formulations import resolve_formulation
-from constrained_eq.formulations.updaters import AdditiveUpdater, MultiplicativeUpdater, resolve_penalty_updater
-from constrained_eq.testing import VectorModel
+from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.formulations.updaters import AdditiveUpdater, MultiplicativeUpdater, resolve_penalty_updater
+from constrained_eq.core.testing import VectorModel
 
 
 def _solver(x0, constraint, formulation, lr=0.1, **options):
@@ -100,8 +100,8 @@ def test_bad_updaters_are_refused(spec, message):
 def test_a_problem_file_names_the_updater_and_a_bad_option_is_refused_at_its_line(tmp_path):
     from pathlib import Path
 
-    from constrained_eq.build import build
-    from constrained_eq.problem_file import ProblemFileError, load_problem_file
+    from constrained_eq.run.build import build
+    from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
 
     text = (Path(__file__).resolve().parents[2] / "problems" / "fpr.yaml").read_text()
     text = text.replace("  name: lagrangian\n", "  name: augmented_lagrangian\n  options:\n    penalty_updater:\n"

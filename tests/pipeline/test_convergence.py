@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.testing import VectorModel, projection_problem, projection_solution, resilient_scalar_problem
+from constrained_eq.core.testing import VectorModel, projection_problem, projection_solution, resilient_scalar_problem
 
 
 def _run(problem, n, formulation="lagrangian", steps=600, lr=0.3, dual_lr=0.3, scheme="simultaneous", **kwargs):

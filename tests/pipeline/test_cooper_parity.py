@@ -5,7 +5,7 @@ matrix), from Cooper's generator and step sizes (x⁰ = 1, primal SGD 3e-2, dual
 steps; the augmented Lagrangian grows c by 1 + 2.5e-4 above a 1e-4 violation). Each run asserts:
 
 * bitwise equality of x and every multiplier with the same problem written in Cooper, at every step;
-* the KKT point of an exact active-set solve (:func:`constrained_eq.testing.norm_kkt_point`) to 1e-4;
+* the KKT point of an exact active-set solve (:func:`constrained_eq.core.testing.norm_kkt_point`) to 1e-4;
 * that ``solver.feasibility()`` never calls a constraint of these feasible problems infeasible.
 
 The fast subset runs in CI; the whole grid (seeds × sizes × kinds × formulations × schemes, one
@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.feasibility import INFEASIBLE
-from constrained_eq.testing import linear_constraints, norm_kkt_point
+from constrained_eq.core.feasibility import INFEASIBLE
+from constrained_eq.core.testing import linear_constraints, norm_kkt_point
 
 STEPS, PRIMAL_LR, DUAL_LR = 2000, 3e-2, 2e-1
 GROWTH, TOLERANCE = 1.0 + 2.5e-4, 1e-4

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import constrained_eq as ceq
+from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
-from constrained_eq.train import fit
 
 
 class _Interrupting:

@@ -1,7 +1,7 @@
 """Calibrated symmetry signatures on N-body: no layer relaxed on symmetric data, some with an external field.
 
 A layer is ``relaxed`` when its slack buys at least 1e-3 of the objective (λ_i u_i ≥ 1e-3 · J₀, see
-:func:`constrained_eq.diagnostics.relaxation_significance`). Measured at 200 epochs (``ace_resilient``,
+:func:`constrained_eq.run.diagnostics.relaxation_significance`). Measured at 200 epochs (``ace_resilient``,
 seed 0): symmetric data give λu/J₀ ≤ 6.6e-5 on every layer; the field gives 6.3e-3, 7.9e-5, 1.9e-3, 1.8e-3.
 The 200-epoch runs (≈ 1 and 2 min on one core) are ``slow``; the CI variant runs 60 epochs, where the
 symmetric task gives ≤ 4.2e-5 and the field 1.4e-3, 4.3e-5, 9.7e-4, 5.9e-4: the most significant layer of
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from constrained_eq.build import run_problem
-from constrained_eq.problem_file import load_problem_file
-from constrained_eq.report import symmetry_report
+from constrained_eq.run.build import run_problem
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.report import symmetry_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_eq.cli import main
 from constrained_eq.data._safe import UnsafeFileError, no_code_from_files
 from constrained_eq.data.nbody import load_nbody
 from constrained_eq.data.qm9 import QM9Pack, qm9_from_pyg_root, synthetic_qm9
+from constrained_eq.run.cli import main
 
 _spec = importlib.util.spec_from_file_location("_qm9_fixtures", Path(__file__).parents[1] / "data" / "test_qm9.py")
 _qm9 = importlib.util.module_from_spec(_spec)

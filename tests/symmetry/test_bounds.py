@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, project
-from constrained_eq.nn import VNLinear
+from constrained_eq.models import VNLinear
 from constrained_eq.symmetry import (
     equivariance_error_bound,
     equivariance_error_bound_from_activations,

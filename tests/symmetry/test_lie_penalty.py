@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from constrained_eq.constraints import Inequality, Penalty
+from constrained_eq.core.constraints import Inequality, Penalty
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, set_recording
 from constrained_eq.symmetry import (
     SO,

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from constrained_eq.homotopy import relax
-from constrained_eq.nn import VNLinear
+from constrained_eq.models import VNLinear
 from constrained_eq.symmetry import SO, VectorRep, assert_equivariant, equivariance_error, projection_error
 
 

@@ -1,0 +1,479 @@
+"""Constraint kinds: what must hold, not how it is enforced.
+
+A constraint is a small immutable value: a *target* that yields a vector of ``L`` per-element
+quantities (one per layer, say) and the relation it must satisfy. One constraint object is one
+vector of ``L`` constraints and gets one dense multiplier of size ``L``.
+
+=================  ==========================  ==========================================
+kind               constraint                  violation handed to the formulation
+=================  ==========================  ==========================================
+``Equality``       h(θ) = d                    h(θ) − d
+``Inequality``     g(θ) ≤ b                    g(θ) − b
+``Inequality``     a ≤ g(θ)  (``lower=a``)     a − g(θ)
+``Inequality``     a ≤ g(θ) ≤ b                [g(θ) − b, a − g(θ)]  (2L entries)
+``Resilient``      |h(θ)| ≤ u, u ≥ 0 learned   |h(θ)| − u, plus ρ/2 ‖u‖² in the objective
+``Penalty``        (soft) w · Σ_i p_i(θ)       none: added to the objective with weight w
+=================  ==========================  ==========================================
+
+Right-hand sides (d, a, b) are finite numbers of any sign, or one number per entry (a list of L numbers).
+Names are free text: they only label logs, records and checkpoints.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from constrained_eq.core._rhs import RightHandSide, _check_finite_number, _check_rhs, _rhs_size, _rhs_tensor
+
+__all__ = [
+    "READS",
+    "Target",
+    "Constraint",
+    "Equality",
+    "Inequality",
+    "Resilient",
+    "Penalty",
+    "register_target",
+    "registered_targets",
+    "parse",
+]
+
+_TARGETS: dict[str, Target] = {}
+
+
+READS = ("parameters", "batch", "output")
+
+
+def _positional(fn: Callable) -> tuple[int, int]:
+    """(required, accepted) positional parameters of ``fn``; ``accepted`` is 3 with ``*args``."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or a callable without a signature: assume it reads everything
+        return 3, 3
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3, 3
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return sum(p.default is p.empty for p in positional), min(len(positional), 3)
+
+
+def _reads(fn: Callable, name: str, reads: Any, needs_batch: bool | None) -> tuple[str, ...]:
+    """What a target reads: given, or from ``needs_batch``, or inferred from ``fn``'s required parameters."""
+    if reads is not None:
+        reads = (reads,) if isinstance(reads, str) else tuple(reads)
+        unknown = [r for r in reads if r not in READS]
+        if unknown or not reads:
+            raise ValueError(f"Target {name!r}: expected 'reads' to list some of {', '.join(map(repr, READS))} "
+                             f"(got {reads!r})")
+        if needs_batch is not None and needs_batch != any(r != "parameters" for r in reads):
+            raise ValueError(f"Target {name!r}: 'needs_batch={needs_batch}' contradicts 'reads={reads!r}'")
+        return tuple(r for r in READS if r in reads)
+    if needs_batch is not None:
+        return READS if needs_batch else ("parameters",)
+    required, _ = _positional(fn)
+    return READS[:max(1, min(required, 3))]
+
+
+class Target:
+    r"""A named quantity a constraint acts on: ``target(model, batch, output) -> Tensor (L,)``.
+
+    A target declares what it reads — ``"parameters"`` (the model alone), ``"batch"``, ``"output"`` —
+    so that a parameter-only target (a weight norm, γ) is evaluated without any data: the ``Solver``
+    sizes it without an example batch and validation measures it once per evaluation, not per batch.
+    Undeclared, it is inferred from ``fn``'s required positional parameters: ``fn(model)`` reads the
+    parameters, ``fn(model, batch)`` the batch too, ``fn(model, batch, output)`` everything
+    (parameters with a default, ``batch=None``, are not required and not read).
+
+    Over a data split a batch-reading target is reduced as its constraint is defined: by default the
+    batch-size-weighted mean :math:`\bar g = \sum_b n_b g_b / \sum_b n_b` (an expectation);
+    a rate or a ratio of expectations gives ``totals(model, batch, output) -> Tensor (K,)`` (sums that
+    add up over batches, e.g. numerator and denominator per group) and ``from_totals(sums) -> (L,)``.
+
+    Args:
+        fn: Callable returning a 1-D floating tensor of ``L`` values; called with as many of
+            ``(model, batch, output)`` as it accepts.
+        name: Name used in reprs, logs and problem files.
+        reads: What ``fn`` reads, among ``"parameters"``, ``"batch"``, ``"output"`` (default: inferred).
+        needs_batch: Older spelling: ``True`` is ``reads=("parameters", "batch", "output")``, ``False`` is
+            ``reads=("parameters",)`` (default: inferred).
+        variables: Optional callable ``variables(model) -> list[Parameter]`` naming the parameters
+            that the constraint acts on directly (ACE's γ). The ``Solver`` steps them with their own
+            optimizer (plain SGD by default, as ACE's algorithms do).
+        prepare: Optional callable ``prepare(model)`` run once when a solver is built, before any
+            forward (e.g. switching on the input recording a penalty reads).
+        from_variables: Optional callable ``from_variables(params) -> Tensor (L,)`` giving the same values
+            as ``fn`` from the parameters ``variables(model)`` names (for γ: ``torch.stack``). A solver
+            finds those parameters once, when it is built, and then evaluates the target from them,
+            without searching the model at every step.
+        totals: Optional ``totals(model, batch, output) -> Tensor (K,)``: per-batch sums whose total over a
+            split defines the target there (with ``from_totals``).
+        from_totals: ``from_totals(sums (K,)) -> Tensor (L,)``: the target's value over a split.
+
+    Shapes:
+        - **output of** ``fn``: ``(L,)``
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., torch.Tensor],
+        name: str,
+        *,
+        reads: Any = None,
+        needs_batch: bool | None = None,
+        variables: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
+        prepare: Callable[[torch.nn.Module], None] | None = None,
+        from_variables: Callable[[list[torch.nn.Parameter]], torch.Tensor] | None = None,
+        totals: Callable[..., torch.Tensor] | None = None,
+        from_totals: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"Expected 'name' to be a non-empty string (got {name!r})")
+        self.fn = fn
+        self.name = name
+        self.reads = _reads(fn, name, reads, needs_batch)
+        self._accepts = _positional(fn)[1]
+        self.variables = variables
+        self.prepare = prepare
+        if from_variables is not None and variables is None:
+            raise ValueError(f"Target {name!r}: 'from_variables' needs 'variables' (the parameters it reads)")
+        self.from_variables = from_variables
+        if (totals is None) != (from_totals is None):
+            raise ValueError(f"Target {name!r}: 'totals' and 'from_totals' go together")
+        self.totals = totals
+        self.from_totals = from_totals
+
+    @property
+    def needs_batch(self) -> bool:
+        """Whether the target reads the batch or the model's output (so it needs data to be evaluated)."""
+        return self.reads != ("parameters",)
+
+    def __call__(self, model: torch.nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
+        return self.fn(*(model, batch, output)[:max(self._accepts, 1)])
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and other.name == self.name and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return hash(("Target", self.name))
+
+
+def register_target(target: Target) -> Target:
+    """Make ``target`` known by name, so that problem files and :func:`parse` can refer to it.
+
+    Raises:
+        ValueError: If a different target is already registered under the same name.
+    """
+    if not isinstance(target, Target):
+        raise TypeError(f"Expected 'target' to be a Target (got {type(target).__name__})")
+    existing = _TARGETS.get(target.name)
+    if existing is not None and existing is not target:
+        raise ValueError(f"A different target is already registered as {target.name!r}")
+    _TARGETS[target.name] = target
+    return target
+
+
+def registered_targets() -> dict[str, Target]:
+    """Return the registered targets by name (a copy)."""
+    return dict(_TARGETS)
+
+
+def _as_target(target: Any, field_name: str = "target") -> Target:
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str) and ":" in target:  # "package.module:attribute", the user's own code
+        from constrained_eq.run.imports import load_target
+
+        return load_target(target)
+    if isinstance(target, str):
+        if target not in _TARGETS:
+            choices = ", ".join(repr(k) for k in sorted(_TARGETS)) or "(none registered)"
+            raise ValueError(f"Expected '{field_name}' to be one of {choices} (got {target!r})")
+        return _TARGETS[target]
+    if callable(target):
+        name = getattr(target, "__name__", "target")
+        return Target(target, name if name.isidentifier() else "target")
+    raise TypeError(
+        f"Expected '{field_name}' to be a Target, a registered target name or a callable "
+        f"(model, batch, output) -> Tensor (got {type(target).__name__})"
+    )
+
+
+@dataclass(frozen=True, eq=True)
+class Constraint:
+    """Base of all constraint kinds. Subclasses set the class flags below.
+
+    Attributes:
+        is_equality: ``True`` for h = 0 constraints (multiplier of free sign).
+        has_slack: ``True`` when the constraint owns a learnable slack ``u ≥ 0``.
+        is_penalty: ``True`` for soft terms that never get a multiplier.
+    """
+
+    target: Target
+    name: str | None = field(default=None, kw_only=True)
+
+    is_equality = False
+    has_slack = False
+    is_penalty = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", _as_target(self.target))
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise ValueError(f"{type(self).__name__}: expected 'name' to be a non-empty string (got {self.name!r})")
+        object.__setattr__(self, "_cache", {})
+
+    @property
+    def key(self) -> str:
+        """The constraint's name in logs, state dicts and records (default ``<kind>_<target>``)."""
+        return self.name or f"{type(self).__name__.lower()}_{self.target.name}"
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        """Map target values to the violation handed to the formulation (≤ 0 or = 0 when satisfied)."""
+        raise NotImplementedError
+
+    def check_size(self, size: int) -> None:
+        """Refuse a per-entry right-hand side whose length is not the target's ``L`` (= ``size``)."""
+        for field_name in ("value", "bound", "lower"):
+            expected = _rhs_size(getattr(self, field_name, None))
+            if expected is not None and expected != size:
+                raise ValueError(f"{self!r}: '{field_name}' has {expected} entries but the target "
+                                 f"{self.target.name!r} has {size}; give one number, or one per entry")
+
+    def _rhs(self, rhs: RightHandSide, like: torch.Tensor) -> torch.Tensor | float:
+        """The right-hand side on ``like``'s device and dtype (built once per device and dtype)."""
+        if isinstance(rhs, float):
+            return rhs
+        key = (id(rhs), like.device, like.dtype)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = _rhs_tensor(rhs, like)
+        return cached
+
+    def _fields_repr(self) -> list[str]:
+        name = self.target.name
+        return [f"target={name}" if name.isidentifier() else f"target={name!r}"]
+
+    def __repr__(self) -> str:
+        parts = self._fields_repr()
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Equality(Constraint):
+    """h(θ) = d, element-wise (ACE problem (PI) with h = γ, d = 0).
+
+    Args:
+        target: The quantity h.
+        value: The right-hand side d: a finite number of any sign, or one number per entry
+            (default: :obj:`0.0`).
+
+    Examples:
+        >>> Equality("gammas")
+        Equality(target=gammas)
+        >>> Equality("gammas", value=[0.5, -1.0])
+        Equality(target=gammas, value=(0.5, -1.0))
+    """
+
+    value: RightHandSide = 0.0
+
+    is_equality = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "value", _check_rhs(self.value, "value", "Equality"))
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        if self.value == 0.0:
+            return values
+        return values - self._rhs(self.value, values)
+
+    def _fields_repr(self) -> list[str]:
+        return [*super()._fields_repr(), *([f"value={self.value!r}"] if self.value != 0.0 else [])]
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Inequality(Constraint):
+    """g(θ) ≤ b, a ≤ g(θ), or a ≤ g(θ) ≤ b, element-wise.
+
+    Each side is a finite number of any sign or one number per entry. With only ``lower`` the
+    violation is a − g; with both sides it is the 2L-vector [g − b, a − g], with one multiplier per
+    side (μ_upper first, then μ_lower; the net pull on g is μ_upper − μ_lower).
+
+    Args:
+        target: The quantity g.
+        bound: The upper bound b (default: :obj:`0.0` when ``lower`` is not given, else none).
+        lower: The lower bound a (default: none).
+
+    Raises:
+        ValueError: If a side is not finite, or ``lower`` exceeds ``bound`` somewhere.
+
+    Examples:
+        >>> Inequality("gammas", bound=0.1)
+        Inequality(target=gammas, bound=0.1)
+        >>> Inequality("gammas", lower=-1.0, bound=1.0)
+        Inequality(target=gammas, bound=1.0, lower=-1.0)
+    """
+
+    bound: RightHandSide | None = None
+    lower: RightHandSide | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bound is None and self.lower is None:
+            object.__setattr__(self, "bound", 0.0)
+        for field_name in ("bound", "lower"):
+            if getattr(self, field_name) is not None:
+                object.__setattr__(self, field_name, _check_rhs(getattr(self, field_name), field_name, "Inequality"))
+        if self.bound is not None and self.lower is not None:
+            self._check_order()
+
+    def _check_order(self) -> None:
+        lower, upper = self.lower, self.bound
+        sizes = {n for n in (_rhs_size(lower), _rhs_size(upper)) if n is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"Inequality: expected 'lower' and 'bound' to have the same number of entries "
+                             f"(got {len(lower)} and {len(upper)})")
+        n = sizes.pop() if sizes else 1
+        lows = lower if isinstance(lower, tuple) else (lower,) * n
+        highs = upper if isinstance(upper, tuple) else (upper,) * n
+        for i, (a, b) in enumerate(zip(lows, highs, strict=True)):
+            if a > b:
+                raise ValueError(f"Inequality: expected 'lower' ≤ 'bound' (got lower {a} > bound {b} at entry {i})")
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        parts = []
+        if self.bound is not None:
+            parts.append(values - self._rhs(self.bound, values) if self.bound != 0.0 else values)
+        if self.lower is not None:
+            parts.append(self._rhs(self.lower, values) - values)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _fields_repr(self) -> list[str]:
+        parts = super()._fields_repr()
+        if self.bound is not None:
+            parts.append(f"bound={self.bound!r}")
+        if self.lower is not None:
+            parts.append(f"lower={self.lower!r}")
+        return parts
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Resilient(Constraint):
+    """|h(θ)| ≤ u with a learnable slack u ≥ 0 that costs ρ/2 ‖u‖² (ACE problem (PII)).
+
+    At a KKT point u* = λ*/ρ.
+
+    Args:
+        target: The quantity h (e.g. the γ vector).
+        rho: Slack cost ρ > 0 (ACE uses 1).
+        slack_init: Initial slack u⁽⁰⁾ ≥ 0 (ACE leaves it unstated; 0 by default).
+
+    Examples:
+        >>> Resilient("gammas", rho=1.0)
+        Resilient(target=gammas, rho=1.0)
+    """
+
+    rho: float = 1.0
+    slack_init: float = 0.0
+
+    has_slack = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rho = _check_finite_number(self.rho, "rho", "Resilient", positive=True, allow_zero=False)
+        init = _check_finite_number(self.slack_init, "slack_init", "Resilient", positive=True, allow_zero=True)
+        object.__setattr__(self, "rho", rho)
+        object.__setattr__(self, "slack_init", init)
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        if slack is None:
+            raise ValueError(f"{self!r}: a resilient constraint needs its slack tensor")
+        return values.abs() - slack
+
+    def _fields_repr(self) -> list[str]:
+        parts = [*super()._fields_repr(), f"rho={self.rho!r}"]
+        if self.slack_init != 0.0:
+            parts.append(f"slack_init={self.slack_init!r}")
+        return parts
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Penalty(Constraint):
+    """A soft term w · Σ_i p_i(θ) added to the objective; never gets a multiplier.
+
+    This is how CR's regulariser is used (weight 0.01 on the Lie-derivative and ‖Wx‖ norms).
+
+    Args:
+        target: The quantity p (one value per layer).
+        weight: The fixed weight w ≥ 0.
+
+    Examples:
+        >>> Penalty("gammas", weight=0.01)
+        Penalty(target=gammas, weight=0.01)
+    """
+
+    weight: float = 1.0
+
+    is_penalty = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = _check_finite_number(self.weight, "weight", "Penalty", positive=True, allow_zero=True)
+        object.__setattr__(self, "weight", value)
+
+    def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
+        return values
+
+    def _fields_repr(self) -> list[str]:
+        return [*super()._fields_repr(), f"weight={self.weight!r}"]
+
+
+_KINDS: dict[str, type[Constraint]] = {
+    "Equality": Equality,
+    "Inequality": Inequality,
+    "Resilient": Resilient,
+    "Penalty": Penalty,
+}
+
+
+def parse(text: str) -> Constraint:
+    """Parse the repr of a constraint back into the constraint (targets must be registered).
+
+    Examples:
+        >>> parse("Resilient(target=gammas, rho=1.0)")
+        Resilient(target=gammas, rho=1.0)
+    """
+    import ast
+
+    from constrained_eq.run.imports import quote_import_paths
+
+    try:
+        call = ast.parse(quote_import_paths(text.strip()), mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"Unable to parse constraint {text!r}: {err.msg}") from None
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in _KINDS:
+        raise ValueError(f"Unable to parse constraint {text!r}: expected one of {', '.join(_KINDS)}(...)")
+    kwargs: dict[str, Any] = {}
+    positional = [*call.args]
+    for kw in call.keywords:
+        if kw.arg == "target" and isinstance(kw.value, ast.Name):
+            kwargs["target"] = kw.value.id
+        else:
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+    if positional:
+        first = positional.pop(0)
+        kwargs["target"] = first.id if isinstance(first, ast.Name) else ast.literal_eval(first)
+    if positional:
+        raise ValueError(f"Unable to parse constraint {text!r}: give every field but the target by name")
+    return _KINDS[call.func.id](**kwargs)
+

@@ -1,0 +1,466 @@
+"""The engine: one primal–dual step of a declared problem under a chosen formulation.
+
+``Solver.step(batch)`` evaluates J_0 and the constraints, forms the Lagrangian of the formulation
+and takes one step of every optimizer through Cooper's constrained optimizers:
+
+* the **primal optimizer** (yours: Adam, SGD, …) on the model's weights θ;
+* the **constrained-variable optimizer** on the variables constraints act on directly (ACE's γ)
+  and on the slacks u — plain SGD by default, because ACE's algorithms take plain gradient steps
+  there; an adaptive optimizer on γ normalises away the multiplier's pull (see docs/concepts.md);
+* the **dual optimizer** on the multipliers λ — SGD ascent with ``dual_lr`` by default.
+
+Everything stays on the model's device; the step reads nothing back to the host except one
+finiteness flag when ``check_finite=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from cooper.utils import ConstraintType
+
+from constrained_eq.core import _optim
+from constrained_eq.core._cmp import NonFiniteError, ProblemCMP, StepValues
+from constrained_eq.core._loaders import first_batch, is_loader
+from constrained_eq.core._rng import get_rng_state, set_rng_state
+from constrained_eq.core.distributed import all_reduce_mean_, is_distributed, unwrap
+from constrained_eq.core.feasibility import FeasibilityMonitor, Verdict
+from constrained_eq.core.formulations import Formulation, resolve_formulation
+from constrained_eq.core.formulations.base import ConstraintPlan
+from constrained_eq.core.problem import ConstrainedProblem
+from constrained_eq.core.structure import describe, differences
+
+__all__ = ["Solver", "StepRecord", "NonFiniteError"]
+
+
+class StepRecord(NamedTuple):
+    """What one step measured, as tensors on the model's device (read them when you log).
+
+    Attributes:
+        step: Index of the step (0-based).
+        loss: The task objective J_0 on the batch.
+        lagrangian: The primal Lagrangian that was minimised (J_0 + penalties + slack costs + λᵀh).
+        values: Target values per constraint, shape ``(L,)`` (e.g. γ for ``Equality(gammas)``).
+        violations: Violations handed to the formulation per enforced constraint.
+        multipliers: λ per constraint with a multiplier, after the step.
+        slacks: u per constraint with a slack, after the step.
+        skipped: ``True`` when a non-finite batch was skipped (``on_nonfinite="skip"``).
+    """
+
+    step: int
+    loss: torch.Tensor
+    lagrangian: torch.Tensor
+    values: dict[str, torch.Tensor]
+    violations: dict[str, torch.Tensor]
+    multipliers: dict[str, torch.Tensor]
+    slacks: dict[str, torch.Tensor]
+    skipped: bool = False
+
+
+def _check_dual_lr(dual_lr: Any) -> float:
+    if isinstance(dual_lr, bool) or not isinstance(dual_lr, int | float) or not math.isfinite(dual_lr) or dual_lr <= 0:
+        raise ValueError(f"Solver: expected 'dual_lr' to be a finite number > 0 (got {dual_lr!r})")
+    return float(dual_lr)
+
+
+def _check_choice(value: Any, field_name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Solver: expected '{field_name}' to be one of {listed} (got {value!r})")
+    return value
+
+
+class Solver:
+    """Solve a :class:`ConstrainedProblem` for ``model`` with a formulation picked by name.
+
+    Args:
+        problem (ConstrainedProblem): The objective and constraints.
+        model (nn.Module): The model; its parameters are the primal variables θ.
+        formulation (str or Formulation, optional): One of ``"lagrangian"``, ``"augmented_lagrangian"``,
+            ``"resilient"``, ``"penalty"``, ``"schedule"``, ``"none"`` or an instance
+            (default: :obj:`"lagrangian"`).
+        primal_optimizer (str, Optimizer, list or callable, optional): A name (``"adam"``, ``"sgd"``,
+            ``"adamw"``, with ``primal_lr``), an optimizer over ``model.parameters()``, a list of
+            optimizers over disjoint blocks of them (e.g. SGD on one, Adam on another; parameters in
+            none are not trained), or a factory ``params -> Optimizer`` (default: Adam, lr 1e-3). The
+            constrained variables (γ) are moved out into their own optimizer unless
+            ``variable_optimizer="primal"``. Under ``constrained_optimizer="extrapolation"`` a name or
+            factory gets its extrapolation counterpart (SGD → ExtraSGD, Adam → ExtraAdam); an instance
+            must already be one.
+        primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
+        dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
+        dual_optimizer (str, NuPI or callable, optional): ``"sgd"`` (ascent with ``dual_lr``),
+            ``"nupi"`` (Cooper's nuPI with default gains; ``NuPI(kappa_p=…, kappa_i=…)`` to set them) or a
+            factory ``params -> Optimizer`` with ``maximize=True`` (default: :obj:`"sgd"`).
+        variable_optimizer (str or callable, optional): ``"sgd"`` (plain steps, as ACE),
+            ``"primal"`` (γ stays in the primal optimizer, e.g. Adam) or a factory
+            ``params -> Optimizer`` (default: :obj:`"sgd"`).
+        variable_lr (float, optional): Step size η_p of the SGD on γ and u (default: the primal
+            optimizer's first learning rate).
+        constrained_optimizer (str, optional): Cooper's update scheme: ``"simultaneous"``,
+            ``"alternating_primal_dual"``, ``"alternating_dual_primal"`` or ``"extrapolation"``
+            (default: :obj:`"simultaneous"`).
+        example_batch (Any, optional): A batch, or a ``DataLoader`` to read one from without
+            advancing its shuffle order, used once to size constraints whose targets read the batch or the
+            output (parameter-only targets need none).
+        dual_every (int, optional): Take the dual step every ``dual_every`` steps (default: 1).
+        check_finite (bool, optional): Refuse a step whose loss, violations or gradients are not
+            finite (one host sync per step; turn off for a sync-free step on GPU) (default: True).
+        on_nonfinite (str, optional): ``"raise"`` or ``"skip"`` such a batch (default: ``"raise"``).
+        **formulation_options: Options of a formulation given by name (``rho=``, ``epochs=``, …).
+    """
+
+    def __init__(
+        self,
+        problem: ConstrainedProblem,
+        model: torch.nn.Module,
+        formulation: str | Formulation = "lagrangian",
+        primal_optimizer: Any = None,
+        dual_lr: float = 1e-3,
+        *,
+        primal_lr: float | None = None,
+        dual_optimizer: Any = None,
+        variable_optimizer: Any = "sgd",
+        variable_lr: float | None = None,
+        constrained_optimizer: str = "simultaneous",
+        example_batch: Any = None,
+        dual_every: int = 1,
+        check_finite: bool = True,
+        on_nonfinite: str = "raise",
+        **formulation_options: Any,
+    ) -> None:
+        if not isinstance(problem, ConstrainedProblem):
+            raise TypeError(f"Solver: expected 'problem' to be a ConstrainedProblem (got {type(problem).__name__})")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
+        self.problem = problem
+        self.model = model
+        self.formulation = resolve_formulation(formulation, **formulation_options)
+        self.dual_lr = _check_dual_lr(dual_lr)
+        self.scheme = _check_choice(constrained_optimizer, "constrained_optimizer", tuple(_optim.SCHEMES))
+        self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
+        if isinstance(dual_every, bool) or not isinstance(dual_every, int) or dual_every < 1:
+            raise ValueError(f"Solver: expected 'dual_every' to be an integer ≥ 1 (got {dual_every!r})")
+        self.dual_every = dual_every
+        self.check_finite = bool(check_finite)
+        self.step_count = 0
+        self.epoch = 0
+
+        self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
+        sizes = self._constraint_sizes(example_batch)
+        self.constraint_sizes = sizes
+        device, dtype = self._device_and_dtype()
+        self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
+            p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
+            for p in self.plans
+            if p.has_slack and p.mode == "lagrangian"
+        }
+        cooper_constraints = {
+            p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
+        }
+        bound = {p.key: p.constraint.target.variables(model) for p in self.plans
+                 if p.constraint.target.from_variables is not None}
+        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound,
+                              target_sizes=self._target_sizes)
+        self.variables = self._constrained_variables()
+        if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
+            raise ValueError(
+                "Solver: the 'schedule' formulation freezes γ (it sets it each epoch), but the model is already "
+                "wrapped in DistributedDataParallel, which registered γ as trained; build the Solver on the bare "
+                "model and wrap it afterwards (`solver.model = DistributedDataParallel(solver.model)`, or "
+                "constrained_eq.core.distributed.wrap_model)"
+            )
+        if self.formulation.expects_schedule:
+            for variable in self.variables:
+                variable.requires_grad_(False)
+        self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr,
+                                      primal_lr)
+        self.penalty_updater = self.formulation.penalty_coefficient_updater()
+        self.monitor = self._feasibility_monitor(dual_optimizer is None)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _feasibility_monitor(self, plain_sgd_dual: bool) -> FeasibilityMonitor:
+        plans = [p for p in self.plans if p.mode == "lagrangian"]
+        keys = {p.key: p.constraint_type == ConstraintType.EQUALITY for p in plans}
+        rate = self.dual_lr / self.dual_every
+        expected = {p.key: rate for p in plans} if plain_sgd_dual and self.formulation.expects_multiplier else {}
+        return FeasibilityMonitor(keys, expected)
+
+    def _device_and_dtype(self) -> tuple[torch.device, torch.dtype]:
+        for parameter in self.model.parameters():
+            if parameter.is_floating_point():
+                return parameter.device, parameter.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    def _constraint_sizes(self, example_batch: Any) -> dict[str, int]:
+        """Evaluate each target once (dry run) to learn L and check shape and dtype."""
+        for plan in self.plans:
+            if plan.constraint.target.prepare is not None:
+                plan.constraint.target.prepare(self.model)
+        output = None
+        self._target_sizes: dict[str, int] = {}
+        if is_loader(example_batch):
+            example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
+        if any(p.constraint.target.needs_batch for p in self.plans):
+            if example_batch is None:
+                names = [p.key for p in self.plans if p.constraint.target.needs_batch]
+                raise ValueError(
+                    f"Solver: constraints {names} have targets that read the batch or the output (declare "
+                    "Target(..., reads='parameters') for one that reads the model alone); pass "
+                    "example_batch=<a batch or the train loader> so their sizes are known before training"
+                )
+            with torch.no_grad():
+                output = self.problem.objective.forward(self.model, example_batch)
+        sizes = {}
+        for plan in self.plans:
+            target = plan.constraint.target
+            with torch.no_grad():
+                values = target(self.model, example_batch, output) if target.needs_batch else target(self.model)
+            if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.dim() > 1:
+                got = (f"shape {tuple(values.shape)}, dtype {values.dtype}" if isinstance(values, torch.Tensor)
+                       else type(values).__name__)
+                raise ValueError(
+                    f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return a 1-D "
+                    f"floating tensor of shape (L,) (got {got})"
+                )
+            plan.constraint.check_size(values.numel())
+            _check_target_fits(self, plan, values, example_batch)
+            with torch.no_grad():  # L, or 2L for a two-sided bound
+                size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
+            sizes[plan.key] = max(size, 1)
+            self._target_sizes[plan.key] = max(values.numel(), 1)
+        _check_scalar_objective(self, example_batch, output)
+        return sizes
+
+    def _constrained_variables(self) -> list[torch.nn.Parameter]:
+        variables: dict[int, torch.nn.Parameter] = {}
+        for plan in self.plans:
+            target = plan.constraint.target
+            if plan.mode != "penalty" and target.variables is not None:
+                for variable in target.variables(self.model):
+                    variables.setdefault(id(variable), variable)
+        return list(variables.values())
+
+    # ------------------------------------------------------------------ the step
+    def step(self, batch: Any = None) -> StepRecord:
+        """Take one primal–dual step on ``batch`` and return what it measured.
+
+        ``batch`` may be left out when neither the objective nor any target reads one (a problem on
+        the parameters alone): the model is then called as ``model(None)``; should something read it
+        after all, its error carries a note saying the step got no batch.
+
+        Raises:
+            NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
+                model, multipliers, slacks and optimizer states are left as they were before the step.
+        """
+        if self.formulation.expects_schedule:
+            self._apply_schedule()
+        self.cmp.step_index = self.step_count
+        self.cmp.dual_update = self.step_count % self.dual_every == 0
+        snapshot = self._dual_snapshot() if self.check_finite else None
+        try:
+            rollout = self.optimizer.roll(**_optim.roll_kwargs(self.optimizer, self.model, batch))
+        except (TypeError, AttributeError, IndexError) as err:
+            if batch is None:  # failure path only: say why the objective or a target got None
+                err.add_note("Solver.step() was called without a batch; pass one if the objective or a target "
+                             "reads it")
+            raise
+        except NonFiniteError:
+            self._restore_dual_snapshot(snapshot)
+            self.optimizer.zero_grad()
+            if self.on_nonfinite == "raise":
+                raise
+            self.step_count += 1
+            return self._skipped_record()
+        if self.slacks:  # skip the no_grad context (~2 µs) when there is nothing to clamp
+            self.clamp_slack_()
+        if self.penalty_updater is not None:  # Cooper's rule reads the violations of this step
+            self.penalty_updater.step(rollout.cmp_state.observed_constraints)
+        result: StepValues = rollout.cmp_state.misc["values"]
+        if self.monitor.keys:  # two in-place adds on the device; read back only by feasibility()
+            self.monitor.update(result.logged_violations, {k: m.weight for k, m in self.cmp.named_multipliers()})
+        lagrangian = rollout.primal_lagrangian_store.lagrangian
+        record = StepRecord(
+            step=self.step_count,
+            loss=result.objective.detach() if result.objective is not None else rollout.loss.detach(),
+            lagrangian=lagrangian.detach() if lagrangian is not None else rollout.loss.detach(),
+            values=result.logged,
+            violations=result.logged_violations,
+            multipliers=self.multipliers(),
+            slacks={k: u.detach().clone() for k, u in self.slacks.items()},
+        )
+        self.step_count += 1
+        return record
+
+    def before_primal_step_(self) -> None:
+        """Called by the optimizer between backward and the primal step: sync slack grads, check grads."""
+        if is_distributed():
+            shared = [*self.slacks.values()]
+            if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+                shared += self.variables
+            for parameter in shared:
+                if parameter.grad is not None:
+                    all_reduce_mean_(parameter.grad)
+        if self.check_finite:
+            grads = [p.grad for group in self._primal_params() for p in group if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                lrs = [g["lr"] for opt in self.optimizer.primal_optimizers for g in opt.param_groups]
+                raise NonFiniteError(
+                    f"step {self.step_count}: a gradient is non-finite (objective {self.problem.objective!r}, "
+                    f"constraints {[p.key for p in self.plans]}); nothing was updated. If training diverged, "
+                    f"lower the primal learning rates {lrs} or dual_lr={self.dual_lr}"
+                )
+
+    def _primal_params(self) -> list[list[torch.Tensor]]:
+        return [[p for g in opt.param_groups for p in g["params"]] for opt in self.optimizer.primal_optimizers]
+
+    @torch.no_grad()
+    def clamp_slack_(self) -> None:
+        """Project every slack on u ≥ 0."""
+        for slack in self.slacks.values():
+            slack.clamp_(min=0.0)
+
+    @torch.no_grad()
+    def _apply_schedule(self) -> None:
+        value = self.formulation.coefficient(self.epoch)
+        for variable in self.variables:
+            variable.fill_(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the solver which epoch starts (drives the ``schedule`` formulation)."""
+        self.epoch = int(epoch)
+
+    def _dual_snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self._dual_and_slack_parameters()}
+
+    @torch.no_grad()
+    def _restore_dual_snapshot(self, snapshot: dict[str, torch.Tensor] | None) -> None:
+        if snapshot is None:
+            return
+        for name, parameter in self._dual_and_slack_parameters():
+            parameter.copy_(snapshot[name])
+
+    def _dual_and_slack_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        duals = [(f"multiplier.{k}", m.weight) for k, m in self.cmp.named_multipliers()]
+        return duals + [(f"slack.{k}", u) for k, u in self.slacks.items()]
+
+    def _skipped_record(self) -> StepRecord:
+        nan = torch.full((), float("nan"), device=self._device_and_dtype()[0])
+        return StepRecord(self.step_count - 1, nan, nan, {}, {}, self.multipliers(),
+                          {k: u.detach().clone() for k, u in self.slacks.items()}, skipped=True)
+
+    # ------------------------------------------------------------------ accessors
+    def multipliers(self) -> dict[str, torch.Tensor]:
+        """λ per constraint with a multiplier (detached copies)."""
+        return {key: m.weight.detach().clone() for key, m in self.cmp.named_multipliers()}
+
+    def feasibility(self) -> dict[str, Verdict]:
+        """Per constraint: ``"feasible"``, ``"likely infeasible"`` or ``"undecided"``, with the evidence.
+
+        Judged from the dual dynamics of the steps taken so far (see :mod:`constrained_eq.core.feasibility`):
+        an infeasible constraint keeps a violation bounded away from 0 while its multiplier grows
+        linearly at the rate η_d · violation. Reading the verdict is one host sync; steps take none for it.
+
+        Examples:
+            >>> for name, verdict in solver.feasibility().items():  # doctest: +SKIP
+            ...     print(name, verdict.verdict, verdict.evidence)
+        """
+        return self.monitor.verdicts()
+
+    def penalty_coefficients(self) -> dict[str, torch.Tensor]:
+        """The penalty coefficient c per constraint that has one (augmented Lagrangian, penalty), detached."""
+        return {key: c.value.detach().clone() for key, c in self.cmp.named_penalty_coefficients()}
+
+    def named_constraints(self):
+        """Yield ``(name, constraint)`` of the problem."""
+        return self.problem.named_constraints()
+
+    def dual_parameters(self) -> list[torch.nn.Parameter]:
+        """The multipliers' parameters."""
+        return list(self.cmp.dual_parameters())
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Model, multipliers, slacks, every optimizer, step/epoch counters and RNG states.
+
+        The model's weights are those of the bare module (no ``module.`` prefix under DDP), so a checkpoint
+        taken on N processes loads on one and back.
+        """
+        return {
+            "structure": describe(self),
+            "model": unwrap(self.model).state_dict(),
+            "cmp": self.cmp.state_dict(),
+            "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step_count,
+            "epoch": self.epoch,
+            "rng": get_rng_state(),
+            "feasibility": self.monitor.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuses one taken from another problem structure or formulation.
+
+        The structure (:func:`constrained_eq.core.structure.describe`: constraint names, kinds, bounds, sizes,
+        the formulation and its options) must match; reprs of callables (the loss function's name) do not
+        matter.
+        """
+        if "structure" not in state:
+            raise ValueError("Solver.load_state_dict: the checkpoint holds no problem structure (it was written "
+                             "by an older version); start the run again")
+        changes = differences(state["structure"], describe(self))
+        if changes:
+            raise ValueError("Solver.load_state_dict: the checkpoint was taken from another problem: "
+                             + "; ".join(changes))
+        unwrap(self.model).load_state_dict(state["model"])
+        self.cmp.load_state_dict(state["cmp"])
+        with torch.no_grad():
+            for key, value in state["slacks"].items():
+                self.slacks[key].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.epoch = int(state["epoch"])
+        set_rng_state(state["rng"])
+        if "feasibility" in state:
+            self.monitor.load_state_dict(state["feasibility"])
+
+    def __repr__(self) -> str:
+        return (f"Solver(problem={self.problem!r}, formulation={self.formulation!r}, "
+                f"constrained_optimizer={self.scheme!r}, dual_lr={self.dual_lr})")
+
+
+def _check_target_fits(solver: Solver, plan: ConstraintPlan, values: torch.Tensor, example_batch: Any) -> None:
+    """Refuse a target whose dtype differs from the model's, or (enforced by a multiplier) that no parameter moves.
+
+    A multiplier on a value with no gradient path to any parameter grows without any effect on it.
+    """
+    target = plan.constraint.target
+    _, dtype = solver._device_and_dtype()
+    if values.dtype != dtype:
+        raise ValueError(f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return dtype "
+                         f"{dtype} like the model's parameters (got {values.dtype}); cast it with .to({dtype})")
+    if plan.mode != "lagrangian" or target.variables is not None:
+        return
+    with torch.enable_grad():
+        output = solver.problem.objective.forward(solver.model, example_batch) if target.needs_batch else None
+        moving = target(solver.model, example_batch, output).requires_grad
+    if not moving:
+        raise ValueError(f"Solver: the target {target.name!r} of constraint {plan.key!r} has no gradient path to "
+                         "any parameter (its value does not require grad): its multiplier would grow with no effect. "
+                         "Compute it from the model's parameters or outputs, without .detach() or torch.no_grad()")
+
+
+def _check_scalar_objective(solver: Solver, example_batch: Any, output: Any) -> None:
+    """Refuse an objective that does not return a scalar on the example batch (when one is given)."""
+    if example_batch is None:
+        return
+    with torch.no_grad():
+        if output is None:
+            output = solver.problem.objective.forward(solver.model, example_batch)
+        loss = solver.problem.objective(output, example_batch)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"Solver: expected the objective to return a scalar (a 0-d tensor) (got {got}); reduce "
+                         "it over the batch, e.g. with .mean()")

@@ -1,0 +1,17 @@
+"""No formulation: the objective alone (vanilla training). Every constraint and penalty is ignored."""
+
+from __future__ import annotations
+
+from constrained_eq.core.constraints import Constraint
+from constrained_eq.core.formulations.base import ConstraintPlan, Formulation
+
+__all__ = ["Unconstrained"]
+
+
+class Unconstrained(Formulation):
+    """Train on J_0 only; constraints are still evaluated and logged, never enforced."""
+
+    name = "none"
+
+    def plan(self, constraint: Constraint) -> ConstraintPlan:
+        return ConstraintPlan(constraint.key, constraint, "ignore")

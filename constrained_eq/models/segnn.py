@@ -1,0 +1,356 @@
+r"""Steerable E(3)-equivariant GNN (SEGNN, Brandstetter et al. 2022) with CR's relaxation, on e3nn."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from constrained_eq.homotopy import HomotopicLayer, LinearBranch
+from constrained_eq.models._reps import irreps_algebra
+from constrained_eq.models.egnn import _graph_mean, _segment_sum
+
+__all__ = [
+    "PLACEMENTS",
+    "SEGNN",
+    "SEGNNLayer",
+    "SEGNNBranch",
+    "SEGNNProductBranch",
+    "SteerableLinear",
+    "balanced_irreps",
+    "nbody_segnn_inputs",
+]
+
+PLACEMENTS = ("cr", "ace")
+
+
+def _tp_weight_count(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> int:
+    """Number of weights of ``FullyConnectedTensorProduct(irreps_in1, irreps_in2, irreps_out)``."""
+    return sum(m1 * m2 * mo for m1, i1 in irreps_in1 for m2, i2 in irreps_in2 for mo, io in irreps_out if io in i1 * i2)
+
+
+def balanced_irreps(hidden_nf: int, lmax_h: int, attr_irreps: str | o3.Irreps) -> o3.Irreps:
+    """SEGNN's weight-balanced hidden irreps (64 scalars with ``0e+1o`` attributes → ``32x0e+32x1o``).
+
+    The smallest ``n × (0e + 1o + 2e + …)`` up to ``lmax_h`` whose steerable layer has at least as many
+    weights as a ``hidden_nf``-scalar one.
+    """
+    attr = o3.Irreps(attr_irreps)
+    scalar = o3.Irreps(f"{hidden_nf}x0e")
+    target = _tp_weight_count(scalar, attr, scalar)
+    n = 1
+    while True:
+        irreps = o3.Irreps([(n, (deg, (-1) ** deg)) for deg in range(lmax_h + 1)])
+        if _tp_weight_count(irreps, attr, irreps) >= target:
+            return irreps
+        n += 1
+
+
+class SteerableLinear(nn.Module):
+    r"""Steerable layer :math:`y = W(x \otimes a) + b` (SEGNN eq. 7), optionally followed by a gate.
+
+    A fully connected Clebsch–Gordan tensor product of the features with the steerable attributes,
+    a bias on the scalar (``0e``) outputs, and with ``gate=True`` a swish/sigmoid gate (SEGNN's
+    ``O3TensorProductSwishGate``).
+
+    Args:
+        irreps_in (Irreps): Input irreps.
+        irreps_out (Irreps): Output irreps (after the gate).
+        irreps_attr (Irreps): Attribute irreps.
+        gate (bool, optional): Apply the gated nonlinearity (default: :obj:`False`).
+
+    Shapes:
+        - **input:** ``x (*, irreps_in.dim)``, ``attr (*, irreps_attr.dim)``
+        - **output:** ``(*, irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_attr: o3.Irreps, gate: bool = False):
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        self.gate: nn.Module | None = None
+        tp_out = self.irreps_out
+        if gate:
+            scalars = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l == 0])
+            gated = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l > 0])
+            gates = o3.Irreps(f"{gated.num_irreps}x0e")
+            self.gate = Gate(scalars, [nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
+            tp_out = self.gate.irreps_in
+        self.tp = o3.FullyConnectedTensorProduct(self.irreps_in, irreps_attr, tp_out, shared_weights=True)
+        idx = [
+            i
+            for (mul, ir), sl in zip(tp_out, tp_out.slices(), strict=True)
+            if ir == o3.Irrep("0e")
+            for i in range(sl.start, sl.stop)
+        ]
+        self.register_buffer("bias_index", torch.tensor(idx, dtype=torch.long), persistent=False)
+        self.bias = nn.Parameter(torch.zeros(len(idx)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        with torch.no_grad():
+            self.tp.weight.normal_()
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        out = self.tp(x, attr)
+        out = out.index_add(-1, self.bias_index, self.bias.expand(out.shape[:-1] + self.bias.shape))
+        return self.gate(out) if self.gate is not None else out
+
+
+class SEGNNBranch(nn.Module):
+    r"""CR's unconstrained term :math:`x \mapsto W x` over all irrep components (CR eq. 2, [CR-code]).
+
+    A :class:`~constrained_eq.homotopy.LinearBranch` whose ``rep_in``/``rep_out`` are the e3nn
+    so(3) generators of ``irreps_in``/``irreps_out``; the attributes are ignored.
+
+    Shapes:
+        - **input:** ``x (*, irreps_in.dim)``, ``attr`` (unused)
+        - **output:** ``(*, irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, init_std: float | None = None) -> None:
+        super().__init__()
+        irreps_in, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        self.net = LinearBranch(
+            irreps_in.dim, irreps_out.dim, irreps_algebra(irreps_in), irreps_algebra(irreps_out), init_std=init_std
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        self.net.reset_parameters()
+
+    def forward(self, x: torch.Tensor, attr: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        return self.net(x)
+
+
+class SEGNNProductBranch(nn.Module):
+    r"""ACE's unconstrained steerable layer :math:`(x, a) \mapsto W\,\mathrm{vec}(x \otimes a)`.
+
+    A steerable layer is a linear map of :math:`x \otimes a` restricted by Clebsch–Gordan coefficients;
+    this branch is the same linear map with a dense, bias-free ``W`` over every component of the outer
+    product. Its so(3) action is the Kronecker sum :math:`d\rho_x \otimes I + I \otimes d\rho_a`, so CR's
+    Lie derivative of ``W`` is available too. Placed on both message sub-layers of every SEGNN layer it
+    gives ACE's parameter count (Table C-ACE3: 937,960 at the N-body configuration).
+
+    Shapes:
+        - **input:** ``x (*, irreps_in.dim)``, ``attr (*, irreps_attr.dim)``
+        - **output:** ``(*, irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_attr: o3.Irreps, irreps_out: o3.Irreps,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        irreps_in, irreps_attr, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_attr), o3.Irreps(irreps_out)
+        alg_x, alg_a = irreps_algebra(irreps_in, torch.float64), irreps_algebra(irreps_attr, torch.float64)
+        eye_x, eye_a = torch.eye(irreps_in.dim, dtype=torch.float64), torch.eye(irreps_attr.dim, dtype=torch.float64)
+        algebra_in = torch.stack([torch.kron(alg_x[k], eye_a) + torch.kron(eye_x, alg_a[k]) for k in range(3)])
+        self.net = LinearBranch(irreps_in.dim * irreps_attr.dim, irreps_out.dim,
+                                algebra_in.to(torch.get_default_dtype()), irreps_algebra(irreps_out),
+                                init_std=init_std)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        self.net.reset_parameters()
+
+    def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        return self.net((x[..., :, None] * attr[..., None, :]).flatten(-2))
+
+
+class SEGNNLayer(nn.Module):
+    r"""One SEGNN message-passing layer (SEGNN eqs. 8–9), relaxed as in CR's code.
+
+    .. math::
+        m_{ij} = \phi_m(\phi_m'(h_i \oplus h_j \oplus s_{ij}, a_{ij}), a_{ij}), \quad
+        u = \phi_1(h_i \oplus \textstyle\sum_j m_{ij}, a_i) + \gamma_1 W_1 (h_i \oplus \sum_j m_{ij}), \quad
+        h_i' = h_i + \phi_2(u, a_i) + \gamma_2 W_2 u.
+
+    With ``placement="ace"`` the update is strict and both message sub-layers are relaxed instead,
+    :math:`\phi_m(z, a) + \gamma W\,\mathrm{vec}(z \otimes a)` (:class:`SEGNNProductBranch`).
+
+    Edges point from ``edge_index[1]`` (sender j) to ``edge_index[0]`` (receiver i).
+
+    Args:
+        irreps_h (Irreps): Hidden irreps.
+        irreps_edge_attr, irreps_node_attr (Irreps): Steerable edge and node attributes.
+        irreps_msg (Irreps): Extra invariant message features (e.g. ``2x0e``).
+        relaxed (bool, optional): Wrap both update sub-layers in a HomotopicLayer (default: :obj:`True`).
+        gamma_init (float, optional): Initial γ (default: :obj:`1.0`).
+        neq_init_std (float, optional): Std of W's init; CR uses 1e-4 (default: :obj:`None`).
+        placement (str, optional): ``"cr"`` (γ W on the two update sub-layers) or ``"ace"`` (γ W(z ⊗ a)
+            on the two message sub-layers) (default: :obj:`"cr"`).
+
+    Shapes:
+        - **input:** ``h (|V|, irreps_h.dim)``, ``edge_index (2, |E|)``, ``edge_attr (|E|, ·)``,
+          ``node_attr (|V|, ·)``, ``msg (|E|, irreps_msg.dim)``
+        - **output:** ``(|V|, irreps_h.dim)``
+    """
+
+    def __init__(
+        self,
+        irreps_h: o3.Irreps,
+        irreps_edge_attr: o3.Irreps,
+        irreps_node_attr: o3.Irreps,
+        irreps_msg: o3.Irreps,
+        relaxed: bool = True,
+        gamma_init: float = 1.0,
+        neq_init_std: float | None = None,
+        placement: str = "cr",
+    ) -> None:
+        super().__init__()
+        if placement not in PLACEMENTS:
+            listed = ", ".join(map(repr, PLACEMENTS))
+            raise ValueError(f"Expected 'placement' to be one of {listed} (got {placement!r})")
+        irreps_h = o3.Irreps(irreps_h)
+        msg_in = irreps_h + irreps_h + o3.Irreps(irreps_msg)  # [h_i, h_j, s_ij], not regrouped
+        upd_in = irreps_h + irreps_h  # [h_i, Σ_j m_ij]
+        msg1: nn.Module = SteerableLinear(msg_in, irreps_h, irreps_edge_attr, gate=True)
+        msg2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_edge_attr, gate=True)
+        upd1: nn.Module = SteerableLinear(upd_in, irreps_h, irreps_node_attr, gate=True)
+        upd2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_node_attr)
+        if relaxed and placement == "cr":
+            upd1 = HomotopicLayer(upd1, SEGNNBranch(upd_in, irreps_h, neq_init_std), gamma_init)
+            upd2 = HomotopicLayer(upd2, SEGNNBranch(irreps_h, irreps_h, neq_init_std), gamma_init)
+        if relaxed and placement == "ace":
+            msg1 = HomotopicLayer(msg1, SEGNNProductBranch(msg_in, irreps_edge_attr, irreps_h, neq_init_std),
+                                  gamma_init)
+            msg2 = HomotopicLayer(msg2, SEGNNProductBranch(irreps_h, irreps_edge_attr, irreps_h, neq_init_std),
+                                  gamma_init)
+        self.message_layer_1, self.message_layer_2 = msg1, msg2
+        self.update_layer_1, self.update_layer_2 = upd1, upd2
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        for module in self.modules():
+            if isinstance(module, SteerableLinear | SEGNNBranch | SEGNNProductBranch):
+                module.reset_parameters()
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        node_attr: torch.Tensor,
+        msg: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        row, col = edge_index
+        m = torch.cat([h[row], h[col], msg], dim=-1)
+        m = self.message_layer_2(self.message_layer_1(m, edge_attr), edge_attr)
+        inp = torch.cat([h, _segment_sum(m, row, h.shape[0])], dim=-1)
+        update = self.update_layer_1(inp, node_attr)
+        update = self.update_layer_2(update, node_attr)
+        return h + update
+
+
+def nbody_segnn_inputs(
+    loc: torch.Tensor,
+    vel: torch.Tensor,
+    charges: torch.Tensor,
+    edge_index: torch.Tensor,
+    batch: torch.Tensor | None = None,
+    lmax_attr: int = 1,
+) -> tuple[torch.Tensor, ...]:
+    r"""SEGNN N-body encoding ([CR-code], SPEC §4.1): the arguments of :meth:`SEGNN.forward`.
+
+    Node features ``[x_i − \bar x, v_i, ‖v_i‖]`` (``2x1o + 1x0e``), edge attributes
+    ``Y(x_i − x_j)``, node attributes ``mean_j Y(x_i − x_j) + Y(v_i)`` (``Y``: spherical harmonics up
+    to ``lmax_attr``, normalised input, integral normalisation), message scalars ``[‖x_i − x_j‖², q_i q_j]``.
+    """
+    row, col = edge_index
+    n = loc.shape[0]
+    centre = _graph_mean(loc, batch)  # no host sync
+    rel = loc[row] - loc[col]
+    irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
+    edge_attr = o3.spherical_harmonics(irreps_attr, rel, normalize=True, normalization="integral")
+    deg = _segment_sum(torch.ones_like(row, dtype=loc.dtype), row, n).clamp(min=1)
+    node_attr = _segment_sum(edge_attr, row, n) / deg[:, None]
+    node_attr = node_attr + o3.spherical_harmonics(irreps_attr, vel, normalize=True, normalization="integral")
+    h = torch.cat([loc - centre, vel, vel.norm(dim=-1, keepdim=True)], dim=-1)
+    msg = torch.cat([(rel * rel).sum(-1, keepdim=True), charges[row] * charges[col]], dim=-1)
+    return h, edge_index, edge_attr, node_attr, msg
+
+
+class SEGNN(nn.Module):
+    r"""Compact SEGNN for N-body (Brandstetter et al. 2022) with CR's relaxed node updates (CR eq. 2).
+
+    ``h ← φ_emb(h, a)``; ``L`` :class:`SEGNNLayer` s; ``y = φ_out2(φ_out1(h, a), a)`` (``1x1o``: the
+    predicted displacement, so the N-body prediction is ``loc + y``). Relaxed layers hold
+    ``update_layer_{1,2}`` (``message_layer_{1,2}`` with ``placement="ace"``) as
+    :class:`~constrained_eq.homotopy.HomotopicLayer` s; replacing each by its ``eq`` gives the
+    state_dict keys of ``relaxed=False``. With all ``γ = 0`` it is E(3) equivariant.
+
+    Args:
+        hidden_nf (int, optional): Scalar width the hidden irreps are balanced against (default: :obj:`64`,
+            giving ``32x0e+32x1o``).
+        n_layers (int, optional): Message-passing layers (default: :obj:`4`).
+        lmax_h (int, optional): Hidden irreps up to ``lmax_h`` (default: :obj:`1`).
+        lmax_attr (int, optional): Attribute harmonics up to ``lmax_attr`` (default: :obj:`1`).
+        relaxed (bool, optional): Add γ·W to both update sub-layers (default: :obj:`True`).
+        gamma_init (float, optional): Initial γ (default: :obj:`1.0`).
+        neq_init_std (float, optional): Std of W's init; CR uses 1e-4 (default: :obj:`None`).
+        placement (str, optional): Where the branches go: ``"cr"`` (CR's code: the two node-update
+            sub-layers, 344,040 parameters at the defaults) or ``"ace"`` (the two message sub-layers,
+            :class:`SEGNNProductBranch`, 937,960 parameters as ACE's Table 3) (default: :obj:`"cr"`).
+        irreps_in, irreps_msg, irreps_out (str, optional): Defaults ``2x1o+1x0e``, ``2x0e``, ``1x1o``.
+
+    Shapes:
+        - **input:** as returned by :func:`nbody_segnn_inputs`
+        - **output:** ``(|V|, irreps_out.dim)``; γ: ``(2 · n_layers,)``
+    """
+
+    def __init__(
+        self,
+        hidden_nf: int = 64,
+        n_layers: int = 4,
+        lmax_h: int = 1,
+        lmax_attr: int = 1,
+        relaxed: bool = True,
+        gamma_init: float = 1.0,
+        neq_init_std: float | None = None,
+        placement: str = "cr",
+        *,
+        irreps_in: str = "2x1o+1x0e",
+        irreps_msg: str = "2x0e",
+        irreps_out: str = "1x1o",
+    ) -> None:
+        super().__init__()
+        for name, value in (("hidden_nf", hidden_nf), ("n_layers", n_layers), ("lmax_attr", lmax_attr)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
+        if not isinstance(lmax_h, int) or lmax_h < 0:
+            raise ValueError(f"Expected 'lmax_h' to be a non-negative int (got {lmax_h!r})")
+        self.relaxed = bool(relaxed)
+        attr = o3.Irreps.spherical_harmonics(lmax_attr)
+        self.irreps_hidden = balanced_irreps(hidden_nf, lmax_h, attr)
+        self.embedding = SteerableLinear(o3.Irreps(irreps_in), self.irreps_hidden, attr)
+        self.layers = nn.ModuleList(
+            SEGNNLayer(self.irreps_hidden, attr, attr, o3.Irreps(irreps_msg), relaxed, gamma_init, neq_init_std,
+                       placement)
+            for _ in range(n_layers)
+        )
+        self.pre_pool1 = SteerableLinear(self.irreps_hidden, self.irreps_hidden, attr, gate=True)
+        self.pre_pool2 = SteerableLinear(self.irreps_hidden, o3.Irreps(irreps_out), attr)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters."""
+        for module in (self.embedding, *self.layers, self.pre_pool1, self.pre_pool2):
+            module.reset_parameters()
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        node_attr: torch.Tensor,
+        msg: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply the layer; see the class docstring for shapes."""
+        h = self.embedding(h, node_attr)
+        for layer in self.layers:
+            h = layer(h, edge_index, edge_attr, node_attr, msg)
+        return self.pre_pool2(self.pre_pool1(h, node_attr), node_attr)

@@ -1,0 +1,487 @@
+"""The run folder: atomic writes, per-epoch/per-step CSV streams and ``metrics.json``.
+
+A run folder holds::
+
+    run_dir/
+        .ceq-run          marker: this folder is a run folder (only such a folder is ever deleted)
+        .lock             OS lock held by the run writing the folder (holds its pid)
+        problem.json      normalised problem file (resume refuses a changed one)
+        history.csv       one row per epoch, appended as training goes
+        steps.csv         one row every N steps (optional)
+        checkpoint.pt     solver state + epoch + best metric + loader RNG (atomic)
+        checkpoint.prev.pt  the checkpoint before it (the fallback when the latest is damaged)
+        checkpoints.json  SHA-256 of the checkpoints written last (a damaged file fails the check)
+        best.pt           model state_dict of the best epoch (atomic)
+        metrics.json      best/final metrics (and test metrics from ``ceq``)
+        plots/*.png       written by :mod:`constrained_eq.run.plots`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
+           "read_json", "CsvStream", "read_csv", "run_name", "run_folder", "RunLock", "RunFolderError", "MARKER",
+           "is_run_folder", "mark_run_folder", "clear_run_folder", "save_checkpoint", "restore_checkpoint"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and move it into place with :func:`os.replace`.
+
+    A reader never sees a partial file, and an interrupted write leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically, see :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` atomically (temporary file + :func:`os.replace`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """Load a checkpoint written by :func:`atomic_torch_save` without ever executing code from it.
+
+    Uses ``torch.load(..., weights_only=True)``: only tensors, numbers, strings and containers are
+    accepted; a file that pickles any other object is refused.
+
+    Raises:
+        ValueError: If the file is not a readable checkpoint or holds something other than plain data
+            (the message names the file).
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # UnpicklingError, RuntimeError (corrupt zip), EOFError, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refusing to load the checkpoint: it is not a plain checkpoint of tensors and "
+                         f"numbers (it may be corrupt, or hold pickled objects, which are never executed) "
+                         f"({type(err).__name__}: {reason}); delete it and start the run again "
+                         "(`ceq run <file> --overwrite`)") from None
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented, key-sorted JSON, atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json` (``{}`` when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFolderError(f"{path}: damaged run file, not JSON ({type(err).__name__}: {err}); restore it, or "
+                             "start the run again with --overwrite") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: damaged run file: expected a JSON object (got {type(data).__name__}); "
+                             "restore it, or start the run again with --overwrite")
+    return data
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class CsvStream:
+    """Append rows to a CSV file without keeping them in memory.
+
+    The header is fixed by the first row written (or read from an existing file). A row with a
+    column the header lacks rewrites the file once with the header extended (earlier rows get empty
+    cells), so columns never shift. The number of rows is counted once and then kept up to date, so
+    ``len`` (read at every checkpoint) does not re-read a file that grows by a row per step.
+
+    Args:
+        path (str or PathLike): The CSV file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        self._rows: int | None = None  # counted on first use
+        if self.path.exists() and self.path.stat().st_size > 0:
+            try:
+                with self.path.open(newline="", encoding="utf-8") as handle:
+                    self.columns = next(csv.reader(handle), None)
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise RunFolderError(f"{self.path}: damaged run file ({type(err).__name__}); restore it, or start "
+                                     "the run again with --overwrite") from None
+
+    def _read_rows(self) -> list[list[str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.reader(handle))[1:]
+
+    def _rewrite(self, columns: list[str], rows: list[list[str]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows(r + [""] * (len(columns) - len(r)) for r in rows)
+        atomic_write_text(self.path, buffer.getvalue())
+        self.columns = columns
+        self._rows = len(rows)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append one row (a mapping column → value); the first row also writes the header."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.columns is None:
+            self._rewrite(list(row), [])
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self._rewrite(self.columns + new, self._read_rows())
+        count = len(self)
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow([_format(row.get(k)) for k in self.columns])
+        self._rows = count + 1
+
+    def __len__(self) -> int:
+        """Number of data rows in the file."""
+        if self._rows is None:
+            if not self.path.exists():
+                return 0
+            try:
+                with self.path.open(newline="", encoding="utf-8") as handle:
+                    self._rows = max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise RunFolderError(f"{self.path}: damaged run file ({type(err).__name__}); restore it, or start "
+                                     "the run again with --overwrite") from None
+        return self._rows
+
+    def truncate(self, rows: int) -> None:
+        """Keep the header and the first ``rows`` data rows (drop rows written after a checkpoint).
+
+        Raises:
+            RunFolderError: If the file holds fewer than ``rows`` rows (deleted or truncated since the
+                checkpoint): resuming would lose them silently.
+        """
+        if rows > 0 and len(self) < rows:
+            raise RunFolderError(f"{self.path}: holds {len(self)} rows but the checkpoint was taken after {rows}; "
+                                 "it was deleted or truncated since. Restore it, or start the run again with "
+                                 "--overwrite")
+        if not self.path.exists():
+            return
+        if rows == 0:
+            self.path.unlink()
+            self.columns, self._rows = None, 0
+            return
+        kept = self._read_rows()
+        if len(kept) > rows:
+            self._rewrite(self.columns, kept[:rows])
+
+
+def read_csv(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Read a CSV written by :class:`CsvStream` into columns of floats (``nan`` for empty cells)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows: Sequence[dict[str, str]] = list(csv.DictReader(handle))
+        if not rows:
+            return {}
+        return {key: [float(r[key]) if r[key] not in ("", None) else float("nan") for r in rows] for key in rows[0]}
+    except (UnicodeDecodeError, csv.Error, ValueError, TypeError, KeyError) as err:
+        raise RunFolderError(f"{path}: damaged run file ({type(err).__name__}: {err}); restore it, or start the run "
+                             "again with --overwrite") from None
+
+
+# ----------------------------------------------------------------------------- run folders: names, marker, lock
+class RunFolderError(ValueError):
+    """A run folder (or one of its files) that cannot be used as asked; the message names it."""
+
+
+MARKER = ".ceq-run"  # written into every run folder; only a folder holding it is ever deleted
+LOCK = ".lock"
+_UNSAFE = re.compile(r"[^\w.\-]+")  # \w: letters and digits of any script, and '_'
+
+
+def run_name(file: str | os.PathLike, strategy: str | None = None) -> str:
+    """The run folder's name for a problem file: its stem, made safe for a single path component.
+
+    Characters other than letters, digits, ``_``, ``-`` and ``.`` become ``_`` (after Unicode NFC
+    normalisation), leading dots are dropped (so ``...yaml`` or ``..yml`` can never name ``..``), an
+    empty result becomes ``run`` and the name is cut to 100 characters.
+    """
+    stem = unicodedata.normalize("NFC", Path(file).stem)
+    name = _UNSAFE.sub("_", stem).lstrip(".")[:100] or "run"
+    if strategy is not None:
+        name = f"{name}-{_UNSAFE.sub('_', strategy)}"
+    return name
+
+
+def run_folder(out: str | os.PathLike, file: str | os.PathLike, strategy: str | None = None) -> Path:
+    """``out/<run_name>``, refused unless it resolves (symbolic links followed) to a folder inside ``out``.
+
+    Raises:
+        RunFolderError: If the folder would lie outside ``out`` (e.g. it is a link to elsewhere).
+    """
+    out = Path(out)
+    folder = out / run_name(file, strategy)
+    parent, resolved = out.resolve(), folder.resolve()
+    if resolved.parent != parent:
+        raise RunFolderError(f"{folder}: the run folder resolves to {resolved}, outside --out {parent}; "
+                             "remove the link or choose another --out")
+    return folder
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` carries this project's run marker (see :data:`MARKER`)."""
+    marker = Path(folder) / MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def mark_run_folder(folder: str | os.PathLike) -> None:
+    """Create ``folder`` (and its parents) and write the run marker into it."""
+    atomic_write_text(Path(folder) / MARKER, "constrained_eq run folder: `ceq run --overwrite` may delete it\n")
+
+
+def clear_run_folder(folder: str | os.PathLike) -> None:
+    """Delete the contents of a run folder except its lock; refused unless it carries the run marker.
+
+    Symbolic links inside are removed, never followed.
+
+    Raises:
+        RunFolderError: If ``folder`` is not a run folder of this project.
+    """
+    folder = Path(folder)
+    if folder.is_symlink() or not is_run_folder(folder):
+        raise RunFolderError(f"{folder}: refusing to delete it: it is not a run folder of constrained_eq (no "
+                             f"{MARKER} marker in it); choose another --out, or move it away yourself")
+    for child in folder.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+class RunLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``folder/.lock``, which holds the holder's pid.
+
+    The lock dies with its process (also under ``kill -9``), so a stale lock file never blocks.
+
+    Args:
+        folder (str or PathLike): The run folder.
+    """
+
+    _held: dict[Path, int] = {}  # lock files this process holds -> number of holders (re-entrant)
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / LOCK
+        self._fd: int | None = None
+        self._shared = False
+
+    @staticmethod
+    def check_free(folder: str | os.PathLike) -> None:
+        """Raise :class:`RunFolderError` if a live process holds the lock of ``folder`` (creates nothing)."""
+        path = Path(folder) / LOCK
+        if not path.is_file():
+            return
+        lock = RunLock(folder)
+        lock.acquire(create=False)
+        lock.release()
+
+    def acquire(self, create: bool = True) -> RunLock:
+        """Take the lock without waiting; ``create`` makes the folder and the lock file if missing.
+
+        Raises:
+            RunFolderError: If another process holds it (naming its pid).
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return self
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        if key in RunLock._held:  # this process holds it already (ceq run -> fit)
+            RunLock._held[key] += 1
+            self._shared = True
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunFolderError(f"{self.path.parent}: {_holder(self.path)} is running in this run folder "
+                                 f"(it holds {self.path}); wait for it to finish, or choose another --out") from None
+        if create:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        RunLock._held[key] = 1
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the lock file stays; a later run takes it over)."""
+        key = self.path.resolve()
+        if self._shared or self._fd is not None:
+            RunLock._held[key] = RunLock._held.get(key, 1) - 1
+            if RunLock._held[key] <= 0:
+                RunLock._held.pop(key, None)
+        self._shared = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit the OS closes the descriptor anyway
+            self.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------- checkpoints: two kept, checksummed
+def _previous(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _manifest(path: Path) -> Path:
+    return path.with_name(f"{path.stem}s.json")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    """Save a checkpoint keeping the one before it: ``path`` → ``<stem>.prev.pt``, each checksummed.
+
+    Order (each step atomic): the SHA-256 of the new bytes joins ``<stem>s.json`` (which keeps the
+    last three); the current file becomes the previous one; the new file takes its place. A crash at
+    any point leaves files whose checksums are listed, and at least one complete checkpoint.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    manifest = _manifest(path)
+    try:
+        known = list(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", []))
+    except (OSError, ValueError, AttributeError):
+        known = []
+    write_json(manifest, {"sha256": [*known, _sha256(data)][-3:]})
+    if path.exists():
+        os.replace(path, _previous(path))
+    atomic_write_bytes(path, data)
+
+
+def _verified(path: Path, map_location: Any) -> Any:
+    manifest = _manifest(path)
+    if manifest.exists():
+        try:
+            known = set(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", []))
+        except (OSError, ValueError, AttributeError):
+            known = None
+        if known is not None and _sha256(path.read_bytes()) not in known:
+            raise RunFolderError(f"{path}: damaged checkpoint: its SHA-256 is not the one recorded in {manifest} "
+                                 "when it was written")
+    return load_checkpoint(path, map_location=map_location)
+
+
+def restore_checkpoint(path: str | os.PathLike, apply: Callable[[Any], None], map_location: Any = None) -> Any:
+    """Load the latest checkpoint and ``apply`` it; on any fault fall back to the previous one, with a warning.
+
+    ``apply(checkpoint)`` checks the structure (it raises naming the key) and restores the state. The
+    previous checkpoint is tried when the latest is missing, fails its checksum, is not plain data or is
+    refused by ``apply``.
+
+    Returns:
+        The checkpoint that was applied.
+
+    Raises:
+        RunFolderError: If neither checkpoint can be used (the message names both files and why).
+    """
+    path = Path(path)
+    reasons = []
+    for candidate in (path, _previous(path)):
+        if not candidate.exists():
+            reasons.append(f"{candidate}: missing")
+            continue
+        try:
+            checkpoint = _verified(candidate, map_location)
+            apply(checkpoint)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:
+            text = " ".join(str(err).split())[:400] or type(err).__name__
+            reasons.append(text if text.startswith(str(candidate)) else f"{candidate}: {text}")
+            continue
+        if candidate != path:
+            warnings.warn(f"{reasons[0]}; resumed from the previous checkpoint {candidate} instead "
+                          f"(end of epoch {checkpoint.get('epoch', '?')})", RuntimeWarning, stacklevel=2)
+        return checkpoint
+    usable = [r for r in reasons if not r.endswith(": missing")]
+    if len(usable) == 1:
+        raise RunFolderError(f"{usable[0]}; no other checkpoint to fall back to: start the run again with --overwrite")
+    raise RunFolderError("cannot resume from any checkpoint: " + "; ".join(reasons)
+                         + "; start the run again with --overwrite")
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike | None) -> Iterator[RunLock | None]:
+    """Hold :class:`RunLock` on ``folder`` for the block (nothing when ``folder`` is ``None``)."""
+    if folder is None:
+        yield None
+        return
+    lock = RunLock(folder).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,444 @@
+r"""Hyperparameter sweeps on Optuna: ``ceq sweep F --param optimizer.lr=loguniform:1e-4:1e-2 --seeds 0,1,2``.
+
+A sweep draws values for some keys of a problem file (any key ``--set`` can set), runs each
+configuration on every seed as an ordinary run folder ``<sweep>/trial-NNNN/seed-S/``, and scores the
+trial by the mean over seeds of the run's selection metric — the ``evaluation.select`` column at the
+epoch ``fit`` picked (``metrics.json``: ``best[select]``), minimised, or maximised for an accuracy.
+
+Parameters (``--param KEY=SPEC``):
+
+=========================  =================================================================
+``choice:a,b,c``           one of the listed values (read as YAML: ``5e-4`` is a float)
+``loguniform:low:high``    a float, uniform in log space
+``uniform:low:high``       a float
+``int:low:high``           an integer in [low, high]
+=========================  =================================================================
+
+When every parameter is a ``choice`` the sweep walks the grid (Optuna's ``GridSampler``; the
+default number of trials is the grid's size), otherwise it samples with TPE.
+
+Trials live in an Optuna study: by default a SQLite file ``study.db`` in the sweep folder, so that
+``--workers K`` local processes share it; ``--storage postgresql://…`` (or ``mysql://…``) lets
+processes on several machines draw trials of one study (docs/distributed.md). The sweep folder also
+gets ``results.csv``, ``results.md`` and ``sweep.png``.
+
+A *sweep file* holds the same in YAML (``sweeps/*.yaml``)::
+
+    problem: ../problems/nbody_full.yaml      # relative to the sweep file
+    set: {strategy: ace_equality}              # overrides, as --set
+    params:
+      optimizer.lr: choice:5e-4,8e-4,9e-4,1e-3,5e-3
+      dual_lr: choice:5e-5,1e-4,8e-4
+    seeds: [0, 1, 2, 3, 4]
+
+Optuna is an optional extra: ``pip install 'constrained_eq[sweep]'``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Param", "Sweep", "parse_param", "load_sweep", "run_sweep", "require_optuna", "results_table"]
+
+KINDS = ("choice", "loguniform", "uniform", "int")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One swept key: ``name`` (dotted), ``kind`` (:data:`KINDS`), and its ``values`` or ``(low, high)``."""
+
+    name: str
+    kind: str
+    values: tuple[Any, ...]
+    origin: str
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw the value of this parameter for an Optuna ``trial``."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.name, list(self.values))
+        low, high = self.values
+        if self.kind == "int":
+            return trial.suggest_int(self.name, low, high)
+        return trial.suggest_float(self.name, low, high, log=self.kind == "loguniform")
+
+
+@dataclass
+class Sweep:
+    """A checked sweep: the problem file, overrides, parameters, seeds and the study's settings."""
+
+    problem: Path
+    params: list[Param]
+    seeds: list[int] | None = None
+    trials: int | None = None
+    overrides: list[Any] = field(default_factory=list)
+    study: str | None = None
+    storage: str | None = None
+    workers: int = 1
+    out: Path = Path("runs")
+    device: str = "cpu"
+    quiet: bool = True
+
+    @property
+    def name(self) -> str:
+        """The study's name (default: ``<problem stem>-sweep``)."""
+        return self.study or f"{self.problem.stem}-sweep"
+
+    @property
+    def folder(self) -> Path:
+        """The sweep folder ``<out>/<name>`` (the name made safe, the folder inside ``out``: see ``run_folder``)."""
+        from constrained_eq.run.runs import run_folder
+
+        return run_folder(self.out, f"{self.name}.sweep")
+
+    @property
+    def grid(self) -> dict[str, list[Any]] | None:
+        """The search space when every parameter is a ``choice``; else ``None``."""
+        if self.params and all(p.kind == "choice" for p in self.params):
+            return {p.name: list(p.values) for p in self.params}
+        return None
+
+    def n_trials(self) -> int:
+        """``trials``, or the grid's size for an all-``choice`` sweep."""
+        if self.trials is not None:
+            return self.trials
+        if self.grid is None:
+            raise ValueError("Expected '--trials N' for a sweep with a loguniform, uniform or int parameter")
+        return math.prod(len(v) for v in self.grid.values())
+
+    def storage_url(self) -> str:
+        """``storage``, or a SQLite file ``study.db`` in the sweep folder."""
+        return self.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
+
+
+def require_optuna() -> Any:
+    """Import Optuna, or say which extra installs it."""
+    try:
+        import optuna
+    except ImportError as err:
+        raise ImportError("ceq sweep needs Optuna: pip install 'constrained_eq[sweep]' (or pip install optuna) "
+                          f"({err})") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def parse_param(text: str, flag: str = "--param") -> Param:
+    """Parse ``KEY=KIND:…`` (see the module docstring).
+
+    Examples:
+        >>> parse_param("optimizer.lr=loguniform:1e-4:1e-2").values
+        (0.0001, 0.01)
+        >>> parse_param("dual_lr=choice:1e-3,1e-2").values
+        (0.001, 0.01)
+
+    Raises:
+        ValueError: Naming the ``--param`` and what was expected.
+    """
+    from constrained_eq.run.overrides import parse_set, parse_value
+
+    origin = f"{flag} {text}"
+    name, sep, spec = text.partition("=")
+    kind, _, rest = spec.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise ValueError(f"{origin}: Expected KEY=KIND:VALUES with KIND one of {', '.join(KINDS)}, e.g. "
+                         "'optimizer.lr=loguniform:1e-4:1e-2' or 'dual_lr=choice:1e-3,1e-2'")
+    parse_set(f"{name}=0", flag)  # the key must be a dotted name
+    if kind == "choice":
+        values = tuple(parse_value(v.strip(), origin) for v in rest.split(","))
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"{origin}: Expected distinct choices (got {list(values)})")
+        return Param(name.strip(), kind, values, origin)
+    bounds = tuple(parse_value(v.strip(), origin) for v in rest.split(":"))
+    number = int if kind == "int" else (int, float)
+    if len(bounds) != 2 or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds) \
+            or not bounds[0] < bounds[1] or (kind == "loguniform" and bounds[0] <= 0):
+        need = "integers" if kind == "int" else "numbers" + (" > 0" if kind == "loguniform" else "")
+        raise ValueError(f"{origin}: Expected {kind}:LOW:HIGH with {need} LOW < HIGH (got {rest!r})")
+    return Param(name.strip(), kind, tuple(float(b) if kind != "int" else b for b in bounds), origin)
+
+
+def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a sweep file: ``problem`` (relative to the file), ``params``, ``seeds``, ``trials``, ``set``, ``study``.
+
+    Raises:
+        ProblemFileError: On an unknown key or a value of the wrong type, naming the file and the line.
+    """
+    import yaml
+
+    from constrained_eq.run.problem_file import ProblemFileError, _Checker, _Loader, _plain
+
+    path = Path(path)
+    raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    checker = _Checker(str(path))
+    allowed = {"problem": None, "params": None, "seeds": None, "trials": None, "set": None, "study": None}
+    checker.keys(raw, allowed, "")
+    lines = getattr(raw, "key_lines", {})
+    expect = {"problem": (str, "a path"), "params": (dict, "a mapping KEY: KIND:VALUES"),
+              "seeds": (list, "a list of integers"), "trials": (int, "an integer ≥ 1"), "set": (dict, "a mapping"),
+              "study": (str, "a string")}
+    for key, value in raw.items():
+        kind, what = expect[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (key == "trials" and value < 1) or (
+                key == "seeds" and not all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+            raise checker.fail(lines.get(key), f"Expected '{key}' to be {what} (got {value!r})")
+    if "problem" not in raw:
+        raise checker.fail(1, "Missing key 'problem' (the problem file, relative to the sweep file)")
+    out = _plain(dict(raw))
+    out["problem"] = path.parent / raw["problem"]
+    params = []
+    for name, spec in (raw.get("params") or {}).items():
+        try:
+            params.append(parse_param(f"{name}={spec}", flag="params:"))
+        except ValueError as err:
+            raise ProblemFileError(path, raw["params"].key_lines[name], str(err)) from None
+    out["params"] = params
+    out["set_lines"] = {key: raw["set"].key_lines[key] for key in raw.get("set") or {}}
+    return out
+
+
+def check_sweep(sweep: Sweep) -> None:
+    """Load the problem with every extreme value of every parameter, so that a bad one fails before any run.
+
+    Raises:
+        ProblemFileError: Naming the ``--param`` whose value the problem file refuses.
+    """
+    from constrained_eq.run.overrides import Override
+    from constrained_eq.run.problem_file import load_problem_file
+
+    if not sweep.params:
+        raise ValueError("Expected at least one '--param KEY=KIND:VALUES' (or 'params' in the sweep file)")
+    if len({p.name for p in sweep.params}) != len(sweep.params):
+        raise ValueError("Expected each swept key once (got " + ", ".join(p.name for p in sweep.params) + ")")
+    for param in sweep.params:
+        for value in param.values:
+            load_problem_file(sweep.problem, [*sweep.overrides, Override(tuple(param.name.split(".")), value,
+                                                                         param.origin)])
+    sweep.n_trials()
+
+
+def _direction(spec: Mapping[str, Any]) -> str:
+    """``"maximize"`` when ``evaluation.select`` is a metric the task wants large (an accuracy)."""
+    from constrained_eq.tasks import get_task
+
+    select = spec["evaluation"]["select"]
+    if select == "auto":
+        return "minimize"  # the validation loss of the model or of its projection
+    task = get_task(spec["task"]["name"])
+    return "maximize" if select.removeprefix("val_") in task.higher_is_better else "minimize"
+
+
+def _storage(optuna: Any, url: str) -> Any:
+    """An RDB storage; SQLite waits for its lock instead of failing when several workers write."""
+    kwargs = {"engine_kwargs": {"connect_args": {"timeout": 120}}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def _sampler(optuna: Any, sweep: Sweep, worker: int) -> Any:
+    """TPE (a grid is walked by :func:`_ask`, which fixes each trial's values before the sampler is asked)."""
+    return optuna.samplers.TPESampler(seed=worker, n_startup_trials=max(4, len(sweep.params) * 2))
+
+
+def _ask(optuna: Any, study: Any, sweep: Sweep, total: int) -> Any:
+    """The next trial, or ``None`` when ``total`` trials are finished or running (call under the lock).
+
+    A trial counts once it is running, finished, or failed with a recorded error (a run that diverged:
+    trying it again would diverge again); a trial marked failed by hand does not, and its point is run
+    again. For a grid, the trial gets the first grid point that no counted trial holds, so that workers
+    never run the same point twice.
+    """
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    live = [t for t in trials if t.state != states.FAIL or "error" in t.user_attrs]
+    if len(live) >= total:
+        return None
+    grid = sweep.grid
+    if grid is not None:
+        taken = {tuple(repr(t.params.get(name)) for name in grid) for t in live}
+        points = (dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values()))
+        point = next((p for p in points if tuple(repr(v) for v in p.values()) not in taken), None)
+        if point is None:
+            return None
+        study.enqueue_trial(point)
+    return study.ask()
+
+
+def _trial_spec(sweep: Sweep, values: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
+    from constrained_eq.run.overrides import Override
+    from constrained_eq.run.problem_file import load_problem_file
+
+    overrides = [*sweep.overrides, *(Override(tuple(p.name.split(".")), values[p.name], p.origin)
+                                     for p in sweep.params)]
+    if seed is not None:
+        overrides.append(Override(("training", "seed"), seed, f"--seeds {seed}"))
+    return load_problem_file(sweep.problem, overrides)
+
+
+def run_trial(sweep: Sweep, number: int, values: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Run one configuration on every seed; return the mean selection metric and per-seed details."""
+    from constrained_eq.run.build import run_problem
+
+    scores, details = [], {}
+    for seed in sweep.seeds or [None]:
+        spec = _trial_spec(sweep, values, seed)
+        seed = spec["training"]["seed"]
+        run_dir = sweep.folder / f"trial-{number:04d}" / f"seed-{seed}"
+        summary = run_problem(spec, run_dir, overwrite=True, device=sweep.device, progress=not sweep.quiet)
+        score = summary.get("best", {}).get(summary.get("select"), math.nan)
+        scores.append(score)
+        details[f"seed_{seed}"] = score
+        details[f"seed_{seed}_test_projected"] = summary["test_projected"].get("loss")
+    details["run_dirs"] = str(sweep.folder / f"trial-{number:04d}")
+    return statistics.fmean(scores), details
+
+
+def _work(sweep: Sweep, worker: int) -> None:
+    """One worker: ask a trial (under a file lock, so local workers never draw the same grid point), run, tell."""
+    from filelock import FileLock
+
+    optuna = require_optuna()
+    study = optuna.load_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
+                              sampler=_sampler(optuna, sweep, worker))
+    total = sweep.n_trials()
+    lock = FileLock(str(sweep.folder / ".ask.lock"))
+    states = optuna.trial.TrialState
+    while True:
+        with lock:  # the values are drawn under the lock too: a trial's params are stored when suggested
+            trial = _ask(optuna, study, sweep, total)
+            if trial is None:
+                return
+            values = {p.name: p.suggest(trial) for p in sweep.params}
+        try:
+            value, details = run_trial(sweep, trial.number, values)
+        except (FloatingPointError, ValueError) as err:  # a diverging configuration is a result, not a crash
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            study.tell(trial, state=states.FAIL)
+            print(f"trial {trial.number}: {_fmt_values(values)} failed: {err}", flush=True)
+            continue
+        for key, detail in details.items():
+            trial.set_user_attr(key, detail)
+        if math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=states.FAIL)
+        print(f"trial {trial.number}: {_fmt_values(values)} -> {value:.6g}", flush=True)
+
+
+def _fmt_values(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def run_sweep(sweep: Sweep) -> Path:
+    """Create (or continue) the study, run the trials on ``sweep.workers`` processes, write the results.
+
+    Returns:
+        Path: The sweep folder (``results.csv``, ``results.md``, ``sweep.png``, ``trial-*/seed-*/``).
+    """
+    optuna = require_optuna()
+    check_sweep(sweep)
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    direction = _direction(_trial_spec(sweep, {p.name: p.values[0] for p in sweep.params}, None))
+    optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
+                        direction=direction, load_if_exists=True)
+    if sweep.workers == 1:
+        _work(sweep, 0)
+    else:
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_work, args=(sweep, worker)) for worker in range(sweep.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        crashed = [p.exitcode for p in processes if p.exitcode]
+        if crashed:
+            raise RuntimeError(f"{len(crashed)} of {sweep.workers} sweep workers exited with an error "
+                               f"(exit codes {crashed}); see their output above")
+    study = optuna.load_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()))
+    write_results(sweep, study)
+    return sweep.folder
+
+
+def results_table(sweep: Sweep, study: Any) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows (best first) of the study's trials: parameters, per-seed scores, mean, state."""
+    seeds = sweep.seeds or [None]
+    seed_keys = [k for t in study.trials for k in t.user_attrs if k.startswith("seed_") and
+                 not k.endswith("_test_projected")]
+    seed_keys = list(dict.fromkeys(seed_keys)) or [f"seed_{s}" for s in seeds]
+    header = ["trial", "state", *(p.name for p in sweep.params), "objective", *seed_keys, "run folder"]
+    rows = []
+    for trial in study.trials:
+        rows.append([trial.number, trial.state.name, *(trial.params.get(p.name) for p in sweep.params),
+                     trial.value, *(trial.user_attrs.get(k) for k in seed_keys),
+                     trial.user_attrs.get("run_dirs", "")])
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+    rows.sort(key=lambda r: (r[header.index("objective")] is None,
+                             sign * (r[header.index("objective")] or 0.0), r[0]))
+    return header, rows
+
+
+def write_results(sweep: Sweep, study: Any) -> list[Path]:
+    """Write ``results.csv``, ``results.md`` and ``sweep.png`` into the sweep folder; return their paths."""
+    import csv
+
+    header, rows = results_table(sweep, study)
+    csv_path, md_path = sweep.folder / "results.csv", sweep.folder / "results.md"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    text = [_cell(c) for c in header]
+    lines = ["| " + " | ".join(text) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    direction = "largest" if study.direction.name == "MAXIMIZE" else "smallest"
+    md_path.write_text(f"Sweep `{sweep.name}` of `{sweep.problem}`: objective = mean over seeds of the run's "
+                       f"selection metric ({direction} is best).\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return [csv_path, md_path, plot_sweep(sweep, header, rows)]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def plot_sweep(sweep: Sweep, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """``sweep.png``: the objective of each finished trial against each parameter, and against the trial number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r[1] == "COMPLETE"]
+    objective = header.index("objective")
+    seed_columns = [i for i, h in enumerate(header) if h.startswith("seed_")]
+    panels = len(sweep.params) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
+    for ax, param in zip(axes[0], sweep.params, strict=False):
+        column = header.index(param.name)
+        numeric = all(isinstance(r[column], int | float) and not isinstance(r[column], bool) for r in done)
+        xs = [r[column] if numeric else str(r[column]) for r in done]
+        for n, i in enumerate(seed_columns):
+            ax.scatter(xs, [r[i] for r in done], s=12, color="0.6", zorder=1, label="each seed" if n == 0 else None)
+        ax.scatter(xs, [r[objective] for r in done], s=40, color="C0", zorder=2, label="mean over seeds")
+        if numeric and done and (param.kind == "loguniform" or (min(xs) > 0 and max(xs) / min(xs) >= 10)):
+            ax.set_xscale("log")
+        ax.set_xlabel(param.name)
+        ax.set_ylabel("selection metric (validation)")
+    ax = axes[0][-1]
+    ax.plot([r[0] for r in sorted(done)], [r[objective] for r in sorted(done)], "o-", color="C1")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    if done:
+        best = done[0]
+        ax.set_title(f"best: trial {best[0]} ({best[objective]:.4g})", fontsize=9)
+        axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{sweep.name}: {len(done)} finished trials", fontsize=10)
+    fig.tight_layout()
+    path = sweep.folder / "sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

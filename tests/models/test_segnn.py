@@ -1,0 +1,170 @@
+import pytest
+import torch
+from e3nn import o3
+
+from constrained_eq.data.nbody import fully_connected_edges
+from constrained_eq.homotopy import HomotopicLayer, homotopic_layers
+from constrained_eq.models._reps import irreps_algebra
+from constrained_eq.models.segnn import SEGNN, SEGNNBranch, SEGNNProductBranch, balanced_irreps, nbody_segnn_inputs
+
+SMALL = dict(hidden_nf=8, n_layers=2)
+
+
+def _graphs(b=3, n=5, dtype=torch.float64):
+    loc = torch.randn(b * n, 3, dtype=dtype)
+    vel = torch.randn(b * n, 3, dtype=dtype)
+    charges = torch.randint(0, 2, (b * n, 1)).to(dtype) * 2 - 1
+    return loc, vel, charges, fully_connected_edges(b, n), torch.arange(b).repeat_interleave(n)
+
+
+def _predict(model, loc, vel, charges, edges, batch):
+    return loc + model(*nbody_segnn_inputs(loc, vel, charges, edges, batch))
+
+
+def _equivariance_error(model, rot, shift):
+    loc, vel, charges, edges, batch = _graphs()
+    out = _predict(model, loc, vel, charges, edges, batch)
+    out_g = _predict(model, loc @ rot.T + shift, vel @ rot.T, charges, edges, batch)
+    return (out @ rot.T + shift - out_g).abs().max().item()
+
+
+def _set_gammas(model, value):
+    with torch.no_grad():
+        for layer in homotopic_layers(model):
+            layer.gamma.fill_(value)
+
+
+def test_balanced_hidden_irreps_and_parameter_counts():
+    assert balanced_irreps(64, 1, "0e+1o") == o3.Irreps("32x0e+32x1o")
+    vanilla, relaxed = SEGNN(relaxed=False), SEGNN()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(vanilla) == 147_424  # ACE Table 3, SEGNN N-body (vanilla)
+    assert count(relaxed) == 147_424 + 4 * (256 * 128 + 128 * 128 + 2)  # W_1, W_2, two γ per layer
+    for layer in relaxed.layers:
+        layer.update_layer_1, layer.update_layer_2 = layer.update_layer_1.eq, layer.update_layer_2.eq
+    assert list(relaxed.state_dict()) == list(vanilla.state_dict())
+
+
+def test_ace_placement_parameter_count_and_projection_keys():
+    vanilla, relaxed = SEGNN(relaxed=False), SEGNN(placement="ace")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # dense bias-free W over vec(z ⊗ a) on both message sub-layers: z = [h_i, h_j, s_ij] (258) then h (128),
+    # a = Y^{≤1} (4), out h (128); one γ each
+    per_layer = 258 * 4 * 128 + 128 * 4 * 128 + 2
+    assert count(relaxed) == 147_424 + 4 * per_layer == 937_960  # ACE Table 3, SEGNN N-body (constrained)
+    assert len(list(homotopic_layers(relaxed))) == 8
+    for layer in relaxed.layers:
+        assert isinstance(layer.message_layer_1.neq, SEGNNProductBranch)
+        assert not isinstance(layer.update_layer_1, HomotopicLayer)
+        layer.message_layer_1, layer.message_layer_2 = layer.message_layer_1.eq, layer.message_layer_2.eq
+    assert list(relaxed.state_dict()) == list(vanilla.state_dict())
+
+
+def test_unknown_placement_raises():
+    with pytest.raises(ValueError, match=r"Expected 'placement' to be one of 'cr', 'ace' \(got 'egnn'\)"):
+        SEGNN(**SMALL, placement="egnn")
+
+
+def test_product_branch_is_a_dense_map_of_the_outer_product_with_a_kronecker_sum_action():
+    irreps_x, irreps_a, irreps_out = o3.Irreps("1x0e+1x1o"), o3.Irreps("0e+1o"), o3.Irreps("2x0e+1x1o")
+    branch = SEGNNProductBranch(irreps_x, irreps_a, irreps_out).double()
+    x, a = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    expected = torch.einsum("oij,ni,nj->no", branch.net.weight.view(5, 4, 4), x, a)
+    torch.testing.assert_close(branch(x, a), expected)
+    # a Clebsch–Gordan tensor product is the equivariant special case: its matrix on vec(x ⊗ a) has L_A(W) = 0
+    tp = o3.FullyConnectedTensorProduct(irreps_x, irreps_a, irreps_out).double()
+    eye = torch.eye(4, dtype=torch.float64)
+    weight = torch.stack([tp(e_x[None], e_a[None])[0] for e_x in eye for e_a in eye]).T  # column i·4 + j
+    lie = weight @ branch.net.algebra_in - branch.net.algebra_out @ weight
+    assert weight.abs().max() > 0.1 and lie.abs().max() < 1e-12
+    # and a generic dense W is not equivariant
+    w = branch.net.weight
+    assert (w @ branch.net.algebra_in - branch.net.algebra_out @ w).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("placement", ["cr", "ace"])
+def test_relaxed_placements_break_rotation_only_through_gamma(placement):
+    model = SEGNN(**SMALL, placement=placement).double()
+    rot = o3.rand_matrix(dtype=torch.float64)
+    assert _equivariance_error(model, rot, torch.zeros(3, dtype=torch.float64)) > 1e-3
+    _set_gammas(model, 0.0)
+    assert _equivariance_error(model, rot, torch.randn(3, dtype=torch.float64)) < 1e-9
+
+
+@pytest.mark.parametrize("relaxed", [False, True])
+def test_equivariant_at_gamma_zero(relaxed):
+    model = SEGNN(**SMALL, relaxed=relaxed).double()
+    _set_gammas(model, 0.0)
+    rot = o3.rand_matrix(dtype=torch.float64)
+    assert _equivariance_error(model, rot, torch.randn(3, dtype=torch.float64)) < 1e-9
+    # improper rotations too: positions and velocities are 1o vectors
+    assert _equivariance_error(model, -rot, torch.zeros(3, dtype=torch.float64)) < 1e-9
+
+
+def test_relaxed_model_breaks_rotation_but_not_translation():
+    model = SEGNN(**SMALL).double()
+    assert len(list(homotopic_layers(model))) == 4
+    _set_gammas(model, 1.0)
+    eye = torch.eye(3, dtype=torch.float64)
+    assert _equivariance_error(model, o3.rand_matrix(dtype=torch.float64), torch.zeros(3, dtype=torch.float64)) > 1e-3
+    assert _equivariance_error(model, eye, 10 * torch.randn(3, dtype=torch.float64)) < 1e-9
+
+
+def test_irreps_algebra_generates_e3nn_wigner_matrices():
+    irreps = o3.Irreps("2x1o+1x0e+1x2e")
+    alg = irreps_algebra(irreps, dtype=torch.float64)
+    gens = alg[:, 0:3, 0:3]
+    for k in range(3):
+        rot = torch.linalg.matrix_exp(0.4 * gens[k])
+        # e3nn builds its Wigner matrices from float32 generators: agreement to ~1e-6 only
+        torch.testing.assert_close(irreps.D_from_matrix(rot), torch.linalg.matrix_exp(0.4 * alg[k]), atol=1e-5, rtol=0)
+
+
+def test_lie_derivative_of_an_e3nn_equivariant_linear_map_vanishes():
+    irreps_in, irreps_out = o3.Irreps("2x0e+2x1o+1x2e"), o3.Irreps("1x0e+3x1o+2x2e")
+    lin = o3.Linear(irreps_in, irreps_out).double()
+    weight = lin(torch.eye(irreps_in.dim, dtype=torch.float64)).T
+    a_in, a_out = irreps_algebra(irreps_in, torch.float64), irreps_algebra(irreps_out, torch.float64)
+    assert (weight @ a_in - a_out @ weight).abs().max() < 1e-12
+    branch = SEGNNBranch(irreps_in, irreps_out, init_std=1e-4)
+    assert branch.net.weight.std() < 1e-3
+    assert branch.net.algebra_in.shape == (3, irreps_in.dim, irreps_in.dim)
+
+
+def test_update_layers_are_homotopic():
+    model = SEGNN(**SMALL)
+    layer = model.layers[0]
+    assert isinstance(layer.update_layer_1, HomotopicLayer) and isinstance(layer.update_layer_2, HomotopicLayer)
+    assert isinstance(layer.update_layer_1.neq, SEGNNBranch)
+    model.reset_parameters()
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match=r"Expected 'n_layers' to be a positive int \(got 0\)"):
+        SEGNN(n_layers=0)
+    with pytest.raises(ValueError, match=r"Expected 'lmax_h' to be a non-negative int \(got -1\)"):
+        SEGNN(lmax_h=-1)
+
+
+def test_adam_steps_reduce_mse():
+    model = SEGNN(**SMALL, gamma_init=0.1, neq_init_std=1e-4)
+    loc, vel, charges, edges, batch = _graphs(b=4, dtype=torch.float32)
+    target = loc + vel + 0.1 * torch.randn_like(loc)
+    inputs = nbody_segnn_inputs(loc, vel, charges, edges, batch)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(loc + model(*inputs), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_float64_generators_match_e3nn():
+    from constrained_eq.models._reps import SO3_GENERATORS, so3_generators64
+
+    torch.testing.assert_close(so3_generators64(1), SO3_GENERATORS, atol=1e-15, rtol=0)
+    for deg in range(4):
+        torch.testing.assert_close(so3_generators64(deg).float(), o3.so3_generators(deg), atol=1e-5, rtol=0)
