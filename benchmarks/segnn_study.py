@@ -33,10 +33,18 @@ def _slug(name: str) -> str:
 
 
 def _overrides(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` strings as a dict of problem-file overrides (values read as YAML scalars)."""
+    """``KEY=VALUE`` strings as a dict of problem-file overrides (numbers as numbers, ``5e-4`` included)."""
     import yaml
 
-    return {key: yaml.safe_load(value) for key, value in (p.split("=", 1) for p in pairs)}
+    def scalar(text: str):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return yaml.safe_load(text)
+
+    return {key: scalar(value) for key, value in (p.split("=", 1) for p in pairs)}
 
 
 def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None) -> dict:

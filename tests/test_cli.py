@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _toy import TOY_LAGRANGIAN
 
 from constrained_eq.run.cli import main
 from constrained_eq.run.problem_file import load_problem_file
@@ -12,20 +13,7 @@ from constrained_eq.run.problem_file import load_problem_file
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
 
-SMALL = """\
-task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
-constraints:
-  - Equality(target=gammas)
-formulation: lagrangian
-training:
-  epochs: 2
-  batch_size: 16
-"""
+SMALL = TOY_LAGRANGIAN
 
 
 def _write(tmp_path, text, name="p.yaml"):

@@ -2,18 +2,13 @@
 
 import cooper
 import pytest
+from _toy import TOY_DATA
 
 from constrained_eq.models.segnn import SEGNNProductBranch
 from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 
-TOY = """\
-task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
+TOY = TOY_DATA + """\
 constraints:
   - Equality(target=gammas)
 formulation: lagrangian

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from _toy import TOY_ACE_EQUALITY
 
 import constrained_eq as ceq
 from constrained_eq.run.build import build
@@ -87,17 +88,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     _assert_same(_metrics(a), _metrics(b), "metrics.json")
 
 
-SMALL = """\
-task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
-strategy: ace_equality
-optimizer: {name: adam, lr: 0.01}
-training: {epochs: 2, batch_size: 16}
-"""
+SMALL = TOY_ACE_EQUALITY
 
 
 def _small(tmp_path: Path, text: str = SMALL) -> Path:

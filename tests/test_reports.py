@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _toy import TOY_DATA
 
 import constrained_eq as ceq
 from constrained_eq.run.build import run_problem, write_symmetry_report
@@ -20,13 +21,7 @@ from constrained_eq.tasks.toy_rotation import ToyRotation
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = """\
-task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
+SMALL = TOY_DATA + """\
 constraints:
   - Equality(target=gammas)
 strategy: ace_resilient

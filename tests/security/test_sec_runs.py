@@ -15,23 +15,14 @@ from typing import Any
 
 import pytest
 import torch
+from _toy import TOY_ACE_EQUALITY
 
 from constrained_eq.run import build as build_module
 from constrained_eq.run.cli import main
 from constrained_eq.run.runs import MARKER, RunFolderError, RunLock, run_folder, run_name
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = """\
-task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
-strategy: ace_equality
-optimizer: {name: adam, lr: 0.01}
-training: {epochs: 2, batch_size: 16}
-"""
+SMALL = TOY_ACE_EQUALITY
 
 
 def _write(folder: Path, name: str = "small.yaml", text: str = SMALL) -> Path:

@@ -1,0 +1,31 @@
+"""The tiny toy-rotation problem files the CLI, run-folder and report tests share.
+
+``TOY_DATA`` is the task and model (32/16/16 samples, a two-layer vector net); the constants below add a
+strategy and a training block. Tests change one line of them with ``str.replace``.
+"""
+
+TOY_DATA = """\
+task:
+  name: toy_rotation
+  options: {n_train: 32, n_val: 16, n_test: 16}
+model:
+  name: vector_net
+  options: {hidden: 4, n_layers: 2}
+"""
+
+# γ = 0 by plain descent–ascent (formulation named directly), two epochs of two batches.
+TOY_LAGRANGIAN = TOY_DATA + """\
+constraints:
+  - Equality(target=gammas)
+formulation: lagrangian
+training:
+  epochs: 2
+  batch_size: 16
+"""
+
+# The same problem through a strategy, with Adam at lr 0.01.
+TOY_ACE_EQUALITY = TOY_DATA + """\
+strategy: ace_equality
+optimizer: {name: adam, lr: 0.01}
+training: {epochs: 2, batch_size: 16}
+"""
