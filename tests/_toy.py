@@ -4,6 +4,11 @@
 strategy and a training block. Tests change one line of them with ``str.replace``.
 """
 
+import torch
+from torch import nn
+
+import constrained_eq as ceq
+
 TOY_DATA = """\
 task:
   name: toy_rotation
@@ -29,3 +34,22 @@ strategy: ace_equality
 optimizer: {name: adam, lr: 0.01}
 training: {epochs: 2, batch_size: 16}
 """
+
+
+class RelaxedMLP(nn.Module):
+    """4 → width → … → 2: ``depth`` homotopic tanh layers, each with a linear branch (γ⁰ = 1)."""
+
+    def __init__(self, width: int = 8, depth: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, width)
+        self.blocks = nn.ModuleList(
+            ceq.HomotopicLayer(nn.Sequential(nn.Linear(width, width), nn.Tanh()), ceq.LinearBranch(width, width))
+            for _ in range(depth)
+        )
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)

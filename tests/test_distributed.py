@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _toy import RelaxedMLP as Relaxed
 from torch import nn
 
 import constrained_eq as ceq
@@ -28,21 +29,6 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 
-class Relaxed(nn.Module):
-    def __init__(self, width: int = 8, depth: int = 3) -> None:
-        super().__init__()
-        self.embed = nn.Linear(4, width)
-        self.blocks = nn.ModuleList(
-            ceq.HomotopicLayer(nn.Sequential(nn.Linear(width, width), nn.Tanh()), ceq.LinearBranch(width, width))
-            for _ in range(depth)
-        )
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
 
 
 def _data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,27 +13,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from _toy import RelaxedMLP as Relaxed
 
 import constrained_eq as ceq
 from constrained_eq.core.sync_audit import HostReadError, forbid_host_reads
-
-
-class Relaxed(nn.Module):
-    def __init__(self, width: int = 8, depth: int = 3) -> None:
-        super().__init__()
-        self.embed = nn.Linear(4, width)
-        self.blocks = nn.ModuleList(
-            ceq.HomotopicLayer(nn.Sequential(nn.Linear(width, width), nn.Tanh()), ceq.LinearBranch(width, width))
-            for _ in range(depth)
-        )
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
 
 
 def _optimizer_step_counters(solver: ceq.Solver) -> list[torch.Tensor]:
