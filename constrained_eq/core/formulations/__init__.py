@@ -21,7 +21,7 @@ import inspect
 from typing import Any
 
 from constrained_eq.core.formulations.augmented import AugmentedLagrangian
-from constrained_eq.core.formulations.base import ConstraintPlan, Formulation, SoftFormulation
+from constrained_eq.core.formulations.base import ConstraintPlan, Formulation, SoftFormulation, hard_plan, penalty_plan
 from constrained_eq.core.formulations.lagrangian import Lagrangian
 from constrained_eq.core.formulations.none import Unconstrained
 from constrained_eq.core.formulations.penalty import QuadraticPenalty
@@ -32,6 +32,8 @@ __all__ = [
     "Formulation",
     "SoftFormulation",
     "ConstraintPlan",
+    "hard_plan",
+    "penalty_plan",
     "Lagrangian",
     "AugmentedLagrangian",
     "ResilientLagrangian",
