@@ -8,8 +8,9 @@ from constrained_eq import symmetry
 from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
 from constrained_eq.core.dual_optimizers import NuPI
 from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
-from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.formulations import Formulation, register_formulation, resolve_formulation
 from constrained_eq.core.problem import ConstrainedProblem, Objective
+from constrained_eq.core.strategies import Strategy, register_strategy
 from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
 from constrained_eq.homotopy import (
     HomotopicLayer,
@@ -22,8 +23,10 @@ from constrained_eq.homotopy import (
     relax,
     set_recording,
 )
+from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
 from constrained_eq.run.train import FitResult, fit
-from constrained_eq.symmetry import LieDerivative
+from constrained_eq.symmetry import LieDerivative, register_group
+from constrained_eq.tasks import Task, register_task
 
 __version__ = "0.1.0"
 
@@ -42,6 +45,15 @@ __all__ = [
     "StepRecord",
     "NonFiniteError",
     "resolve_formulation",
+    "Formulation",
+    "register_formulation",
+    "Strategy",
+    "register_strategy",
+    "Task",
+    "register_task",
+    "register_group",
+    "FeatureSpec",
+    "register_relaxable",
     "HomotopicLayer",
     "LinearBranch",
     "relax",

@@ -26,3 +26,20 @@ def device(request):
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return torch.device(request.param)
+
+
+@pytest.fixture
+def registries():
+    """Restore every name registry (formulations, strategies, targets, tasks, groups, relaxable layers) afterwards."""
+    from constrained_eq import tasks
+    from constrained_eq.core import constraints, formulations, strategies
+    from constrained_eq.homotopy.relax import _RELAXABLE
+    from constrained_eq.symmetry import groups
+
+    saved = [(registry, dict(registry)) for registry in (formulations.FORMULATIONS, strategies._STRATEGIES,
+                                                         constraints._TARGETS, tasks._TASKS, groups._GROUPS,
+                                                         _RELAXABLE)]
+    yield
+    for registry, content in saved:
+        registry.clear()
+        registry.update(content)

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from constrained_eq import tasks
-from constrained_eq.core import constraints
-
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```([\w+-]*)[ \t]*([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -62,13 +59,12 @@ def test_enough_blocks_run():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_page_runs_as_written(page, tmp_path, monkeypatch):
+def test_page_runs_as_written(page, tmp_path, monkeypatch, registries):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     before = set(sys.modules)
-    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))  # what a page registers stays with the page
-    monkeypatch.setattr(constraints, "_TARGETS", dict(constraints._TARGETS))
+    # what a page registers stays with the page: `registries` restores every registry in place afterwards
     namespace: dict = {"__name__": "__main__"}
     try:
         for language, words, code, line in blocks(page):

@@ -78,9 +78,9 @@ class Solver:
     Args:
         problem (ConstrainedProblem): The objective and constraints.
         model (nn.Module): The model; its parameters are the primal variables θ.
-        formulation (str or Formulation, optional): One of ``"lagrangian"``, ``"augmented_lagrangian"``,
-            ``"resilient"``, ``"penalty"``, ``"schedule"``, ``"none"`` or an instance
-            (default: :obj:`"lagrangian"`).
+        formulation (str or Formulation, optional): A registered name (``"lagrangian"``,
+            ``"augmented_lagrangian"``, ``"resilient"``, ``"penalty"``, ``"schedule"``, ``"none"``, or one
+            added with ``ceq.register_formulation``) or an instance (default: :obj:`"lagrangian"`).
         primal_optimizer (str, Optimizer, list or callable, optional): A name (``"adam"``, ``"sgd"``,
             ``"adamw"``, with ``primal_lr``), an optimizer over ``model.parameters()``, a list of
             optimizers over disjoint blocks of them (e.g. SGD on one, Adam on another; parameters in
@@ -165,16 +165,7 @@ class Solver:
         self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound,
                               target_sizes=self._target_sizes)
         self.variables = self._constrained_variables()
-        if self.formulation.expects_schedule and self.variables and unwrap(model) is not model:
-            raise ValueError(
-                "Solver: the 'schedule' formulation freezes γ (it sets it each epoch), but the model is already "
-                "wrapped in DistributedDataParallel, which registered γ as trained; build the Solver on the bare "
-                "model and wrap it afterwards (`solver.model = DistributedDataParallel(solver.model)`, or "
-                "constrained_eq.core.distributed.wrap_model)"
-            )
-        if self.formulation.expects_schedule:
-            for variable in self.variables:
-                variable.requires_grad_(False)
+        self.formulation.attach_variables(self.variables, model)  # e.g. the schedule freezes γ here
         self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr,
                                       primal_lr)
         self.penalty_updater = self.formulation.penalty_coefficient_updater()
@@ -255,8 +246,7 @@ class Solver:
             NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
                 model, multipliers, slacks and optimizer states are left as they were before the step.
         """
-        if self.formulation.expects_schedule:
-            self._apply_schedule()
+        self.formulation.before_step(self.variables, self.epoch)  # e.g. the schedule sets γ = c(epoch)
         self.cmp.step_index = self.step_count
         self.cmp.dual_update = self.step_count % self.dual_every == 0
         snapshot = self._dual_snapshot() if self.check_finite else None
@@ -322,14 +312,8 @@ class Solver:
         for slack in self.slacks.values():
             slack.clamp_(min=0.0)
 
-    @torch.no_grad()
-    def _apply_schedule(self) -> None:
-        value = self.formulation.coefficient(self.epoch)
-        for variable in self.variables:
-            variable.fill_(value)
-
     def set_epoch(self, epoch: int) -> None:
-        """Tell the solver which epoch starts (drives the ``schedule`` formulation)."""
+        """Tell the solver which epoch starts (passed to the formulation's ``before_step``, e.g. the schedule's)."""
         self.epoch = int(epoch)
 
     def _dual_snapshot(self) -> dict[str, torch.Tensor]:

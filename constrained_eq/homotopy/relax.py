@@ -7,15 +7,80 @@ parent, never by swapping a module's class.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from constrained_eq.homotopy.layers import HomotopicLayer, LinearBranch, check_same_structure
 
+__all__ = ["relax", "project", "is_relaxed", "register_relaxable", "relaxable_types", "FeatureSpec"]
+
 _SCALES = ("none", "spectral", "weight")
+
+
+class FeatureSpec(NamedTuple):
+    """The feature shapes of an equivariant layer, from which :func:`relax` builds its default f_neq.
+
+    Attributes:
+        in_tails: The trailing feature shape of each tensor input, e.g. ``[(C, 3)]`` for ``(*, C, 3)``.
+        out_tail: The trailing feature shape of the output.
+        rep_in: The representation on the (flattened, concatenated) inputs, or ``None``.
+        rep_out: The representation on the flattened output, or ``None``.
+    """
+
+    in_tails: list[tuple[int, ...]]
+    out_tail: tuple[int, ...]
+    rep_in: Any = None
+    rep_out: Any = None
+
+
+# layer type (or "module:Class", imported on use) -> its FeatureSpec; filled by register_relaxable
+_RELAXABLE: dict[type | str, Callable[[nn.Module], FeatureSpec]] = {}
+
+
+def register_relaxable(layer_type: type[nn.Module] | str, feature_spec: Callable[[nn.Module], FeatureSpec]) -> None:
+    """Make ``relax(model)`` wrap every ``layer_type`` module by default, with f_neq built from ``feature_spec``.
+
+    ``feature_spec(module) -> FeatureSpec`` gives the layer's input/output feature shapes and reps; the
+    default f_neq is then a :class:`LinearBranch` on the flattened inputs, dry-run once on zeros.
+    ``layer_type`` may be written ``"package.module:Class"`` for a type whose package is optional: it is
+    imported when :func:`relax` runs and skipped when that fails (e3nn's layers are registered so).
+
+    Raises:
+        TypeError: If ``layer_type`` is neither an ``nn.Module`` subclass nor a ``"module:Class"`` string,
+            or ``feature_spec`` is not callable.
+    """
+    if not (isinstance(layer_type, str) and ":" in layer_type) and not (
+            isinstance(layer_type, type) and issubclass(layer_type, nn.Module)):
+        raise TypeError(f"Expected 'layer_type' to be an nn.Module subclass or 'module:Class' (got {layer_type!r})")
+    if not callable(feature_spec):
+        raise TypeError(f"Expected 'feature_spec' to be callable (got {type(feature_spec).__name__})")
+    _RELAXABLE[layer_type] = feature_spec
+
+
+def _resolved() -> list[tuple[type, Callable[[nn.Module], FeatureSpec]]]:
+    """The registered layer types, importing those given by path (skipping a package that is not installed)."""
+    out = []
+    for key, spec in list(_RELAXABLE.items()):
+        if isinstance(key, str):
+            module_name, _, attr = key.partition(":")
+            try:
+                layer_type = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError):  # an optional package that is not installed
+                continue
+            _RELAXABLE.pop(key)
+            _RELAXABLE.setdefault(layer_type, spec)
+            key = layer_type
+        out.append((key, spec))
+    return out
+
+
+def relaxable_types() -> tuple[type, ...]:
+    """The layer types :func:`relax` wraps by default (those registered with :func:`register_relaxable`)."""
+    return tuple(t for t, _ in _resolved())
 
 
 class _FeatureBranch(nn.Module):
@@ -41,30 +106,18 @@ class _FeatureBranch(nn.Module):
 
 
 def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...], Any, Any, bool]:
-    """(input tails, output tail, rep_in, rep_out, can_dry_run) for the layer types we know."""
-    from constrained_eq.models.vn_linear import VNLinear
-    from constrained_eq.symmetry.reps import IrrepsRep, VectorRep
-
-    try:
-        from e3nn import o3
-    except ImportError:  # pragma: no cover - e3nn is optional
-        o3 = None
-    if o3 is not None and isinstance(module, o3.Linear):
-        ins, out = module.irreps_in, module.irreps_out
-        return [(ins.dim,)], (out.dim,), IrrepsRep(str(ins)), IrrepsRep(str(out)), True
-    if o3 is not None and isinstance(module, o3.TensorProduct):
-        in1, in2, out = module.irreps_in1, module.irreps_in2, module.irreps_out
-        rep_in = IrrepsRep(str(in1 + in2))
-        return [(in1.dim,), (in2.dim,)], (out.dim,), rep_in, IrrepsRep(str(out)), True
-    if isinstance(module, VNLinear):
-        c_in, c_out = module.in_channels, module.out_channels
-        return [(c_in, 3)], (c_out, 3), VectorRep(c_in), VectorRep(c_out), True
+    """(input tails, output tail, rep_in, rep_out, can_dry_run): a registered layer's, or read off its sizes."""
+    for layer_type, feature_spec in _resolved():
+        if isinstance(module, layer_type):
+            spec = feature_spec(module)
+            return [tuple(t) for t in spec.in_tails], tuple(spec.out_tail), spec.rep_in, spec.rep_out, True
     for name_in, name_out in (("in_features", "out_features"), ("in_channels", "out_channels")):
         f_in, f_out = getattr(module, name_in, None), getattr(module, name_out, None)
         if isinstance(f_in, int) and isinstance(f_out, int) and f_in > 0 and f_out > 0:
             return [(f_in,)], (f_out,), None, None, isinstance(module, nn.Linear)
     raise TypeError(
-        f"Expected a layer whose feature sizes are known (e3nn Linear/TensorProduct, VNLinear, or one with "
+        f"Expected a layer whose feature sizes are known (a registered type: "
+        f"{', '.join(t.__name__ for t in relaxable_types()) or 'none'}; or one with "
         f"'in_features'/'out_features' or 'in_channels'/'out_channels') to build f_neq automatically "
         f"(got {type(module).__name__}); pass neq_factory=lambda module: <an nn.Module taking the same inputs>"
     )
@@ -127,15 +180,7 @@ def _wrap(module: nn.Module, neq_factory: Callable | None, scale: str, gamma_ini
 
 def _resolve_layers(layers: Any) -> Callable[[nn.Module], bool]:
     if layers is None:
-        from constrained_eq.models.vn_linear import VNLinear
-
-        types: tuple[type, ...] = (VNLinear,)
-        try:
-            from e3nn import o3
-
-            types = (*types, o3.Linear, o3.TensorProduct)
-        except ImportError:  # pragma: no cover - e3nn is optional
-            pass
+        types = relaxable_types()
         return lambda m: isinstance(m, types)
     if isinstance(layers, type):
         layers = [layers]
@@ -180,7 +225,8 @@ def relax(
     Args:
         model (nn.Module): The equivariant model; changed in place unless ``inplace=False``.
         layers (None, list of types or callable, optional): Which modules to wrap: ``None`` for the
-            known equivariant layers (e3nn ``o3.Linear``/``o3.TensorProduct``, ``VNLinear``), a list
+            registered equivariant layers (e3nn ``o3.Linear``/``o3.TensorProduct``, ``VNLinear``, and any
+            added with :func:`register_relaxable`), a list
             of module types, or a filter ``layers(module) -> bool``. Matches are not searched inside.
         neq_factory (callable, optional): ``neq_factory(module) -> nn.Module`` taking the layer's
             inputs and returning the same structure as the layer (needed for tuple in/out layers).

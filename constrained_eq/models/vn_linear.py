@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
+from constrained_eq.symmetry.reps import VectorRep
+
 __all__ = ["VNLinear"]
 
 
@@ -45,3 +48,12 @@ class VNLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}"
+
+
+def _feature_spec(module: VNLinear) -> FeatureSpec:
+    """``(*, C_in, 3) → (*, C_out, 3)``, vectors on both sides (for ``relax``'s default f_neq)."""
+    return FeatureSpec([(module.in_channels, 3)], (module.out_channels, 3),
+                       VectorRep(module.in_channels), VectorRep(module.out_channels))
+
+
+register_relaxable(VNLinear, _feature_spec)

@@ -1,21 +1,8 @@
 """Turn a checked problem file (see :mod:`constrained_eq.run.problem_file`) into objects and run it.
 
-Strategies (``strategy:`` in the file or ``--strategy``) switch only how the one problem is solved:
-
-================  ===================  ===============================================================
-strategy          formulation          what changes
-================  ===================  ===============================================================
-``custom``        as written           nothing (the file's ``formulation``)
-``vanilla``       ``none``             model projected *before* training (f_neq removed), no constraints
-``ace_equality``  ``lagrangian``       ACE Alg. 1: γ → 0 by dual ascent
-``ace_augmented`` ``augmented_lagrangian`` γ = 0 with a c/2‖γ‖² term that damps the dual oscillation
-``ace_resilient`` ``resilient``        ACE Alg. 2: |γ| ≤ u, learned slack
-``cr``            ``schedule``         CR: γ on a triangle over the epochs, plus the file's penalties
-``augmentation``  ``none``             non-equivariant (γ free), random rotations of training batches
-``penalty``       ``penalty``          fixed quadratic penalty on γ
-================  ===================  ===============================================================
-
-The file's ``formulation.options`` apply when ``formulation.name`` is the strategy's formulation.
+Strategies (``strategy:`` in the file or ``--strategy``) switch only how the one problem is solved; they
+are :class:`~constrained_eq.core.strategies.Strategy` records (see :mod:`constrained_eq.core.strategies`
+for the table), read here and by the problem-file checker alike.
 """
 
 from __future__ import annotations
@@ -38,13 +25,15 @@ from constrained_eq.core import distributed
 from constrained_eq.core._optim import grouped_optimizers
 from constrained_eq.core.dual_optimizers import NuPI
 from constrained_eq.core.engine import Solver
+from constrained_eq.core.formulations import resolve_formulation
 from constrained_eq.core.problem import ConstrainedProblem, Objective
 from constrained_eq.core.split_feasibility import counted, measure
+from constrained_eq.core.strategies import formulation_for, get_strategy
 from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.homotopy.recording import contribution_hooks
 from constrained_eq.run.imports import ImportPathError, build_model, is_import_path, load_optimizer
-from constrained_eq.run.problem_file import LOCATION_KEYS, STRATEGIES, ProblemFileError, optimizer_kwargs, problem_hash
+from constrained_eq.run.problem_file import LOCATION_KEYS, ProblemFileError, optimizer_kwargs, problem_hash
 from constrained_eq.run.runs import (
     LOCK,
     MARKER,
@@ -107,7 +96,6 @@ def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFil
     return ProblemFileError(spec["file"], line, message)
 
 
-LIE_PENALTY_STRATEGIES = ("cr", "custom")
 # keys that may change on resume with --allow-change: how the run goes on, not what the problem is
 ALLOWED_CHANGES = ("training.epochs", "training.on_nonfinite", "training.log_every", "training.eval_every",
                    "training.checkpoint_every", "training.steps_every", "optimizer.lr", "optimizer.weight_decay",
@@ -151,7 +139,7 @@ def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any
         kwargs = {kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
                   for kw in call.keywords}
     built = LieDerivative(**kwargs)
-    if built.is_penalty and spec["strategy"] not in LIE_PENALTY_STRATEGIES:
+    if built.is_penalty and not get_strategy(spec["strategy"]).keeps_lie_penalty:
         return None  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
     return built
 
@@ -173,14 +161,6 @@ def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constrai
         if built is not None:
             out.append(built)
     return out
-
-
-def _formulation(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    name = STRATEGIES[spec["strategy"]] or spec["formulation"]["name"]
-    options = dict(spec["formulation"]["options"]) if name == spec["formulation"]["name"] else {}
-    if name == "schedule":
-        options.setdefault("epochs", spec["training"]["epochs"])
-    return name, options
 
 
 def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
@@ -253,12 +233,12 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         raise _fail(spec, line, f"Expected '{where}' to be accepted by {section} "
                                 f"{spec[section]['name']!r}: {err}") from None
     _check_select(spec, task, model)
-    strategy = spec["strategy"]
+    strategy = get_strategy(spec["strategy"])
     constraints = build_constraints(spec)
-    if strategy == "vanilla":
+    if strategy.drops_constraints:
         model, constraints = projected(model), []
     model = model.to(device)
-    name, options = _formulation(spec)
+    name, options = formulation_for(spec["strategy"], spec["formulation"], training)
     forward = task.forward
     if training.get("precision", "fp32") == "bf16":
         try:
@@ -274,12 +254,13 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     except ValueError as err:
         raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
     try:
-        solver = Solver(problem, model, name, primal, spec["dual_lr"],
+        formulation = resolve_formulation(name, **options)  # built once, here; its options go to metrics.json
+        solver = Solver(problem, model, formulation, primal, spec["dual_lr"],
                         constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
                         variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                         dual_optimizer=_dual_optimizer(spec),
                         on_nonfinite=training.get("on_nonfinite", "raise"),
-                        example_batch=to_device(next(iter(loaders.val)), torch.device(device)), **options)
+                        example_batch=to_device(next(iter(loaders.val)), torch.device(device)))
     except ProblemFileError:
         raise
     except (ValueError, TypeError) as err:
@@ -291,7 +272,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         except ValueError as err:
             raise _fail(spec, _line(spec, "training.batch_size"), str(err)) from None
         solver.model = distributed.wrap_model(model, context)
-    if strategy == "augmentation":
+    if strategy.augments:
         train = AugmentedLoader(train, task.augment)
     return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
                  TrainingOptions(training, *split_optimizers(solver)))
@@ -454,7 +435,7 @@ def _selection(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = N
 
 def _objective_column(spec: Mapping[str, Any], relaxed: bool) -> str:
     """The loss of the deployed model: ``val_projected_loss`` for strategies that deploy f_{θ,0}, else ``val_loss``."""
-    deploys_projection = relaxed and spec["strategy"] in ("ace_equality", "ace_augmented", "cr", "custom", "penalty")
+    deploys_projection = relaxed and get_strategy(spec["strategy"]).deploys_projection
     return "val_projected_loss" if deploys_projection else "val_loss"
 
 
@@ -556,7 +537,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         summary["test_projected"] = evaluate(projected(built.model), built.test_loader, contributions=False)
     else:
         summary["test_projected"] = summary["test"]
-    summary.update(strategy=spec["strategy"], formulation=built.formulation, file=spec["file"],
+    summary.update(strategy=spec["strategy"], formulation=built.formulation,
+                   formulation_options=built.solver.formulation.options(), file=spec["file"],
                    metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss",
                    wall_seconds=time.perf_counter() - began)
     if agreement is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from constrained_eq.core.strategies import STRATEGIES, formulation_for, get_strategy
 from constrained_eq.run.imports import ImportPathError, is_import_path, load_model_factory, load_optimizer
 from constrained_eq.run.overrides import apply_overrides, as_overrides
 
@@ -27,16 +28,6 @@ __all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES"
 # keys of the loaded problem that say where things are, not what the problem is (left out of the hash)
 LOCATION_KEYS = ("file", "constraint_lines", "lines")
 
-STRATEGIES: dict[str, str | None] = {
-    "custom": None,  # the formulation as written
-    "vanilla": "none",  # model projected before training, constraints dropped
-    "ace_equality": "lagrangian",
-    "ace_augmented": "augmented_lagrangian",  # γ = 0 with the damping of c/2‖γ‖²
-    "ace_resilient": "resilient",
-    "cr": "schedule",
-    "augmentation": "none",  # non-equivariant (γ free) + random rotations of the training batches
-    "penalty": "penalty",
-}
 OPTIMIZERS = ("adam", "sgd", "adamw")
 VARIABLE_OPTIMIZERS = ("sgd", "primal")
 CONSTRAINT_KINDS = ("Equality", "Inequality", "Resilient", "Penalty", "LieDerivative")
@@ -311,9 +302,10 @@ def _check_names(checker: _Checker, raw: Mapping, spec: dict) -> None:
         choices = ", ".join(repr(k) for k in FORMULATIONS)
         raise checker.fail(line_of("formulation", "name"), f"Expected 'formulation.name' to be one of {choices} "
                                                              f"(got {spec['formulation']['name']!r})")
-    if spec["strategy"] == "augmentation" and not task.supports_augmentation:
+    if get_strategy(spec["strategy"]).augments and not task.supports_augmentation:
         raise checker.fail(getattr(raw, "key_lines", {}).get("strategy"),
-                           f"Expected 'strategy' to be a strategy task {task.name!r} supports (got 'augmentation': "
+                           f"Expected 'strategy' to be a strategy task {task.name!r} supports "
+                           f"(got {spec['strategy']!r}: "
                            "the task has no augment())")
 
 
@@ -455,11 +447,8 @@ def _check_formulation(checker: _Checker, raw: Mapping, spec: dict) -> None:
     """Build the formulation the strategy uses with the file's options; check it fits the constraints."""
     from constrained_eq.core.formulations import resolve_formulation
 
-    name = STRATEGIES[spec["strategy"]] or spec["formulation"]["name"]
+    name, options = formulation_for(spec["strategy"], spec["formulation"], spec["training"])
     section = raw.get("formulation")
-    options = dict(spec["formulation"]["options"]) if name == spec["formulation"]["name"] else {}
-    if name == "schedule":
-        options.setdefault("epochs", spec["training"]["epochs"])
     lines = getattr(raw, "key_lines", {})
     try:
         formulation = resolve_formulation(name, **options)
@@ -473,7 +462,7 @@ def _check_formulation(checker: _Checker, raw: Mapping, spec: dict) -> None:
             line = getattr(section, "key_lines", {}).get("options", lines.get("formulation"))
         raise checker.fail(line, f"Expected '{where}' to be an option formulation {name!r} accepts "
                                  f"(got {options.get(named, options) if named else options!r}): {err}") from None
-    if formulation.expects_multiplier and spec["strategy"] != "vanilla":
+    if formulation.expects_multiplier and not get_strategy(spec["strategy"]).drops_constraints:
         kinds = [(item.get("kind") if isinstance(item, dict) else item.split("(", 1)[0].strip())
                  for item in spec["constraints"]]
         if not any(kind in ("Equality", "Inequality", "Resilient") for kind in kinds):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from constrained_eq.core.formulations import FORMULATIONS
 from constrained_eq.run.diagnostics import (
     RELAXED_RTOL,
     check_resilient,
@@ -115,7 +116,15 @@ def _fmt(v: float | None) -> str:
 
 VALIDATION_CONTRIBUTIONS = "val_branch"  # columns val_branch.contribution.<i>
 SHORT = "too-short"  # the signature of a history with a single logged point
-UNCONSTRAINED_SIGNATURES = {"none": "free", "schedule": "scheduled", "penalty": "penalised"}
+
+
+def unconstrained_signatures() -> dict[str, str]:
+    """Formulation name → the signature of every layer of a run without multipliers on γ, from the registry.
+
+    Each registered formulation with a ``signature`` (``none``: ``free``, ``schedule``: ``scheduled``,
+    ``penalty``: ``penalised``, and any registered with ``ceq.register_formulation`` that sets one).
+    """
+    return {name: cls.signature for name, cls in FORMULATIONS.items() if cls.signature is not None}
 
 
 def build_report(
@@ -142,7 +151,8 @@ def build_report(
     :func:`~constrained_eq.run.diagnostics.relaxation_significance`) — and ``tight`` otherwise; without an
     objective, ``active``/``tight`` by λ_i > 0 alone. A history of one logged point gets ``too-short``.
     A run whose ``formulation`` has no multiplier on γ (``"none"``,
-    ``"schedule"``, ``"penalty"``) gets the signature ``free``, ``scheduled`` or ``penalised``. Otherwise
+    ``"schedule"``, ``"penalty"``) gets the signature ``free``, ``scheduled`` or ``penalised``
+    (the formulation's ``signature``, see :func:`unconstrained_signatures`). Otherwise
     the equality signatures of :func:`~constrained_eq.run.diagnostics.classify_equality` (``thresholds`` are
     passed on), labelled ``formulation`` (default ``"lagrangian"``).
     The bound is Thm 4.2 with C = max(B, M) at the final γ when ``B``, ``M``, ``x_norm`` are given.
@@ -175,8 +185,9 @@ def build_report(
                                signatures[i], float(significance[i])) for i in range(L)]
         return SymmetryReport("resilient", layers, rho, slack_ranking(u).tolist(), check.ok,
                               equivariance_error, bound, scale, relaxed_rtol if scale is not None else None)
-    if formulation in UNCONSTRAINED_SIGNATURES:
-        signatures = [UNCONSTRAINED_SIGNATURES[formulation]] * L
+    unconstrained = unconstrained_signatures()
+    if formulation in unconstrained:
+        signatures = [unconstrained[formulation]] * L
     elif g.shape[0] < 2:
         signatures = [SHORT] * L
     else:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-__all__ = ["Group", "SO", "O", "E", "C", "S", "parse_group", "cartesian_generators"]
+__all__ = ["Group", "SO", "O", "E", "C", "S", "parse_group", "register_group", "cartesian_generators"]
 
 
 def cartesian_generators(dim: int = 3, *, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -256,7 +256,36 @@ class S(Group):
         return torch.stack([eye[swap], eye[cycle]])
 
 
-_GROUPS: dict[str, type[Group]] = {"SO": SO, "O": O, "E": E, "C": C, "S": S}
+_GROUPS: dict[str, type[Group]] = {}  # the registry: symbol -> class, filled by register_group
+
+
+def register_group(symbol: str, cls: type[Group]) -> type[Group]:
+    """Make the group class ``cls`` known by ``symbol`` (``ceq.register_group``).
+
+    ``parse_group("<symbol>(n)")`` and problem files (``LieDerivative(group="<symbol>(n)")``) then build it.
+    Returns ``cls``.
+
+    ``cls`` must subclass :class:`Group`; its ``symbol`` is set when empty and must equal ``symbol`` otherwise.
+
+    Raises:
+        TypeError: If ``cls`` is not a :class:`Group` subclass.
+        ValueError: If ``symbol`` is not an identifier or differs from ``cls.symbol``.
+    """
+    if not isinstance(symbol, str) or not symbol.isidentifier():
+        raise ValueError(f"Expected 'symbol' to be a Python identifier (got {symbol!r})")
+    if not isinstance(cls, type) or not issubclass(cls, Group):
+        raise TypeError(f"Expected 'cls' to be a Group subclass (got {cls!r})")
+    if not cls.symbol:
+        cls.symbol = symbol
+    elif cls.symbol != symbol:
+        raise ValueError(f"Expected 'symbol' to be the class's own symbol {cls.symbol!r} (got {symbol!r})")
+    _GROUPS[symbol] = cls
+    return cls
+
+
+for _cls in (SO, O, E, C, S):
+    register_group(_cls.symbol, _cls)
+del _cls
 
 
 def parse_group(text: str) -> Group:

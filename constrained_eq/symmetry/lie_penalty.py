@@ -27,7 +27,7 @@ from torch import nn
 
 from constrained_eq.core.constraints import Inequality, Penalty, Target, register_target
 from constrained_eq.homotopy import LinearBranch, set_recording
-from constrained_eq.symmetry.groups import Group
+from constrained_eq.symmetry.groups import Group, parse_group
 
 __all__ = ["LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer"]
 
@@ -123,7 +123,7 @@ def _group_target(group: Group, include_norm: bool) -> Target:
 
 
 def LieDerivative(  # noqa: N802 - a constraint factory, named like the constraint kinds
-    group: Group | None = None,
+    group: Group | str | None = None,
     *,
     weight: float | None = None,
     bound: float | None = None,
@@ -137,8 +137,9 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
     multiplier. See the module docstring for ℓ, b and the recording of inputs.
 
     Args:
-        group (Group, optional): A continuous group; if given, every branch must carry its number
-            of generators. ``None`` trusts the branches' own ``rep_in``/``rep_out``.
+        group (Group or str, optional): A continuous group, or its repr (``"SO(3)"``, any registered
+            symbol, as in problem files); if given, every branch must carry its number of generators.
+            ``None`` trusts the branches' own ``rep_in``/``rep_out``.
         weight (float, optional): Penalty weight (default: :obj:`0.01` when no bound is given).
         bound (float, optional): Upper bound per layer; gives an :class:`Inequality`.
         include_norm (bool, optional): Add the branch norm b (CR) or constrain ℓ alone (default: :obj:`True`).
@@ -155,6 +156,8 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
             f"Expected one of 'weight' or 'bound' (got weight={weight!r} and bound={bound!r}); "
             "use weight for CR's fixed penalty, bound for a constraint with a multiplier"
         )
+    if isinstance(group, str):
+        group = parse_group(group)
     if group is None:
         target = lie_regularizer if include_norm else lie_derivative_norms
     elif not isinstance(group, Group) or not group.is_continuous:

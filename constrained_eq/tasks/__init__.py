@@ -12,22 +12,36 @@ from constrained_eq.tasks.base import Loaders, Task, projected, random_rotation
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "task_names", "get_task"]
 
-_TASKS: dict[str, str | type[Task]] = {
-    "toy_rotation": "constrained_eq.tasks.toy_rotation:ToyRotation",
-    "nbody": "constrained_eq.tasks.nbody:NBody",
-    "classification": "constrained_eq.tasks.classification:Classification",
-    "fairness": "constrained_eq.tasks.fairness:Fairness",
-    "qm9": "constrained_eq.tasks.qm9:QM9",
-    "modelnet": "constrained_eq.tasks.modelnet:ModelNet",
-    "mocap": "constrained_eq.tasks.mocap:Mocap",
-}
+_TASKS: dict[str, str | type[Task]] = {}  # the registry, filled by register_task
 
 
 def register_task(name: str, task: str | type[Task]) -> None:
-    """Make a task known by ``name``: a :class:`Task` subclass or ``"module.path:ClassName"``."""
+    """Make a task known by ``name`` (``ceq.register_task``): a :class:`Task` subclass or ``"module.path:ClassName"``.
+
+    A string is imported on first use, so a task whose dependencies are missing fails only when asked for.
+
+    Raises:
+        ValueError: If ``name`` is not an identifier.
+        TypeError: If ``task`` is neither a :class:`Task` subclass nor a ``"module:Class"`` string.
+    """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"Expected 'name' to be a Python identifier (got {name!r})")
+    if not (isinstance(task, str) and ":" in task) and not (isinstance(task, type) and issubclass(task, Task)):
+        raise TypeError(f"Expected 'task' to be a Task subclass or 'module.path:ClassName' (got {task!r})")
     _TASKS[name] = task
+
+
+for _name, _path in (
+    ("toy_rotation", "constrained_eq.tasks.toy_rotation:ToyRotation"),
+    ("nbody", "constrained_eq.tasks.nbody:NBody"),
+    ("classification", "constrained_eq.tasks.classification:Classification"),
+    ("fairness", "constrained_eq.tasks.fairness:Fairness"),
+    ("qm9", "constrained_eq.tasks.qm9:QM9"),
+    ("modelnet", "constrained_eq.tasks.modelnet:ModelNet"),
+    ("mocap", "constrained_eq.tasks.mocap:Mocap"),
+):
+    register_task(_name, _path)
+del _name, _path
 
 
 def task_names() -> list[str]:

@@ -8,6 +8,7 @@ any data is built.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -28,8 +29,12 @@ class Loaders(NamedTuple):
     test: Any
 
 
-class Task:
+class Task(ABC):
     """Base class of a task. Subclasses set the class attributes and fill in the methods.
+
+    :meth:`loss` is abstract; :meth:`loaders` is needed to train (``ceq run``, :func:`~constrained_eq.fit`
+    through a problem file) and :meth:`model` to name a built-in model (``model.name`` without an import
+    path); the rest have defaults. Register a subclass with ``ceq.register_task`` to name it in problem files.
 
     Attributes:
         name: The task's name in problem files.
@@ -57,11 +62,11 @@ class Task:
 
     def loaders(self, seed: int, batch_size: int) -> Loaders:
         """Build the loaders; the train loader shuffles with ``torch.Generator().manual_seed(seed)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"Task {_name(self)!r} defines no loaders(seed, batch_size); add one to train on it")
 
+    @abstractmethod
     def loss(self, output: Any, batch: Any) -> torch.Tensor:
         """Training loss of a batch (scalar)."""
-        raise NotImplementedError
 
     def metric(self, output: Any, batch: Any) -> torch.Tensor:
         """Test metric of a batch (scalar mean over the batch)."""
@@ -81,7 +86,7 @@ class Task:
 
     def model(self, name: str, **options: Any) -> nn.Module:
         """Build model ``name`` with ``options``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"Task {_name(self)!r} has no built-in models; name one as 'package.module:factory'")
 
     def forward(self, model: nn.Module, batch: Any) -> Any:
         """Run ``model`` on ``batch``."""
@@ -121,6 +126,10 @@ class Task:
             batch_num, batch_den = compare(out, self.forward(model, turn(batch, rotation)), rotation, batch)
             num, den = num + batch_num, den + batch_den  # device tensors: one read at the end
         return float(num) / max(float(den), 1e-12)
+
+
+def _name(task: Task) -> str:
+    return getattr(task, "name", type(task).__name__)
 
 
 def invariance_sums(out: torch.Tensor, turned: torch.Tensor, rotation: torch.Tensor,

@@ -13,7 +13,8 @@ The violation handed to Cooper is ``base(values) − u`` when the plan has a sla
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -23,7 +24,7 @@ from cooper.utils import ConstraintType
 
 from constrained_eq.core.constraints import Constraint, Equality, Inequality, Penalty, Resilient
 
-__all__ = ["ConstraintPlan", "Formulation", "hard_plan"]
+__all__ = ["ConstraintPlan", "Formulation", "SoftFormulation", "hard_plan", "penalty_plan"]
 
 
 @dataclass(frozen=True)
@@ -106,20 +107,32 @@ def penalty_plan(constraint: Penalty) -> ConstraintPlan:
     return ConstraintPlan(constraint.key, constraint, "penalty", weight=constraint.weight)
 
 
-class Formulation:
-    """Base class: how constraints enter training. Subclasses fill in :meth:`plan` and :meth:`build`.
+class Formulation(ABC):
+    """Base class: how constraints enter training.
+
+    A subclass sets ``name`` and implements :meth:`build` (the Cooper constraint of a
+    ``mode="lagrangian"`` plan); it may override :meth:`plan` (default: hard constraints get a
+    multiplier, ``Penalty`` constraints a soft term) and the two hooks on the constrained variables,
+    :meth:`attach_variables` and :meth:`before_step`. Register it with
+    :func:`constrained_eq.core.formulations.register_formulation` to choose it by name.
 
     Attributes:
         name: The name this formulation is chosen by.
         expects_multiplier: Builds Lagrange multipliers (needs a dual optimizer).
         expects_slack: Relaxes hard constraints with learnable slacks (resilient).
-        expects_schedule: Sets the targets' variables by a schedule instead of training them.
+        expects_schedule: Sets the targets' variables itself (:meth:`before_step`) instead of training them.
+        signature: For a formulation that puts no multiplier on γ, the word the symmetry report gives
+            every layer (``"free"``, ``"scheduled"``, ``"penalised"``); ``None`` otherwise.
+        training_defaults: Options filled from the problem file's ``training`` section when the file
+            does not give them, ``{option: training key}`` (e.g. ``{"epochs": "epochs"}``).
     """
 
     name: ClassVar[str]
     expects_multiplier: ClassVar[bool] = False
     expects_slack: ClassVar[bool] = False
     expects_schedule: ClassVar[bool] = False
+    signature: ClassVar[str | None] = None
+    training_defaults: ClassVar[Mapping[str, str]] = {}
 
     def plan(self, constraint: Constraint) -> ConstraintPlan:
         """Decide how ``constraint`` is handled."""
@@ -127,10 +140,21 @@ class Formulation:
             return penalty_plan(constraint)
         return hard_plan(constraint)
 
+    @abstractmethod
     def build(self, plan: ConstraintPlan, num_constraints: int, device: torch.device, dtype: torch.dtype
               ) -> cooper.Constraint:
         """Build the Cooper constraint of a ``mode="lagrangian"`` plan."""
-        raise NotImplementedError
+
+    def attach_variables(self, variables: Sequence[torch.nn.Parameter], model: torch.nn.Module) -> None:
+        """Called once by the Solver with the constrained variables (γ) of the non-penalty plans (default: nothing).
+
+        A formulation that sets the variables itself (``expects_schedule``) freezes them here.
+        """
+        return None
+
+    def before_step(self, variables: Sequence[torch.nn.Parameter], epoch: int) -> None:
+        """Called by the Solver before every step with the constrained variables and the epoch (default: nothing)."""
+        return None
 
     def options(self) -> dict[str, Any]:
         """The options this formulation was built with (for reprs and checkpoints)."""
@@ -150,6 +174,14 @@ class Formulation:
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.options().items()))))
+
+
+class SoftFormulation(Formulation):
+    """A formulation whose plans are never ``mode="lagrangian"`` (no Cooper constraint to build)."""
+
+    def build(self, plan: ConstraintPlan, num_constraints: int, device: torch.device, dtype: torch.dtype
+              ) -> cooper.Constraint:
+        raise TypeError(f"{type(self).__name__} plans no Lagrangian constraint (got a plan for {plan.key!r})")
 
 
 def check_positive(value: Any, field_name: str, owner: str) -> float:

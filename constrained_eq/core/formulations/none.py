@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from constrained_eq.core.constraints import Constraint
-from constrained_eq.core.formulations.base import ConstraintPlan, Formulation
+from constrained_eq.core.formulations.base import ConstraintPlan, SoftFormulation
 
 __all__ = ["Unconstrained"]
 
 
-class Unconstrained(Formulation):
+class Unconstrained(SoftFormulation):
     """Train on J_0 only; constraints are still evaluated and logged, never enforced."""
 
     name = "none"
+    signature = "free"
 
     def plan(self, constraint: Constraint) -> ConstraintPlan:
         return ConstraintPlan(constraint.key, constraint, "ignore")

@@ -29,6 +29,7 @@ class QuadraticPenalty(Formulation):
     """
 
     name = "penalty"
+    signature = "penalised"
 
     def __init__(self, coefficient: float = 1.0, penalty_updater: Any = None) -> None:
         self.coefficient = check_positive(coefficient, "coefficient", "QuadraticPenalty")

@@ -13,8 +13,13 @@ equivariant. ``Penalty`` constraints (CR's Lie-derivative and ‖Wx‖ terms) st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from constrained_eq.core.constraints import Constraint, Penalty
-from constrained_eq.core.formulations.base import ConstraintPlan, Formulation, check_positive, penalty_plan
+from constrained_eq.core.distributed import unwrap
+from constrained_eq.core.formulations.base import ConstraintPlan, SoftFormulation, check_positive, penalty_plan
 
 __all__ = ["Schedule", "triangle"]
 
@@ -33,7 +38,7 @@ def triangle(epoch: int, epochs: int) -> float:
     return max(0.0, 2.0 - 2.0 * epoch / epochs)
 
 
-class Schedule(Formulation):
+class Schedule(SoftFormulation):
     """Scheduled coefficient for the constrained variables, plus the problem's penalties.
 
     Args:
@@ -45,6 +50,8 @@ class Schedule(Formulation):
 
     name = "schedule"
     expects_schedule = True
+    signature = "scheduled"
+    training_defaults = {"epochs": "epochs"}
 
     def __init__(self, epochs: int, shape: str = "triangle", value: float = 0.1) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -68,3 +75,22 @@ class Schedule(Formulation):
         if isinstance(constraint, Penalty):
             return penalty_plan(constraint)
         return ConstraintPlan(constraint.key, constraint, "ignore")
+
+    def attach_variables(self, variables: Sequence[torch.nn.Parameter], model: torch.nn.Module) -> None:
+        """Freeze the variables (they are set each epoch, not trained); refuse a model already in DDP."""
+        if variables and unwrap(model) is not model:
+            raise ValueError(
+                "Solver: the 'schedule' formulation freezes γ (it sets it each epoch), but the model is already "
+                "wrapped in DistributedDataParallel, which registered γ as trained; build the Solver on the bare "
+                "model and wrap it afterwards (`solver.model = DistributedDataParallel(solver.model)`, or "
+                "constrained_eq.core.distributed.wrap_model)"
+            )
+        for variable in variables:
+            variable.requires_grad_(False)
+
+    @torch.no_grad()
+    def before_step(self, variables: Sequence[torch.nn.Parameter], epoch: int) -> None:
+        """Set every variable to c(epoch)."""
+        value = self.coefficient(epoch)
+        for variable in variables:
+            variable.fill_(value)
