@@ -14,8 +14,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from constrained_eq.data._common import haar_rotation
 from constrained_eq.homotopy import is_relaxed, project
+from constrained_eq.symmetry.haar import random_rotation  # the one Haar sampler, re-exported for the tasks
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation"]
 
@@ -133,8 +133,3 @@ def projected(model: nn.Module) -> nn.Module:
     """A copy of ``model`` computing f_{θ,0}: every :class:`HomotopicLayer` replaced by its f_eq."""
     return project(model, inplace=False) if is_relaxed(model) else copy.deepcopy(model)
 
-
-def random_rotation(generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                    device: torch.device | None = None) -> torch.Tensor:
-    """A uniformly random 3×3 rotation matrix (:func:`~constrained_eq.data._common.haar_rotation`), on ``device``."""
-    return haar_rotation(generator, dtype=dtype).to(device=device)

@@ -1,0 +1,48 @@
+"""The one Haar sampler of SO(3): e3nn's ``o3.rand_matrix``, with the project's generator convention."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+__all__ = ["random_rotation"]
+
+
+def random_rotation(
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    *,
+    batch: int | None = None,
+) -> torch.Tensor:
+    r"""Haar-random rotation matrices: e3nn's :func:`o3.rand_matrix`, drawn from ``generator``'s stream.
+
+    ``o3.rand_matrix`` draws Euler angles :math:`\alpha, \gamma \sim U[0, 2\pi)` and
+    :math:`\cos\beta \sim U[-1, 1]` from torch's global RNG. With a (CPU) ``generator`` the very same
+    draws are taken from ``generator`` instead, and ``generator`` advances as if it had been used; the
+    global RNG is left untouched. So ``random_rotation(torch.Generator().manual_seed(s), batch=n)``
+    equals ``o3.rand_matrix(n)`` after ``torch.manual_seed(s)``.
+
+    Args:
+        generator: Optional CPU ``torch.Generator`` (default: torch's global RNG, on ``device``).
+        dtype: Floating dtype (default: the default dtype).
+        device: Device of the result.
+        batch: If given, return ``(batch, 3, 3)``; otherwise ``(3, 3)``.
+
+    Returns:
+        Rotation matrices with ``Rᵀ R = I`` and ``det R = +1``.
+
+    Examples:
+        >>> random_rotation(torch.Generator().manual_seed(0), torch.float64, batch=2).shape
+        torch.Size([2, 3, 3])
+    """
+    shape = () if batch is None else (batch,)
+    if generator is None:
+        return o3.rand_matrix(*shape, dtype=dtype, device=device)
+    if generator.device.type != "cpu":
+        raise ValueError(f"Expected 'generator' to be a CPU torch.Generator (got one on {generator.device})")
+    with torch.random.fork_rng(devices=[]):  # restores the global CPU RNG on exit
+        torch.default_generator.set_state(generator.get_state())
+        rotation = o3.rand_matrix(*shape, dtype=dtype)
+        generator.set_state(torch.default_generator.get_state())
+    return rotation.to(device=device)
