@@ -34,6 +34,7 @@ class Task:
     Attributes:
         name: The task's name in problem files.
         option_defaults: The task's options and their defaults.
+        option_choices: For some options, the tuple of values they may take (checked on construction).
         model_options: For each model name, its options and their defaults.
         metric_name: Name of :meth:`metric` in tables and ``metrics.json``.
         supports_augmentation: :meth:`augment` applies a random group element to a batch.
@@ -43,6 +44,7 @@ class Task:
 
     name: ClassVar[str]
     option_defaults: ClassVar[Mapping[str, Any]] = {}
+    option_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     model_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     metric_name: ClassVar[str] = "mse"
     supports_augmentation: ClassVar[bool] = False
@@ -54,6 +56,9 @@ class Task:
             allowed = ", ".join(repr(k) for k in self.option_defaults) or "none"
             raise ValueError(f"Task {self.name!r}: unknown options {unknown}; allowed: {allowed}")
         self.options = {**self.option_defaults, **options}
+        for key, choices in self.option_choices.items():
+            if self.options[key] not in choices:
+                raise ValueError(f"Expected '{key}' to be one of {choices} (got {self.options[key]!r})")
 
     def loaders(self, seed: int, batch_size: int) -> Loaders:
         """Build the loaders; the train loader shuffles with ``torch.Generator().manual_seed(seed)``."""
