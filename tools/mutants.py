@@ -71,8 +71,8 @@ MUTANTS: list[Mutant] = [
     M("homotopy: project keeps the relaxed layer", "constrained_eq/homotopy/relax.py",
       "        return _strip(module.eq, inplace)", "        return module", ("tests/test_homotopy.py",)),
     M("groups: SO(3) samples are the identity", "constrained_eq/symmetry/groups.py",
-      "    return o3.quaternion_to_matrix(q / q.norm(dim=-1, keepdim=True))",
-      "    return torch.eye(3, dtype=dtype, device=device).expand(n, 3, 3).clone()", SYMMETRY_TESTS),
+      "            return random_rotation(generator, dtype, device, batch=n)",
+      "            return torch.eye(3, dtype=dtype, device=device).expand(n, 3, 3).clone()", SYMMETRY_TESTS),
     # --- engine, formulations, constraints --------------------------------------------------------
     M("engine: slacks not projected on u >= 0", "constrained_eq/core/engine.py",
       "slack.clamp_(min=0.0)", "slack.clamp_(min=-1e30)", ENGINE_TESTS),
@@ -140,10 +140,10 @@ MUTANTS: list[Mutant] = [
       "    factors = M + g * B", "    factors = M + g", SYMMETRY_TESTS),
     # --- rotation samplers --------------------------------------------------------------------------
     M("haar: the generator is never advanced", "constrained_eq/symmetry/haar.py",
-      "        generator.set_state(torch.default_generator.get_state())\n", "",
+      "        generator.set_state(default.get_state())\n", "",
       ("tests/symmetry/test_haar.py", "tests/data/test_modelnet.py")),
     M("haar: draws from the global RNG despite a generator", "constrained_eq/symmetry/haar.py",
-      "        torch.default_generator.set_state(generator.get_state())\n", "", SYMMETRY_TESTS),
+      "        default.set_state(generator.get_state())\n", "", SYMMETRY_TESTS),
     M("groups: O(3) never reflects", "constrained_eq/symmetry/groups.py",
       "signs = torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 2 - 1",
       "signs = torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 0 + 1", SYMMETRY_TESTS),
