@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from constrained_eq.data._common import haar_rotation
 from constrained_eq.data.nbody import NBodyDataset
+from constrained_eq.symmetry import random_rotation
 from constrained_eq.tasks import base
 from constrained_eq.tasks.mocap import Mocap
 from constrained_eq.tasks.modelnet import ModelNet
@@ -59,11 +59,11 @@ def test_toy_rotation_error_by_hand(quarter_turn):
 
 
 def test_toy_rotation_error_uses_one_seeded_haar_rotation_per_batch():
-    """Two batches: the rotations are the first two draws of ``haar_rotation`` from a generator seeded 0."""
+    """Two batches: the rotations are the first two draws of ``random_rotation`` from a generator seeded 0."""
     x1 = torch.zeros(1, 2, 3, dtype=F64)  # 2 points with ‖f(x)‖ = 1
     x2 = torch.zeros(1, 3, 3, dtype=F64)  # 3 points
     generator = torch.Generator().manual_seed(0)
-    r1, r2 = haar_rotation(generator, F64), haar_rotation(generator, F64)
+    r1, r2 = random_rotation(generator, F64), random_rotation(generator, F64)
     expected = (2 * (C - r1 @ C).norm() + 3 * (C - r2 @ C).norm()) / 5
     error = ToyRotation().equivariance_error(Shift(), [(x1, x1), (x2, x2)])
     assert error == pytest.approx(float(expected), rel=1e-12)

@@ -87,7 +87,8 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         self.step_index = 0
         self.dual_update = True
         for key, constraint in cooper_constraints.items():
-            self._register_constraint(key, constraint)
+            setattr(self, key, constraint)  # Cooper's public registration: a Constraint attribute
+        self.cooper_constraints = dict(self.named_constraints())
 
     def evaluate(self, model: torch.nn.Module, batch: Any, *, with_objective: bool = True) -> StepValues:
         """Forward the model and evaluate the objective and every target on ``batch``.
@@ -125,7 +126,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         observed = {}
         for key, violation in result.violations.items():
             strict = all_reduce_mean_(violation.detach().clone()) if is_distributed() else None
-            observed[self._constraints[key]] = cooper.ConstraintState(
+            observed[self.cooper_constraints[key]] = cooper.ConstraintState(
                 violation=violation, strict_violation=strict, contributes_to_dual_update=self.dual_update
             )
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"values": result})

@@ -1,4 +1,4 @@
-"""Helpers shared by the dataset loaders: file checks, atomic saves, seeded splits, rotations."""
+"""Helpers shared by the dataset loaders: file checks, atomic saves, seeded splits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from constrained_eq.run.runs import atomic_torch_save  # the one atomic save, re-exported for the loaders
 
-__all__ = ["require_files", "atomic_torch_save", "random_split_indices", "haar_rotation"]
+__all__ = ["require_files", "atomic_torch_save", "random_split_indices"]
 
 
 def require_files(folder: str | os.PathLike[str], names: Iterable[str], what: str, hint: str = "") -> Path:
@@ -71,30 +71,3 @@ def random_split_indices(
         "test": perm[n_train + n_val :],
     }
 
-
-def haar_rotation(
-    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, batch: int | None = None
-) -> torch.Tensor:
-    """Sample rotation matrices from the Haar measure on SO(3).
-
-    QR decomposition of a standard Gaussian matrix, with the signs of ``R``'s diagonal folded into
-    ``Q`` (so the distribution is Haar on O(3)), then one column flipped where ``det Q = -1``.
-
-    Args:
-        generator: Optional torch generator for reproducibility.
-        dtype: Floating dtype of the result.
-        batch: If given, return ``(batch, 3, 3)``; otherwise ``(3, 3)``.
-
-    Returns:
-        Rotation matrix/matrices with ``Q^T Q = I`` and ``det Q = +1``.
-    """
-    shape = (1 if batch is None else batch, 3, 3)
-    a = torch.randn(shape, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(a)
-    d = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    q = q * d.unsqueeze(-2)
-    det = torch.linalg.det(q)
-    q[..., :, 0] = q[..., :, 0] * det.unsqueeze(-1)
-    q = q.to(dtype)
-    return q[0] if batch is None else q

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from constrained_eq.data._common import haar_rotation, require_files
+from constrained_eq.data._common import require_files
+from constrained_eq.symmetry.haar import random_rotation
 
 __all__ = [
     "ModelNet40H5",
@@ -218,7 +219,7 @@ class RandomRotation:
         self.generator = generator
 
     def __call__(self, pts: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        rot = haar_rotation(self.generator, dtype=pts.dtype)
+        rot = random_rotation(self.generator, pts.dtype, pts.device)
         return pts @ rot.T
 
 

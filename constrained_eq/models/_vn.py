@@ -4,15 +4,19 @@ Features are channels of 3-vectors, ``X ∈ R^{C×3}``, acted on by rotations as
 linear map here may be relaxed as :math:`X \mapsto W_e X + \gamma\,\mathrm{unvec}(W\,\mathrm{vec}(X))`
 with ``W`` dense over all ``3C`` entries (CR eq. 2), a :class:`~constrained_eq.homotopy.LinearBranch`
 that carries :class:`~constrained_eq.symmetry.VectorRep` so CR's Lie penalty is analytic.
-These are private helpers of :class:`~constrained_eq.models.VNPointNet` and :class:`~constrained_eq.models.VNDGCNN`.
+These are private helpers of :class:`~constrained_eq.models.VNPointNet` and :class:`~constrained_eq.models.VNDGCNN`,
+whose shared part is :class:`VNClassifier`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
+from constrained_eq.models._options import check_positive_ints
 from constrained_eq.models.vn_linear import VNLinear
 from constrained_eq.symmetry.reps import VectorRep
 
@@ -200,3 +204,49 @@ def graph_feature(x: torch.Tensor, k: int, cross: bool = False) -> torch.Tensor:
     if cross:
         parts.append(torch.linalg.cross(neighbours, center, dim=-1))
     return torch.cat(parts, dim=-2)
+
+
+class VNClassifier(nn.Module):
+    """What the VN point-cloud classifiers share: option checks, ``(N, 3)`` inputs and the VN initialisation.
+
+    A subclass calls ``super().__init__(...)`` first, builds its layers with ``**self.vn_options`` (``relaxed``,
+    ``gamma_init``, ``init_std``), calls :meth:`reset_parameters` and implements :meth:`logits`.
+
+    Args:
+        num_classes, k, hidden: Positive ints (number of classes, kNN neighbours, hidden size of the head).
+        channels: Positive ints, at least ``min_channels`` of them.
+        relaxed, gamma_init, neq_init_std: The relaxation of every VN linear map (see :func:`vn_linear`).
+        **sizes: Further positive-int options of the subclass, checked in order after ``num_classes``.
+
+    Shapes:
+        - **input:** points ``(B, N, 3)`` or ``(N, 3)``
+        - **output:** logits ``(B, num_classes)`` (or ``(num_classes,)``)
+    """
+
+    def __init__(self, num_classes: int, channels: Sequence[int], k: int, hidden: int, relaxed: bool,
+                 gamma_init: float, neq_init_std: float | None, *, min_channels: int, **sizes: int) -> None:
+        super().__init__()
+        check_positive_ints(num_classes=num_classes, **sizes, k=k, hidden=hidden)
+        self.channels = tuple(channels)
+        if len(self.channels) < min_channels:
+            raise ValueError(f"Expected 'channels' to have at least {min_channels} entries (got {self.channels!r})")
+        for c in self.channels:
+            check_positive_ints(channels=c)
+        self.k, self.relaxed = k, bool(relaxed)
+        self.vn_options = dict(relaxed=relaxed, gamma_init=gamma_init, init_std=neq_init_std)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the parameters (:func:`reset_vn`)."""
+        reset_vn(self)
+
+    def logits(self, points: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of points ``(B, N, 3)``."""
+        raise NotImplementedError
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Classify point clouds; see the class docstring for shapes."""
+        if points.dim() == 2:
+            return self.forward(points[None])[0]
+        if points.dim() != 3 or points.shape[-1] != 3:
+            raise ValueError(f"Expected 'points' to have shape (B, N, 3) or (N, 3) (got {tuple(points.shape)})")
+        return self.logits(points)

@@ -6,27 +6,11 @@ import torch
 from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
-from constrained_eq.models._reps import cartesian_algebra
+from constrained_eq.models._options import check_positive_ints
+from constrained_eq.models.graph import graph_mean, segment_sum
+from constrained_eq.symmetry.reps import DirectSumRep, ScalarRep, VectorRep
 
-__all__ = ["EGNN", "EGNNLayer", "EGNNBranch", "nbody_egnn_inputs"]
-
-
-def _segment_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
-    return src.new_zeros((num,) + src.shape[1:]).index_add_(0, index, src)
-
-
-def _graph_mean(x: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
-    """Per-node mean of ``x`` over its graph, shape ``x.shape``.
-
-    The segments are sized by the number of nodes, an upper bound on the number of graphs, rather than
-    ``batch.max() + 1``: reading that maximum would sync the host with the GPU at every forward.
-    """
-    if batch is None:
-        return x.mean(0, keepdim=True).expand_as(x)
-    num = batch.numel()
-    total = _segment_sum(x, batch, num)
-    count = _segment_sum(torch.ones_like(batch, dtype=x.dtype), batch, num).clamp(min=1)
-    return (total / count[:, None])[batch]
+__all__ = ["EGNN", "EGNNLayer", "EGNNBranch", "egnn_layers", "nbody_egnn_inputs"]
 
 
 class EGNNLayer(nn.Module):
@@ -83,10 +67,10 @@ class EGNNLayer(nn.Module):
         diff = x[row] - x[col]
         radial = (diff * diff).sum(-1, keepdim=True)
         m = self.edge_mlp(torch.cat([h[row], h[col], radial, edge_attr], dim=-1))
-        count = _segment_sum(torch.ones_like(row, dtype=x.dtype), row, x.shape[0]).clamp(min=1)
-        x_new = x + _segment_sum(diff * self.coord_mlp(m), row, x.shape[0]) / count[:, None]
+        count = segment_sum(torch.ones_like(row, dtype=x.dtype), row, x.shape[0]).clamp(min=1)
+        x_new = x + segment_sum(diff * self.coord_mlp(m), row, x.shape[0]) / count[:, None]
         x_new = x_new + self.coord_mlp_vel(h) * vel
-        h_new = h + self.node_mlp(torch.cat([h, _segment_sum(m, row, h.shape[0])], dim=-1))
+        h_new = h + self.node_mlp(torch.cat([h, segment_sum(m, row, h.shape[0])], dim=-1))
         return h_new, x_new
 
 
@@ -114,8 +98,8 @@ class EGNNBranch(nn.Module):
         self.hidden_nf = hidden_nf
         d_in, d_out = 6 + hidden_nf, hidden_nf + 3
         if neq_hidden is None:
-            rep_in = cartesian_algebra([("vector", 2), ("scalar", hidden_nf)])
-            rep_out = cartesian_algebra([("scalar", hidden_nf), ("vector", 1)])
+            rep_in = DirectSumRep(VectorRep(2), ScalarRep(hidden_nf)).lie_algebra()  # [x, v, h]
+            rep_out = DirectSumRep(ScalarRep(hidden_nf), VectorRep(1)).lie_algebra()  # [Δh, Δx]
             self.net = LinearBranch(d_in, d_out, rep_in, rep_out, init_std=init_std)
         elif isinstance(neq_hidden, int) and neq_hidden > 0:
             self.net = nn.Sequential(
@@ -142,7 +126,7 @@ class EGNNBranch(nn.Module):
         batch: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the layer; see the class docstring for shapes."""
-        out = self.net(torch.cat([x - _graph_mean(x, batch), vel, h], dim=-1))
+        out = self.net(torch.cat([x - graph_mean(x, batch), vel, h], dim=-1))
         return out[:, : self.hidden_nf], out[:, self.hidden_nf :]
 
 
@@ -161,6 +145,21 @@ def nbody_egnn_inputs(
     dist = ((loc[row] - loc[col]) ** 2).sum(-1, keepdim=True)
     edge_attr = torch.cat([charges[row] * charges[col], dist], dim=-1)
     return vel.norm(dim=-1, keepdim=True), loc, vel, edge_index, edge_attr, batch
+
+
+def egnn_layers(n_layers: int, hidden_nf: int, in_edge_nf: int, relaxed: bool, neq_hidden: int | None,
+                gamma_init: float, neq_init_std: float | None) -> nn.ModuleList:
+    """``n_layers`` :class:`EGNNLayer` s, each with ``relaxed`` a :class:`HomotopicLayer` with an :class:`EGNNBranch`.
+
+    The stack of :class:`EGNN` and :class:`~constrained_eq.models.EGNO`: ``f_l = f^{eq}_l + γ_l f^{neq}_l``.
+    """
+    layers = []
+    for _ in range(n_layers):
+        layer: nn.Module = EGNNLayer(hidden_nf, in_edge_nf)
+        if relaxed:
+            layer = HomotopicLayer(layer, EGNNBranch(hidden_nf, neq_hidden, neq_init_std), gamma_init)
+        layers.append(layer)
+    return nn.ModuleList(layers)
 
 
 class EGNN(nn.Module):
@@ -201,18 +200,10 @@ class EGNN(nn.Module):
         neq_init_std: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_node_nf", in_node_nf), ("hidden_nf", hidden_nf), ("n_layers", n_layers)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
+        check_positive_ints(in_node_nf=in_node_nf, hidden_nf=hidden_nf, n_layers=n_layers)
         self.relaxed = bool(relaxed)
         self.embedding = nn.Linear(in_node_nf, hidden_nf)
-        layers = []
-        for _ in range(n_layers):
-            layer: nn.Module = EGNNLayer(hidden_nf, in_edge_nf)
-            if relaxed:
-                layer = HomotopicLayer(layer, EGNNBranch(hidden_nf, neq_hidden, neq_init_std), gamma_init)
-            layers.append(layer)
-        self.layers = nn.ModuleList(layers)
+        self.layers = egnn_layers(n_layers, hidden_nf, in_edge_nf, relaxed, neq_hidden, gamma_init, neq_init_std)
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters."""

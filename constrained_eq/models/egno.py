@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from constrained_eq.homotopy import HomotopicLayer
-from constrained_eq.models.egnn import EGNNBranch, EGNNLayer
+from constrained_eq.models._options import check_positive_ints
+from constrained_eq.models.egnn import egnn_layers
 
 __all__ = ["EGNO", "TemporalConv", "mocap_egno_inputs"]
 
@@ -134,23 +134,13 @@ class EGNO(nn.Module):
         neq_init_std: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_node_nf", in_node_nf), ("hidden_nf", hidden_nf), ("n_layers", n_layers),
-            ("num_timesteps", num_timesteps), ("num_modes", num_modes), ("time_emb_dim", time_emb_dim),
-        ):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
+        check_positive_ints(in_node_nf=in_node_nf, hidden_nf=hidden_nf, n_layers=n_layers, num_timesteps=num_timesteps,
+                            num_modes=num_modes, time_emb_dim=time_emb_dim)
         self.relaxed, self.num_timesteps, self.time_emb_dim = bool(relaxed), num_timesteps, time_emb_dim
         self.embedding = nn.Linear(in_node_nf + 2 * (time_emb_dim // 2), hidden_nf)
         self.time_h = nn.ModuleList(TemporalConv(hidden_nf, hidden_nf, num_modes) for _ in range(n_layers))
         self.time_x = nn.ModuleList(TemporalConv(1, 1, num_modes) for _ in range(n_layers))
-        layers = []
-        for _ in range(n_layers):
-            layer: nn.Module = EGNNLayer(hidden_nf, in_edge_nf)
-            if relaxed:
-                layer = HomotopicLayer(layer, EGNNBranch(hidden_nf, neq_hidden, neq_init_std), gamma_init)
-            layers.append(layer)
-        self.layers = nn.ModuleList(layers)
+        self.layers = egnn_layers(n_layers, hidden_nf, in_edge_nf, relaxed, neq_hidden, gamma_init, neq_init_std)
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters."""

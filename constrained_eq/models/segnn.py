@@ -8,8 +8,9 @@ from e3nn.nn import Gate
 from torch import nn
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
-from constrained_eq.models._reps import irreps_algebra
-from constrained_eq.models.egnn import _graph_mean, _segment_sum
+from constrained_eq.models._options import check_positive_ints
+from constrained_eq.models.graph import graph_mean, segment_sum
+from constrained_eq.symmetry.reps import IrrepsRep
 
 __all__ = [
     "PLACEMENTS",
@@ -114,9 +115,8 @@ class SEGNNBranch(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, init_std: float | None = None) -> None:
         super().__init__()
         irreps_in, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        self.net = LinearBranch(
-            irreps_in.dim, irreps_out.dim, irreps_algebra(irreps_in), irreps_algebra(irreps_out), init_std=init_std
-        )
+        algebra_in, algebra_out = IrrepsRep(irreps_in).lie_algebra(), IrrepsRep(irreps_out).lie_algebra()
+        self.net = LinearBranch(irreps_in.dim, irreps_out.dim, algebra_in, algebra_out, init_std=init_std)
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters."""
@@ -145,11 +145,12 @@ class SEGNNProductBranch(nn.Module):
                  init_std: float | None = None) -> None:
         super().__init__()
         irreps_in, irreps_attr, irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_attr), o3.Irreps(irreps_out)
-        alg_x, alg_a = irreps_algebra(irreps_in, torch.float64), irreps_algebra(irreps_attr, torch.float64)
+        alg_x = IrrepsRep(irreps_in).lie_algebra(torch.float64)
+        alg_a = IrrepsRep(irreps_attr).lie_algebra(torch.float64)
         eye_x, eye_a = torch.eye(irreps_in.dim, dtype=torch.float64), torch.eye(irreps_attr.dim, dtype=torch.float64)
         algebra_in = torch.stack([torch.kron(alg_x[k], eye_a) + torch.kron(eye_x, alg_a[k]) for k in range(3)])
         self.net = LinearBranch(irreps_in.dim * irreps_attr.dim, irreps_out.dim,
-                                algebra_in.to(torch.get_default_dtype()), irreps_algebra(irreps_out),
+                                algebra_in.to(torch.get_default_dtype()), IrrepsRep(irreps_out).lie_algebra(),
                                 init_std=init_std)
 
     def reset_parameters(self) -> None:
@@ -241,7 +242,7 @@ class SEGNNLayer(nn.Module):
         row, col = edge_index
         m = torch.cat([h[row], h[col], msg], dim=-1)
         m = self.message_layer_2(self.message_layer_1(m, edge_attr), edge_attr)
-        inp = torch.cat([h, _segment_sum(m, row, h.shape[0])], dim=-1)
+        inp = torch.cat([h, segment_sum(m, row, h.shape[0])], dim=-1)
         update = self.update_layer_1(inp, node_attr)
         update = self.update_layer_2(update, node_attr)
         return h + update
@@ -263,12 +264,12 @@ def nbody_segnn_inputs(
     """
     row, col = edge_index
     n = loc.shape[0]
-    centre = _graph_mean(loc, batch)  # no host sync
+    centre = graph_mean(loc, batch)  # no host sync
     rel = loc[row] - loc[col]
     irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
     edge_attr = o3.spherical_harmonics(irreps_attr, rel, normalize=True, normalization="integral")
-    deg = _segment_sum(torch.ones_like(row, dtype=loc.dtype), row, n).clamp(min=1)
-    node_attr = _segment_sum(edge_attr, row, n) / deg[:, None]
+    deg = segment_sum(torch.ones_like(row, dtype=loc.dtype), row, n).clamp(min=1)
+    node_attr = segment_sum(edge_attr, row, n) / deg[:, None]
     node_attr = node_attr + o3.spherical_harmonics(irreps_attr, vel, normalize=True, normalization="integral")
     h = torch.cat([loc - centre, vel, vel.norm(dim=-1, keepdim=True)], dim=-1)
     msg = torch.cat([(rel * rel).sum(-1, keepdim=True), charges[row] * charges[col]], dim=-1)
@@ -319,9 +320,7 @@ class SEGNN(nn.Module):
         irreps_out: str = "1x1o",
     ) -> None:
         super().__init__()
-        for name, value in (("hidden_nf", hidden_nf), ("n_layers", n_layers), ("lmax_attr", lmax_attr)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
+        check_positive_ints(hidden_nf=hidden_nf, n_layers=n_layers, lmax_attr=lmax_attr)
         if not isinstance(lmax_h, int) or lmax_h < 0:
             raise ValueError(f"Expected 'lmax_h' to be a non-negative int (got {lmax_h!r})")
         self.relaxed = bool(relaxed)

@@ -7,17 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from constrained_eq.models._vn import VNInvariant, VNLinearLeakyReLU, graph_feature, reset_vn
+from constrained_eq.models._vn import VNClassifier, VNInvariant, VNLinearLeakyReLU, graph_feature
 
 __all__ = ["VNDGCNN"]
 
 
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
-
-
-class VNDGCNN(nn.Module):
+class VNDGCNN(VNClassifier):
     r"""VN-DGCNN classifier (Deng et al. 2021; ACE §5.3 and CR §5 relaxations).
 
     Each EdgeConv layer builds a kNN graph on the current vector features (plain-torch ``cdist`` +
@@ -64,16 +59,9 @@ class VNDGCNN(nn.Module):
         *,
         neq_init_std: float | None = None,
     ) -> None:
-        super().__init__()
-        for name, value in (("num_classes", num_classes), ("emb_channels", emb_channels), ("k", k), ("hidden", hidden)):
-            _check_positive(name, value)
-        channels = tuple(channels)
-        if not channels:
-            raise ValueError(f"Expected 'channels' to be a non-empty sequence (got {channels!r})")
-        for c in channels:
-            _check_positive("channels", c)
-        self.k, self.relaxed = k, bool(relaxed)
-        opts = dict(relaxed=relaxed, gamma_init=gamma_init, init_std=neq_init_std)
+        super().__init__(num_classes, channels, k, hidden, relaxed, gamma_init, neq_init_std, min_channels=1,
+                         emb_channels=emb_channels)
+        channels, opts = self.channels, self.vn_options
         ins = (3,) + tuple(2 * c for c in channels[:-1])
         self.edge_convs = nn.ModuleList(
             VNLinearLeakyReLU(c_in, c_out, **opts) for c_in, c_out in zip(ins, channels, strict=True)
@@ -85,16 +73,8 @@ class VNDGCNN(nn.Module):
         )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Re-initialise the parameters."""
-        reset_vn(self)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Classify point clouds; see the class docstring for shapes."""
-        if points.dim() == 2:
-            return self.forward(points[None])[0]
-        if points.dim() != 3 or points.shape[-1] != 3:
-            raise ValueError(f"Expected 'points' to have shape (B, N, 3) or (N, 3) (got {tuple(points.shape)})")
+    def logits(self, points: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of points ``(B, N, 3)``."""
         x = points[:, :, None, :]  # (B, N, 1, 3)
         features = []
         for index, conv in enumerate(self.edge_convs):

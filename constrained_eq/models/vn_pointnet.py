@@ -7,17 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from constrained_eq.models._vn import VNInvariant, VNLinearLeakyReLU, VNMaxPool, graph_feature, reset_vn, vn_linear
+from constrained_eq.models._vn import VNClassifier, VNInvariant, VNLinearLeakyReLU, VNMaxPool, graph_feature, vn_linear
 
 __all__ = ["VNPointNet"]
 
 
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected '{name}' to be a positive int (got {value!r})")
-
-
-class VNPointNet(nn.Module):
+class VNPointNet(VNClassifier):
     r"""VN-PointNet classifier (Deng et al. 2021, §4; CR §5 relaxation).
 
     .. math::
@@ -61,16 +56,8 @@ class VNPointNet(nn.Module):
         *,
         neq_init_std: float | None = None,
     ) -> None:
-        super().__init__()
-        for name, value in (("num_classes", num_classes), ("k", k), ("hidden", hidden)):
-            _check_positive(name, value)
-        channels = tuple(channels)
-        if len(channels) < 2:
-            raise ValueError(f"Expected 'channels' to have at least 2 entries (got {channels!r})")
-        for c in channels:
-            _check_positive("channels", c)
-        self.k, self.relaxed = k, bool(relaxed)
-        opts = dict(relaxed=relaxed, gamma_init=gamma_init, init_std=neq_init_std)
+        super().__init__(num_classes, channels, k, hidden, relaxed, gamma_init, neq_init_std, min_channels=2)
+        channels, opts = self.channels, self.vn_options
         self.conv_pos = VNLinearLeakyReLU(3, channels[0], **opts)
         convs = [VNLinearLeakyReLU(channels[0], channels[0], **opts)]
         for c_in, c_out in zip(channels[:-2], channels[1:-1], strict=True):
@@ -82,16 +69,8 @@ class VNPointNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * channels[-1] * 3, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Re-initialise the parameters."""
-        reset_vn(self)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Classify point clouds; see the class docstring for shapes."""
-        if points.dim() == 2:
-            return self.forward(points[None])[0]
-        if points.dim() != 3 or points.shape[-1] != 3:
-            raise ValueError(f"Expected 'points' to have shape (B, N, 3) or (N, 3) (got {tuple(points.shape)})")
+    def logits(self, points: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of points ``(B, N, 3)``."""
         x = points[:, :, None, :]  # (B, N, 1, 3)
         x = self.conv_pos(graph_feature(x, self.k, cross=True)).mean(2)  # (B, N, C0, 3)
         x = self.convs[0](x)

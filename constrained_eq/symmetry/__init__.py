@@ -7,6 +7,7 @@ from constrained_eq.symmetry.bounds import (
     projection_error_bound_from_activations,
 )
 from constrained_eq.symmetry.groups import SO, C, E, Group, O, S, cartesian_generators, parse_group, register_group
+from constrained_eq.symmetry.haar import random_rotation
 from constrained_eq.symmetry.lie_derivative import lie_derivative, linear_lie_derivative
 from constrained_eq.symmetry.lie_penalty import LieDerivative, branch_norms, lie_derivative_norms, lie_regularizer
 from constrained_eq.symmetry.metrics import branch_contributions, equivariance_error, projection_error
@@ -32,6 +33,7 @@ __all__ = [
     "parse_group",
     "register_group",
     "cartesian_generators",
+    "random_rotation",
     "Rep",
     "IrrepsRep",
     "VectorRep",

@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 
+from constrained_eq.symmetry.haar import random_rotation
+
 __all__ = ["Group", "SO", "O", "E", "C", "S", "parse_group", "register_group", "cartesian_generators"]
 
 
@@ -38,15 +40,6 @@ def cartesian_generators(dim: int = 3, *, dtype: torch.dtype | None = None) -> t
         jz = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
         return torch.tensor([jx, jy, jz], dtype=dtype)
     raise ValueError(f"Expected 'dim' to be 2 or 3 (got {dim!r})")
-
-
-def _haar_rotations(n: int, generator: torch.Generator | None, dtype: torch.dtype, device) -> torch.Tensor:
-    from e3nn import o3
-
-    if generator is None:
-        return o3.rand_matrix(n, dtype=dtype, device=device)
-    q = torch.randn(n, 4, generator=generator, dtype=dtype, device=device)  # Gaussian quaternion
-    return o3.quaternion_to_matrix(q / q.norm(dim=-1, keepdim=True))
 
 
 @dataclass(frozen=True)
@@ -113,7 +106,7 @@ class SO(Group):
     def sample(self, n=1, generator=None, dtype=None, device=None) -> torch.Tensor:
         dtype = dtype or torch.get_default_dtype()
         if self.n == 3:
-            return _haar_rotations(n, generator, dtype, device)
+            return random_rotation(generator, dtype, device, batch=n)
         angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=dtype, device=device)
         return _rotation_2d(angle)
 
@@ -139,7 +132,7 @@ class O(Group):
 
     def sample(self, n=1, generator=None, dtype=None, device=None) -> torch.Tensor:
         dtype = dtype or torch.get_default_dtype()
-        rotations = _haar_rotations(n, generator, dtype, device)
+        rotations = random_rotation(generator, dtype, device, batch=n)
         signs = torch.randint(0, 2, (n,), generator=generator, device=device).to(dtype) * 2 - 1
         return rotations * signs[:, None, None]
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from constrained_eq.symmetry.groups import Group
-from constrained_eq.symmetry.metrics import _errors
+from constrained_eq.symmetry.metrics import equivariance_error
 
 __all__ = ["assert_equivariant"]
 
@@ -50,7 +50,8 @@ def assert_equivariant(
         True
     """
     with torch.no_grad():
-        errors = _errors(model, x, group, n, act_in, act_out, generator)
+        errors = equivariance_error(model, x, group, n, act_in=act_in, act_out=act_out, generator=generator,
+                                    reduction="none")
         if atol is None:
             scale = max(1.0, float(model(x).reshape(x.shape[0], -1).norm(dim=1).max()))
             atol = _DEFAULT_TOL.get(x.dtype, 1e-2) * scale

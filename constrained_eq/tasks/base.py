@@ -15,8 +15,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from constrained_eq.data._common import haar_rotation
 from constrained_eq.homotopy import is_relaxed, project
+from constrained_eq.symmetry.haar import random_rotation  # the one Haar sampler, re-exported for the tasks
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation"]
 
@@ -39,6 +39,7 @@ class Task(ABC):
     Attributes:
         name: The task's name in problem files.
         option_defaults: The task's options and their defaults.
+        option_choices: For some options, the tuple of values they may take (checked on construction).
         model_options: For each model name, its options and their defaults.
         metric_name: Name of :meth:`metric` in tables and ``metrics.json``.
         supports_augmentation: :meth:`augment` applies a random group element to a batch.
@@ -48,6 +49,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     option_defaults: ClassVar[Mapping[str, Any]] = {}
+    option_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     model_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     metric_name: ClassVar[str] = "mse"
     supports_augmentation: ClassVar[bool] = False
@@ -59,6 +61,9 @@ class Task(ABC):
             allowed = ", ".join(repr(k) for k in self.option_defaults) or "none"
             raise ValueError(f"Task {self.name!r}: unknown options {unknown}; allowed: {allowed}")
         self.options = {**self.option_defaults, **options}
+        for key, choices in self.option_choices.items():
+            if self.options[key] not in choices:
+                raise ValueError(f"Expected '{key}' to be one of {choices} (got {self.options[key]!r})")
 
     def loaders(self, seed: int, batch_size: int) -> Loaders:
         """Build the loaders; the train loader shuffles with ``torch.Generator().manual_seed(seed)``."""
@@ -142,8 +147,3 @@ def projected(model: nn.Module) -> nn.Module:
     """A copy of ``model`` computing f_{θ,0}: every :class:`HomotopicLayer` replaced by its f_eq."""
     return project(model, inplace=False) if is_relaxed(model) else copy.deepcopy(model)
 
-
-def random_rotation(generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                    device: torch.device | None = None) -> torch.Tensor:
-    """A uniformly random 3×3 rotation matrix (:func:`~constrained_eq.data._common.haar_rotation`), on ``device``."""
-    return haar_rotation(generator, dtype=dtype).to(device=device)

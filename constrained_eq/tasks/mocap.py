@@ -22,7 +22,6 @@ from constrained_eq.tasks.base import Loaders, Task, random_rotation
 
 __all__ = ["Mocap"]
 
-_SOURCES = ("cmu", "synthetic")
 _EGNO_OPTIONS = {"hidden_nf": 64, "n_layers": 4, "num_timesteps": 8, "num_modes": 2, "relaxed": True,
                  "neq_hidden": None, "gamma_init": 1.0, "neq_init_std": None}
 
@@ -40,17 +39,10 @@ class Mocap(Task):
 
     name = "mocap"
     option_defaults = {"source": "cmu", "root": None, "subject": 35, "delta_frame": 30, "num_trials": 3}
+    option_choices = {"source": ("cmu", "synthetic"), "subject": (9, 35)}
     model_options = {"egno": _EGNO_OPTIONS}
     metric_name = "mse"
     supports_augmentation = True
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        o = self.options
-        if o["source"] not in _SOURCES:
-            raise ValueError(f"Expected 'source' to be one of {_SOURCES} (got {o['source']!r})")
-        if o["subject"] not in (9, 35):
-            raise ValueError(f"Expected 'subject' to be 9 or 35 (got {o['subject']!r})")
 
     def _splits(self) -> dict[str, Any]:
         o = self.options

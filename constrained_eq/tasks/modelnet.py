@@ -37,8 +37,6 @@ from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rot
 
 __all__ = ["ModelNet"]
 
-_SOURCES = ("h5", "off", "synthetic")
-_ROTATE = ("none", "test", "both")
 _POINTNET_OPTIONS = {"channels": [8, 16, 32], "k": 8, "hidden": 64, "relaxed": True, "gamma_init": 1.0,
                      "neq_init_std": None}
 _DGCNN_OPTIONS = {"channels": [8, 8, 16], "emb_channels": 32, "k": 8, "hidden": 64, "relaxed": True,
@@ -76,6 +74,7 @@ class ModelNet(Task):
     name = "modelnet"
     option_defaults = {"source": "h5", "root": None, "n_points": 300, "point_drop": 0.0, "rotate": "none",
                        "num_per_class": 16, "data_seed": 0}
+    option_choices = {"source": ("h5", "off", "synthetic"), "rotate": ("none", "test", "both")}
     model_options = {"vn_pointnet": _POINTNET_OPTIONS, "vn_dgcnn": _DGCNN_OPTIONS}
     metric_name = "accuracy"
     higher_is_better = ("accuracy", "class_accuracy")
@@ -84,10 +83,6 @@ class ModelNet(Task):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         o = self.options
-        if o["source"] not in _SOURCES:
-            raise ValueError(f"Expected 'source' to be one of {_SOURCES} (got {o['source']!r})")
-        if o["rotate"] not in _ROTATE:
-            raise ValueError(f"Expected 'rotate' to be one of {_ROTATE} (got {o['rotate']!r})")
         drop = o["point_drop"]
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0.0 <= drop <= 0.85:
             raise ValueError(f"Expected 'point_drop' to be a number in [0, 0.85] (got {drop!r})")

@@ -27,7 +27,6 @@ from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rot
 
 __all__ = ["QM9", "target_index", "cache_root"]
 
-_SOURCES = ("qm9pack", "pyg_root", "synthetic")
 _SCHNET_OPTIONS = {"hidden_channels": 64, "num_filters": 64, "num_interactions": 3, "num_gaussians": 50,
                    "cutoff": 5.0, "max_num_neighbors": 32, "readout": "mean", "relaxed": True, "neq_hidden": 32,
                    "gamma_init": 1.0, "neq_init_std": None}
@@ -68,14 +67,13 @@ class QM9(Task):
 
     name = "qm9"
     option_defaults = {"source": "qm9pack", "root": None, "limit": None, "target": "homo", "split_seed": 0}
+    option_choices = {"source": ("qm9pack", "pyg_root", "synthetic")}
     model_options = {"schnet": _SCHNET_OPTIONS}
     metric_name = "mae"
     supports_augmentation = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        if self.options["source"] not in _SOURCES:
-            raise ValueError(f"Expected 'source' to be one of {_SOURCES} (got {self.options['source']!r})")
         self.column = target_index(self.options["target"])
         self.mean, self.std = 0.0, 1.0
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_eq.data._common import haar_rotation
 from constrained_eq.data.modelnet import (
     Compose,
     ModelNet40H5,
@@ -18,6 +17,7 @@ from constrained_eq.data.modelnet import (
     read_off,
     sample_surface,
 )
+from constrained_eq.symmetry import random_rotation
 
 
 def _h5py():
@@ -137,7 +137,7 @@ def test_off_dataset_layout(tmp_path):
 
 def test_haar_rotation_properties():
     g = torch.Generator().manual_seed(0)
-    r = haar_rotation(g, dtype=torch.float64, batch=2000)
+    r = random_rotation(g, torch.float64, batch=2000)
     eye = torch.eye(3, dtype=torch.float64)
     assert torch.allclose(r.transpose(1, 2) @ r, eye.expand(2000, 3, 3), atol=1e-10)
     assert torch.allclose(torch.linalg.det(r), torch.ones(2000, dtype=torch.float64), atol=1e-10)

@@ -1,11 +1,10 @@
 import pytest
 import torch
-from e3nn import o3
 
 from constrained_eq.data.nbody import fully_connected_edges
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, homotopic_layers
-from constrained_eq.models._reps import SO3_GENERATORS, cartesian_algebra
 from constrained_eq.models.egnn import EGNN, EGNNBranch, nbody_egnn_inputs
+from constrained_eq.symmetry import E, assert_equivariant, cartesian_generators
 
 
 def _graphs(b=3, n=5, dtype=torch.float64):
@@ -15,11 +14,15 @@ def _graphs(b=3, n=5, dtype=torch.float64):
     return loc, vel, charges, fully_connected_edges(b, n), torch.arange(b).repeat_interleave(n)
 
 
-def _equivariance_error(model, rot, shift):
-    loc, vel, charges, edges, batch = _graphs()
-    out = model(*nbody_egnn_inputs(loc, vel, charges, edges, batch))
-    out_g = model(*nbody_egnn_inputs(loc @ rot.T + shift, vel @ rot.T, charges, edges, batch))
-    return (out @ rot.T + shift - out_g).abs().max().item()
+def _assert_e3_equivariant(model, dtype, e3_action, atol=None, rotate=True):
+    """``assert_equivariant`` over E(3) of ``[loc, vel] ↦ x'`` on 3 graphs of 5 nodes (one sample: all 15 nodes)."""
+    loc, vel, charges, edges, batch = _graphs(dtype=dtype)
+
+    def predict(states):  # (B, 15, 2, 3) -> (B, 15, 3)
+        return torch.stack([model(*nbody_egnn_inputs(s[:, 0], s[:, 1], charges, edges, batch)) for s in states])
+
+    return assert_equivariant(predict, E(3), torch.stack([loc, vel], 1)[None], atol=atol,
+                              act_in=e3_action(True, False, rotate=rotate), act_out=e3_action(True, rotate=rotate))
 
 
 def test_parameter_counts_match_egnn_vel():
@@ -38,20 +41,20 @@ def test_projected_model_has_vanilla_state_dict_keys():
 
 
 @pytest.mark.parametrize("relaxed", [False, True])
-def test_equivariant_at_gamma_zero(relaxed):
-    model = EGNN(1, relaxed=relaxed).double()
+def test_equivariant_at_gamma_zero(relaxed, dtype, e3_action):
+    model = EGNN(1, relaxed=relaxed).to(dtype)
     for layer in homotopic_layers(model):
         with torch.no_grad():
             layer.gamma.zero_()
-    assert _equivariance_error(model, o3.rand_matrix(dtype=torch.float64), torch.randn(3, dtype=torch.float64)) < 1e-9
+    _assert_e3_equivariant(model, dtype, e3_action)
 
 
-def test_relaxed_model_breaks_rotation_but_not_translation():
-    model = EGNN(1, gamma_init=1.0).double()
+def test_relaxed_model_breaks_rotation_but_not_translation(dtype, e3_action):
+    model = EGNN(1, gamma_init=1.0).to(dtype)
     assert len(list(homotopic_layers(model))) == 4
-    eye = torch.eye(3, dtype=torch.float64)
-    assert _equivariance_error(model, o3.rand_matrix(dtype=torch.float64), torch.zeros(3, dtype=torch.float64)) > 1e-3
-    assert _equivariance_error(model, eye, 10 * torch.randn(3, dtype=torch.float64)) < 1e-9
+    with pytest.raises(AssertionError, match=r"not E\(3\)-equivariant"):
+        _assert_e3_equivariant(model, dtype, e3_action, atol=1e-3)
+    _assert_e3_equivariant(model, dtype, e3_action, rotate=False)
 
 
 def test_branch_carries_so3_algebra_and_is_equivariant_iff_lie_derivative_vanishes():
@@ -59,7 +62,7 @@ def test_branch_carries_so3_algebra_and_is_equivariant_iff_lie_derivative_vanish
     assert isinstance(branch.net, LinearBranch)
     a_in, a_out = branch.net.algebra_in, branch.net.algebra_out
     assert a_in.shape == (3, 10, 10) and a_out.shape == (3, 7, 7)
-    torch.testing.assert_close(a_in[:, 3:6, 3:6], SO3_GENERATORS.float())
+    torch.testing.assert_close(a_in[:, 3:6, 3:6], cartesian_generators(3, dtype=torch.float32))
     assert a_in[:, 6:, 6:].abs().max() == 0
     # a rotation-equivariant W (scalars to scalars, a multiple of the identity from vectors to the vector)
     with torch.no_grad():
@@ -72,12 +75,13 @@ def test_branch_carries_so3_algebra_and_is_equivariant_iff_lie_derivative_vanish
     assert lie.abs().max() < 1e-6
 
 
-def test_cartesian_algebra_exponentiates_to_rotations():
-    alg = cartesian_algebra([("scalar", 1), ("vector", 1)], dtype=torch.float64)
-    rot = torch.linalg.matrix_exp(0.3 * alg[1])
-    torch.testing.assert_close(rot[1:, 1:], torch.linalg.matrix_exp(0.3 * SO3_GENERATORS[1]))
-    with pytest.raises(ValueError, match=r"Expected 'layout' kinds to be 'scalar' or 'vector' \(got 'tensor'\)"):
-        cartesian_algebra([("tensor", 1)])
+def test_branch_algebra_is_the_direct_sum_of_the_cartesian_generators():
+    """[x, v, h] ↦ [Δh, Δx]: J_k on each vector block, 0 on the scalars (hidden_nf = 2)."""
+    a_in, a_out = EGNNBranch(2).net.algebra_in, EGNNBranch(2).net.algebra_out
+    j, zeros = cartesian_generators(3, dtype=torch.float32), torch.zeros(3, 2, 2)
+    for k in range(3):
+        torch.testing.assert_close(a_in[k], torch.block_diag(j[k], j[k], zeros[k]), rtol=0, atol=0)
+        torch.testing.assert_close(a_out[k], torch.block_diag(zeros[k], j[k]), rtol=0, atol=0)
 
 
 def test_mlp_branch_and_bad_arguments():

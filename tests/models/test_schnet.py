@@ -1,12 +1,12 @@
 import pytest
 import torch
-from e3nn import o3
 from torch_geometric.data import Batch
 from torch_geometric.nn.models import SchNet as PyGSchNet
 
 from constrained_eq.data.qm9 import synthetic_qm9
 from constrained_eq.homotopy import HomotopicLayer, homotopic_layers, project
 from constrained_eq.models.schnet import SchNet, SchNetBranch, radius_interaction_graph
+from constrained_eq.symmetry import E, assert_equivariant
 
 SMALL = dict(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=10, cutoff=5.0)
 count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -17,9 +17,15 @@ def _molecules(dtype=torch.float64):
     return batch.z, batch.pos.to(dtype), batch.batch
 
 
-def _invariance_error(model, rot, shift):
-    z, pos, batch = _molecules()
-    return (model(z, pos, batch) - model(z, pos @ rot.T + shift, batch)).abs().max().item()
+def _assert_e3_invariant(model, dtype, e3_action, atol=None, rotate=True):
+    """``assert_equivariant`` over E(3) of ``pos ↦ energies`` (invariant output) on 3 molecules (one sample)."""
+    z, pos, batch = _molecules(dtype)
+
+    def predict(positions):  # (B, atoms, 3) -> (B, 3, 1)
+        return torch.stack([model(z, p, batch) for p in positions])
+
+    return assert_equivariant(predict, E(3), pos[None], atol=atol, act_in=e3_action(True, rotate=rotate),
+                              act_out="trivial")
 
 
 def test_radius_graph_matches_brute_force():
@@ -55,21 +61,20 @@ def test_project_gives_vanilla_keys_and_gamma_zero_outputs():
 
 
 @pytest.mark.parametrize("relaxed", [False, True])
-def test_invariant_at_gamma_zero(relaxed):
-    model = SchNet(relaxed=relaxed, **SMALL).double()
+def test_invariant_at_gamma_zero(relaxed, dtype, e3_action):
+    model = SchNet(relaxed=relaxed, **SMALL).to(dtype)
     for layer in homotopic_layers(model):
         with torch.no_grad():
             layer.gamma.zero_()
-    rot, shift = o3.rand_matrix(dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    assert _invariance_error(model, rot, shift) < 1e-9
+    _assert_e3_invariant(model, dtype, e3_action)
 
 
-def test_branch_sees_raw_coordinates_so_gamma_one_breaks_invariance():
-    model = SchNet(**SMALL).double()
+def test_branch_sees_raw_coordinates_so_gamma_one_breaks_invariance(dtype, e3_action):
+    model = SchNet(**SMALL).to(dtype)
     assert all(isinstance(layer.neq, SchNetBranch) for layer in homotopic_layers(model))
-    eye, zero = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    assert _invariance_error(model, o3.rand_matrix(dtype=torch.float64), zero) > 1e-4
-    assert _invariance_error(model, eye, 3 * torch.ones(3, dtype=torch.float64)) > 1e-4
+    for rotate in (True, False):  # rotations and translations alone
+        with pytest.raises(AssertionError, match=r"not E\(3\)-equivariant"):
+            _assert_e3_invariant(model, dtype, e3_action, atol=1e-4, rotate=rotate)
 
 
 def test_bad_options_are_refused():

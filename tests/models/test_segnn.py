@@ -4,8 +4,8 @@ from e3nn import o3
 
 from constrained_eq.data.nbody import fully_connected_edges
 from constrained_eq.homotopy import HomotopicLayer, homotopic_layers
-from constrained_eq.models._reps import irreps_algebra
 from constrained_eq.models.segnn import SEGNN, SEGNNBranch, SEGNNProductBranch, balanced_irreps, nbody_segnn_inputs
+from constrained_eq.symmetry import E, IrrepsRep, assert_equivariant, cartesian_generators
 
 SMALL = dict(hidden_nf=8, n_layers=2)
 
@@ -21,11 +21,15 @@ def _predict(model, loc, vel, charges, edges, batch):
     return loc + model(*nbody_segnn_inputs(loc, vel, charges, edges, batch))
 
 
-def _equivariance_error(model, rot, shift):
-    loc, vel, charges, edges, batch = _graphs()
-    out = _predict(model, loc, vel, charges, edges, batch)
-    out_g = _predict(model, loc @ rot.T + shift, vel @ rot.T, charges, edges, batch)
-    return (out @ rot.T + shift - out_g).abs().max().item()
+def _assert_e3_equivariant(model, dtype, e3_action, atol=None, rotate=True):
+    """``assert_equivariant`` over E(3) (reflections too) of ``[loc, vel] ↦ loc'`` on 3 graphs of 5 nodes."""
+    loc, vel, charges, edges, batch = _graphs(dtype=dtype)
+
+    def predict(states):  # (B, 15, 2, 3) -> (B, 15, 3)
+        return torch.stack([_predict(model, s[:, 0], s[:, 1], charges, edges, batch) for s in states])
+
+    return assert_equivariant(predict, E(3), torch.stack([loc, vel], 1)[None], atol=atol,
+                              act_in=e3_action(True, False, rotate=rotate), act_out=e3_action(True, rotate=rotate))
 
 
 def _set_gammas(model, value):
@@ -83,36 +87,33 @@ def test_product_branch_is_a_dense_map_of_the_outer_product_with_a_kronecker_sum
 
 
 @pytest.mark.parametrize("placement", ["cr", "ace"])
-def test_relaxed_placements_break_rotation_only_through_gamma(placement):
-    model = SEGNN(**SMALL, placement=placement).double()
-    rot = o3.rand_matrix(dtype=torch.float64)
-    assert _equivariance_error(model, rot, torch.zeros(3, dtype=torch.float64)) > 1e-3
+def test_relaxed_placements_break_rotation_only_through_gamma(placement, dtype, e3_action):
+    model = SEGNN(**SMALL, placement=placement).to(dtype)
+    with pytest.raises(AssertionError, match=r"not E\(3\)-equivariant"):
+        _assert_e3_equivariant(model, dtype, e3_action, atol=1e-3)
     _set_gammas(model, 0.0)
-    assert _equivariance_error(model, rot, torch.randn(3, dtype=torch.float64)) < 1e-9
+    _assert_e3_equivariant(model, dtype, e3_action)
 
 
 @pytest.mark.parametrize("relaxed", [False, True])
-def test_equivariant_at_gamma_zero(relaxed):
-    model = SEGNN(**SMALL, relaxed=relaxed).double()
+def test_equivariant_at_gamma_zero(relaxed, dtype, e3_action):
+    model = SEGNN(**SMALL, relaxed=relaxed).to(dtype)
     _set_gammas(model, 0.0)
-    rot = o3.rand_matrix(dtype=torch.float64)
-    assert _equivariance_error(model, rot, torch.randn(3, dtype=torch.float64)) < 1e-9
-    # improper rotations too: positions and velocities are 1o vectors
-    assert _equivariance_error(model, -rot, torch.zeros(3, dtype=torch.float64)) < 1e-9
+    _assert_e3_equivariant(model, dtype, e3_action)  # E(3) samples are improper half of the time: 1o vectors
 
 
-def test_relaxed_model_breaks_rotation_but_not_translation():
-    model = SEGNN(**SMALL).double()
+def test_relaxed_model_breaks_rotation_but_not_translation(dtype, e3_action):
+    model = SEGNN(**SMALL).to(dtype)
     assert len(list(homotopic_layers(model))) == 4
     _set_gammas(model, 1.0)
-    eye = torch.eye(3, dtype=torch.float64)
-    assert _equivariance_error(model, o3.rand_matrix(dtype=torch.float64), torch.zeros(3, dtype=torch.float64)) > 1e-3
-    assert _equivariance_error(model, eye, 10 * torch.randn(3, dtype=torch.float64)) < 1e-9
+    with pytest.raises(AssertionError, match=r"not E\(3\)-equivariant"):
+        _assert_e3_equivariant(model, dtype, e3_action, atol=1e-3)
+    _assert_e3_equivariant(model, dtype, e3_action, rotate=False)
 
 
 def test_irreps_algebra_generates_e3nn_wigner_matrices():
     irreps = o3.Irreps("2x1o+1x0e+1x2e")
-    alg = irreps_algebra(irreps, dtype=torch.float64)
+    alg = IrrepsRep(irreps).lie_algebra(torch.float64)
     gens = alg[:, 0:3, 0:3]
     for k in range(3):
         rot = torch.linalg.matrix_exp(0.4 * gens[k])
@@ -124,7 +125,7 @@ def test_lie_derivative_of_an_e3nn_equivariant_linear_map_vanishes():
     irreps_in, irreps_out = o3.Irreps("2x0e+2x1o+1x2e"), o3.Irreps("1x0e+3x1o+2x2e")
     lin = o3.Linear(irreps_in, irreps_out).double()
     weight = lin(torch.eye(irreps_in.dim, dtype=torch.float64)).T
-    a_in, a_out = irreps_algebra(irreps_in, torch.float64), irreps_algebra(irreps_out, torch.float64)
+    a_in, a_out = IrrepsRep(irreps_in).lie_algebra(torch.float64), IrrepsRep(irreps_out).lie_algebra(torch.float64)
     assert (weight @ a_in - a_out @ weight).abs().max() < 1e-12
     branch = SEGNNBranch(irreps_in, irreps_out, init_std=1e-4)
     assert branch.net.weight.std() < 1e-3
@@ -163,8 +164,8 @@ def test_adam_steps_reduce_mse():
 
 
 def test_float64_generators_match_e3nn():
-    from constrained_eq.models._reps import SO3_GENERATORS, so3_generators64
-
-    torch.testing.assert_close(so3_generators64(1), SO3_GENERATORS, atol=1e-15, rtol=0)
+    torch.testing.assert_close(IrrepsRep("1o").lie_algebra(torch.float64), cartesian_generators(3, dtype=torch.float64),
+                               atol=1e-15, rtol=0)
     for deg in range(4):
-        torch.testing.assert_close(so3_generators64(deg).float(), o3.so3_generators(deg), atol=1e-5, rtol=0)
+        torch.testing.assert_close(IrrepsRep(f"1x{deg}e").lie_algebra(torch.float64).float(), o3.so3_generators(deg),
+                                   atol=1e-5, rtol=0)

@@ -1,39 +1,38 @@
 import pytest
 import torch
-from e3nn import o3
 
 from constrained_eq.data.modelnet import RandomPointDrop, SyntheticShapes
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, homotopic_layers, project
 from constrained_eq.models._vn import VNBranch, graph_feature
 from constrained_eq.models.vn_dgcnn import VNDGCNN
 from constrained_eq.models.vn_pointnet import VNPointNet
-from constrained_eq.symmetry.reps import VectorRep
+from constrained_eq.symmetry import SO, VectorRep, assert_equivariant
 
 MODELS = [VNPointNet, VNDGCNN]
 count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 
 
-def _invariance_error(model, points):
-    rot = o3.rand_matrix(dtype=points.dtype)
-    return (model(points) - model(points @ rot.T)).abs().max().item()
+def _assert_so3_invariant(model, points, atol=None):
+    return assert_equivariant(model, SO(3), points, act_in=VectorRep(1), act_out="trivial", atol=atol)
 
 
 @pytest.mark.parametrize("cls", MODELS)
-def test_invariant_at_gamma_zero_and_broken_at_gamma_one(cls):
-    model = cls(4).double()
-    points = torch.randn(2, 24, 3, dtype=torch.float64)
-    assert _invariance_error(model, points) > 1e-3
+def test_invariant_at_gamma_zero_and_broken_at_gamma_one(cls, dtype):
+    model = cls(4).to(dtype)
+    points = torch.randn(2, 24, 3, dtype=dtype)
+    with pytest.raises(AssertionError, match=r"not SO\(3\)-equivariant"):
+        _assert_so3_invariant(model, points, atol=1e-3)
     for layer in homotopic_layers(model):
         with torch.no_grad():
             layer.gamma.zero_()
-    assert _invariance_error(model, points) < 1e-9
+    _assert_so3_invariant(model, points)
 
 
 @pytest.mark.parametrize("cls", MODELS)
-def test_vanilla_model_is_invariant_in_float32(cls):
-    model = cls(4, relaxed=False)
+def test_vanilla_model_is_invariant(cls, dtype):
+    model = cls(4, relaxed=False).to(dtype)
     assert not list(homotopic_layers(model))
-    assert _invariance_error(model, torch.randn(2, 24, 3)) < 1e-5
+    _assert_so3_invariant(model, torch.randn(2, 24, 3, dtype=dtype))
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -78,8 +77,7 @@ def test_vn_branch_is_equivariant_iff_lie_derivative_vanishes():
         branch.net.linear.weight.copy_(torch.kron(torch.randn(3, 2), torch.eye(3)))
     a_in, a_out = branch.net.algebra_in, branch.net.algebra_out
     assert (branch.net.weight @ a_in - a_out @ branch.net.weight).abs().max() < 1e-6
-    x, rot = torch.randn(5, 2, 3), o3.rand_matrix()
-    torch.testing.assert_close(branch(x @ rot.T), branch(x) @ rot.T)
+    assert_equivariant(branch, SO(3), torch.randn(5, 2, 3), act_in=VectorRep(2), act_out=VectorRep(3))
 
 
 def test_graph_feature_shapes_and_bad_input():

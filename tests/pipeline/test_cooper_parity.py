@@ -77,7 +77,7 @@ class _CooperCMP(cooper.ConstrainedMinimizationProblem):
             coefficient = None
             if formulation is cooper.formulations.AugmentedLagrangian:
                 coefficient = cooper.penalty_coefficients.DensePenaltyCoefficient(init=torch.ones(rhs.numel()))
-            self._register_constraint(name, cooper.Constraint(
+            setattr(self, name, cooper.Constraint(  # Cooper registers a Constraint attribute as a constraint
                 kind, formulation, multiplier=cooper.multipliers.DenseMultiplier(num_constraints=rhs.numel()),
                 penalty_coefficient=coefficient))
 
@@ -86,7 +86,7 @@ class _CooperCMP(cooper.ConstrainedMinimizationProblem):
         observed = {}
         for name, lhs, rhs in (("ineq", self.rows[0], self.rows[1]), ("eq", self.rows[2], self.rows[3])):
             if lhs is not None:
-                observed[self._constraints[name]] = cooper.ConstraintState(violation=torch.matmul(lhs, model()) - rhs)
+                observed[getattr(self, name)] = cooper.ConstraintState(violation=torch.matmul(lhs, model()) - rhs)
         return cooper.CMPState(observed_constraints=observed)
 
     def compute_cmp_state(self, model):

@@ -10,14 +10,12 @@ import math
 
 import pytest
 import torch
+from e3nn import o3
 from torch_geometric.data import Batch, Data
 
-from constrained_eq.data._common import haar_rotation
 from constrained_eq.data.modelnet import RandomRotation
 from constrained_eq.data.nbody import NBodyDataset
-from constrained_eq.symmetry import SO, C, E, O
-from constrained_eq.symmetry.groups import _haar_rotations
-from constrained_eq.tasks.base import random_rotation
+from constrained_eq.symmetry import SO, C, E, O, random_rotation
 from constrained_eq.tasks.mocap import Mocap
 from constrained_eq.tasks.modelnet import ModelNet
 from constrained_eq.tasks.nbody import NBody
@@ -74,26 +72,37 @@ def test_the_statistics_reject_the_identity_and_a_fixed_axis():
         assert_haar_so3(about_z)
 
 
-def test_data_haar_rotation_batched_and_single():
-    assert_haar_so3(haar_rotation(torch.Generator().manual_seed(0), F64, batch=N))
+def test_random_rotation_batched_and_single():
+    assert_haar_so3(random_rotation(torch.Generator().manual_seed(0), F64, batch=N))
     generator = torch.Generator().manual_seed(1)
-    single = torch.stack([haar_rotation(generator, F64) for _ in range(N)])
+    single = torch.stack([random_rotation(generator, F64) for _ in range(N)])
     assert single.shape == (N, 3, 3)
     assert_haar_so3(single)
 
 
-def test_data_haar_rotation_float32_and_global_rng():
+def test_random_rotation_float32_and_global_rng():
     torch.manual_seed(2)
-    r = haar_rotation(dtype=torch.float32, batch=N)
+    r = random_rotation(dtype=torch.float32, batch=N)
     assert r.dtype == torch.float32
     assert_haar_so3(r)
+
+
+def test_random_rotation_is_e3nn_rand_matrix_on_the_generators_stream():
+    """With a generator: the draws of ``o3.rand_matrix`` after the same seed; the global RNG is untouched."""
+    generator = torch.Generator().manual_seed(11)
+    torch.manual_seed(12)
+    state = torch.random.get_rng_state()
+    first, second = random_rotation(generator, F64, batch=4), random_rotation(generator, F64)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(11)
+    assert torch.equal(first, o3.rand_matrix(4, dtype=F64))
+    assert torch.equal(second, o3.rand_matrix(dtype=F64))
 
 
 @pytest.mark.parametrize("seeded", [True, False], ids=["generator", "global-rng"])
 def test_group_haar_rotations(seeded):
     torch.manual_seed(3)
     generator = torch.Generator().manual_seed(3) if seeded else None
-    assert_haar_so3(_haar_rotations(N, generator, F64, None))
     assert_haar_so3(SO(3).sample(N, generator=generator, dtype=F64))
 
 
