@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from constrained_eq import tasks
-from constrained_eq.core import constraints
+from constrained_eq.core import target as target_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -68,7 +68,7 @@ def test_page_runs_as_written(page, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     before = set(sys.modules)
     monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))  # what a page registers stays with the page
-    monkeypatch.setattr(constraints, "_TARGETS", dict(constraints._TARGETS))
+    monkeypatch.setattr(target_registry, "_TARGETS", dict(target_registry._TARGETS))
     namespace: dict = {"__name__": "__main__"}
     try:
         for language, words, code, line in blocks(page):

@@ -40,10 +40,18 @@ class _FeatureBranch(nn.Module):
         return out.unflatten(-1, self.out_tail) if len(self.out_tail) > 1 else out
 
 
+def _declares_spec(module: nn.Module) -> bool:
+    """Whether the layer's type says how to relax it: ``relaxation_spec() -> (in tails, out tail, rep_in, rep_out)``.
+
+    A layer type of :mod:`constrained_eq.models` (e.g. ``VNLinear``) declares the shapes and representations of
+    its inputs and output this way, so that this module needs no import of the models.
+    """
+    return callable(getattr(type(module), "relaxation_spec", None))
+
+
 def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...], Any, Any, bool]:
     """(input tails, output tail, rep_in, rep_out, can_dry_run) for the layer types we know."""
-    from constrained_eq.models.vn_linear import VNLinear
-    from constrained_eq.symmetry.reps import IrrepsRep, VectorRep
+    from constrained_eq.symmetry.reps import IrrepsRep
 
     try:
         from e3nn import o3
@@ -56,9 +64,9 @@ def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...
         in1, in2, out = module.irreps_in1, module.irreps_in2, module.irreps_out
         rep_in = IrrepsRep(str(in1 + in2))
         return [(in1.dim,), (in2.dim,)], (out.dim,), rep_in, IrrepsRep(str(out)), True
-    if isinstance(module, VNLinear):
-        c_in, c_out = module.in_channels, module.out_channels
-        return [(c_in, 3)], (c_out, 3), VectorRep(c_in), VectorRep(c_out), True
+    if _declares_spec(module):  # e.g. VNLinear
+        in_tails, out_tail, rep_in, rep_out = module.relaxation_spec()
+        return [tuple(t) for t in in_tails], tuple(out_tail), rep_in, rep_out, True
     for name_in, name_out in (("in_features", "out_features"), ("in_channels", "out_channels")):
         f_in, f_out = getattr(module, name_in, None), getattr(module, name_out, None)
         if isinstance(f_in, int) and isinstance(f_out, int) and f_in > 0 and f_out > 0:
@@ -127,16 +135,14 @@ def _wrap(module: nn.Module, neq_factory: Callable | None, scale: str, gamma_ini
 
 def _resolve_layers(layers: Any) -> Callable[[nn.Module], bool]:
     if layers is None:
-        from constrained_eq.models.vn_linear import VNLinear
-
-        types: tuple[type, ...] = (VNLinear,)
+        types: tuple[type, ...] = ()
         try:
             from e3nn import o3
 
-            types = (*types, o3.Linear, o3.TensorProduct)
+            types = (o3.Linear, o3.TensorProduct)
         except ImportError:  # pragma: no cover - e3nn is optional
             pass
-        return lambda m: isinstance(m, types)
+        return lambda m: isinstance(m, types) or _declares_spec(m)
     if isinstance(layers, type):
         layers = [layers]
     if isinstance(layers, list | tuple):
@@ -172,7 +178,7 @@ def relax(
     ``neq_factory(module)``, or by default a bias-free :class:`LinearBranch` :math:`W z` on the
     flattened features of the layer's tensor inputs (concatenated for tensor products; further
     arguments such as ``edge_index`` are not seen by it). For e3nn and Vector-Neuron layers the
-    branch also carries ``rep_in``/``rep_out``, so :func:`~constrained_eq.symmetry.LieDerivative`
+    branch also carries ``rep_in``/``rep_out``, so :func:`~constrained_eq.homotopy.LieDerivative`
     can act on it. Where the input shapes are known (e3nn, VNLinear, ``nn.Linear``) f_neq is
     dry-run once on zeros and must return f_eq's shape and dtype; otherwise this is checked on the
     first forward.
@@ -180,8 +186,9 @@ def relax(
     Args:
         model (nn.Module): The equivariant model; changed in place unless ``inplace=False``.
         layers (None, list of types or callable, optional): Which modules to wrap: ``None`` for the
-            known equivariant layers (e3nn ``o3.Linear``/``o3.TensorProduct``, ``VNLinear``), a list
-            of module types, or a filter ``layers(module) -> bool``. Matches are not searched inside.
+            known equivariant layers (e3nn ``o3.Linear``/``o3.TensorProduct``, and layer types with a
+            ``relaxation_spec()`` method such as ``VNLinear``), a list of module types, or a filter
+            ``layers(module) -> bool``. Matches are not searched inside.
         neq_factory (callable, optional): ``neq_factory(module) -> nn.Module`` taking the layer's
             inputs and returning the same structure as the layer (needed for tuple in/out layers).
         scale (str, optional): ``"none"``, ``"spectral"`` (spectral norm of every ``nn.Linear`` in

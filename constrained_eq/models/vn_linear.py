@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from constrained_eq.symmetry.reps import VectorRep
+
 __all__ = ["VNLinear"]
 
 
@@ -42,6 +44,11 @@ class VNLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("oi,...id->...od", self.weight, x)
+
+    def relaxation_spec(self) -> tuple[list[tuple[int, ...]], tuple[int, ...], VectorRep, VectorRep]:
+        """How :func:`constrained_eq.relax` builds f_neq here: input tails, output tail, ρ_in, ρ_out."""
+        c_in, c_out = self.in_channels, self.out_channels
+        return [(c_in, 3)], (c_out, 3), VectorRep(c_in), VectorRep(c_out)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}"

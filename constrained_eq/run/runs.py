@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,41 +34,11 @@ from typing import Any
 
 import torch
 
+from constrained_eq.core.atomic_io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
            "read_json", "CsvStream", "read_csv", "run_name", "run_folder", "RunLock", "RunFolderError", "MARKER",
            "is_run_folder", "mark_run_folder", "clear_run_folder", "save_checkpoint", "restore_checkpoint"]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and move it into place with :func:`os.replace`.
-
-    A reader never sees a partial file, and an interrupted write leaves the old file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically, see :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` atomically (temporary file + :func:`os.replace`)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
