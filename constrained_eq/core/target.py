@@ -181,9 +181,8 @@ def as_target(target: Any, field_name: str = "target") -> Target:
     )
 
 
-
 def load_target(path: str) -> Any:
-    """Import a constraint target: a :class:`~constrained_eq.core.constraints.Target` or ``fn(model, batch, output)``.
+    """Import a constraint target: a :class:`Target` or a function ``fn(model, batch, output)``.
 
     A function becomes ``Target(fn, name=<attribute>)``, which reads the batch (the solver evaluates it on
     an example batch to learn its size ``L``).

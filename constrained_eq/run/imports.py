@@ -45,6 +45,7 @@ __all__ = [
     "quote_import_paths",
 ]
 
+
 def load_model_factory(path: str, options: Mapping[str, Any]) -> Callable[..., Any]:
     """Import a model factory (a function or an ``nn.Module`` class) and check it takes ``options``.
 

@@ -1,4 +1,4 @@
-"""The run folder: atomic writes, per-epoch/per-step CSV streams and ``metrics.json``.
+"""The run folder: its marker and lock, per-epoch/per-step CSV streams, ``metrics.json``, loading checkpoints.
 
 A run folder holds::
 
@@ -14,6 +14,9 @@ A run folder holds::
         best.pt           model state_dict of the best epoch (atomic)
         metrics.json      best/final metrics (and test metrics from ``ceq``)
         plots/*.png       written by :mod:`constrained_eq.run.plots`
+
+The checkpoint files are written and verified by :mod:`constrained_eq.run.checkpointing`; the atomic
+writes are :mod:`constrained_eq.core.atomic_io`'s (re-exported here).
 """
 
 from __future__ import annotations
