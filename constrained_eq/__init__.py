@@ -4,7 +4,7 @@ Write a training problem as data (an objective and constraints), pick how to sol
 and let one Lagrangian engine run the primal–dual loop.
 """
 
-from constrained_eq import symmetry
+from constrained_eq import homotopy, symmetry
 from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
 from constrained_eq.core.dual_optimizers import NuPI
 from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
@@ -14,6 +14,7 @@ from constrained_eq.core.strategies import Strategy, register_strategy
 from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
 from constrained_eq.homotopy import (
     HomotopicLayer,
+    LieDerivative,
     LinearBranch,
     branch_contributions,
     gammas,
@@ -25,8 +26,16 @@ from constrained_eq.homotopy import (
 )
 from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
 from constrained_eq.run.train import FitResult, fit
-from constrained_eq.symmetry import LieDerivative, register_group
+from constrained_eq.symmetry import register_group
 from constrained_eq.tasks import Task, register_task
+
+# The names that moved from ``symmetry`` to ``homotopy`` (they need relaxed models, and symmetry sits below
+# homotopy) stay reachable as ``ceq.symmetry.<name>``: attached here, at the top, so that no lower module
+# imports upwards.
+for _name in ("LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer", "projection_error",
+              "branch_contributions"):
+    setattr(symmetry, _name, getattr(homotopy, _name))
+del _name
 
 __version__ = "0.1.0"
 

@@ -226,14 +226,14 @@ def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
 def test_dual_growth_warns(tmp_path):
     loaders, solver = _solver()
     with pytest.warns(RuntimeWarning, match="grew from"):
-        import constrained_eq.run.train as train_module
+        import constrained_eq.run.monitoring as monitoring
 
-        original = train_module.DIVERGENCE_GROWTH
-        train_module.DIVERGENCE_GROWTH = 1e-9
+        original = monitoring.DIVERGENCE_GROWTH
+        monitoring.DIVERGENCE_GROWTH = 1e-9
         try:
             fit(solver, loaders.train, None, epochs=2, progress=False, plot=False, log_every=1)
         finally:
-            train_module.DIVERGENCE_GROWTH = original
+            monitoring.DIVERGENCE_GROWTH = original
 
 
 def test_cli_reports_a_fault_with_exit_status_1(tmp_path, monkeypatch, capsys):

@@ -130,7 +130,8 @@ def test_relaxed_means_significant_against_the_objective():
 
 def test_the_progress_bar_names_constraints_and_keeps_gamma_for_homotopy_ones():
     from constrained_eq.core.testing import VectorModel
-    from constrained_eq.run.train import _magnitudes, _postfix
+    from constrained_eq.run.monitoring import magnitudes as _magnitudes
+    from constrained_eq.run.monitoring import postfix as _postfix
 
     model = VectorModel(2, torch.tensor([0.3, -0.2]))
     rate = ceq.Inequality(ceq.Target(lambda m: m.x, "rate"), bound=0.1, name="parity")

@@ -1,22 +1,20 @@
 """Building the optimizers of a :class:`~constrained_eq.core.engine.Solver` and Cooper's update scheme.
 
 Three parameter groups, three optimizers: θ (yours), the constrained variables γ and slacks u
-(plain SGD by default), and the multipliers λ (SGD ascent by default).
+(plain SGD by default), and the multipliers λ (SGD ascent by default). Everything here takes plain
+arguments (the model, γ, u, the Cooper problem, the scheme's name); nothing reads the Solver.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cooper
 import torch
 
 from constrained_eq.core.dual_optimizers import NuPI, resolve_dual_optimizer
-
-if TYPE_CHECKING:
-    from constrained_eq.core.engine import Solver
 
 __all__ = ["SCHEMES", "NAMED", "build", "extrapolating", "grouped_optimizers", "roll_kwargs"]
 
@@ -130,7 +128,7 @@ def _check_instance_extrapolates(optimizer: torch.optim.Optimizer, where: str) -
         )
 
 
-def _primal_list(solver: Solver, optimizers: list[Any], removed: set[int]) -> list[torch.optim.Optimizer]:
+def _primal_list(optimizers: list[Any], removed: set[int], scheme: str) -> list[torch.optim.Optimizer]:
     """Several primal optimizers, e.g. SGD on one block of θ and Adam on another (as Cooper allows)."""
     out, owner = [], {}
     for index, optimizer in enumerate(optimizers):
@@ -144,7 +142,7 @@ def _primal_list(solver: Solver, optimizers: list[Any], removed: set[int]) -> li
                                      f"'primal_optimizer[{owner[id(parameter)]}]' and 'primal_optimizer[{index}]'; "
                                      "give each parameter to one optimizer")
                 owner[id(parameter)] = index
-        if solver.scheme == "extrapolation":
+        if scheme == "extrapolation":
             _check_instance_extrapolates(optimizer, f"'primal_optimizer[{index}]'")
         _remove_parameters(optimizer, removed)
         if optimizer.param_groups:
@@ -152,13 +150,13 @@ def _primal_list(solver: Solver, optimizers: list[Any], removed: set[int]) -> li
     return out
 
 
-def _primal(solver: Solver, primal_optimizer: Any, keep_variables: bool,
-            primal_lr: float | None) -> list[torch.optim.Optimizer]:
-    removed = set() if keep_variables else {id(v) for v in solver.variables}
-    params = [p for p in solver.model.parameters() if id(p) not in removed]
-    extrapolation = solver.scheme == "extrapolation"
+def _primal(model: torch.nn.Module, variables: list[torch.nn.Parameter], scheme: str, primal_optimizer: Any,
+            keep_variables: bool, primal_lr: float | None) -> list[torch.optim.Optimizer]:
+    removed = set() if keep_variables else {id(v) for v in variables}
+    params = [p for p in model.parameters() if id(p) not in removed]
+    extrapolation = scheme == "extrapolation"
     if isinstance(primal_optimizer, list | tuple):
-        return _primal_list(solver, list(primal_optimizer), removed)
+        return _primal_list(list(primal_optimizer), removed, scheme)
     if not params and not _is_optimizer(primal_optimizer):
         return []
     if primal_optimizer is None:
@@ -223,22 +221,24 @@ def grouped_optimizers(section: dict[str, Any], model: torch.nn.Module, scheme: 
     return optimizers
 
 
-def _variables(solver: Solver, variable_optimizer: Any, variable_lr: float | None,
+def _variables(variables: list[torch.nn.Parameter], slacks: list[torch.nn.Parameter], scheme: str, frozen: bool,
+               variable_optimizer: Any, variable_lr: float | None,
                primal_lr: float | None) -> torch.optim.Optimizer | None:
-    trained = [] if variable_optimizer == "primal" or solver.formulation.expects_schedule else solver.variables
-    params = [*trained, *solver.slacks.values()]
+    """The optimizer of γ (unless ``frozen`` or kept in the primal optimizer) and the slacks u."""
+    trained = [] if variable_optimizer == "primal" or frozen else variables
+    params = [*trained, *slacks]
     if not params:
         return None
     if callable(variable_optimizer) and not isinstance(variable_optimizer, str):
         optimizer = variable_optimizer(params)
-        return extrapolating(optimizer, "variable optimizer") if solver.scheme == "extrapolation" else optimizer
+        return extrapolating(optimizer, "variable optimizer") if scheme == "extrapolation" else optimizer
     lr = variable_lr if variable_lr is not None else primal_lr
     if lr is None:
         raise ValueError("Solver: the model has no primal parameters besides the constrained variables; "
                          "pass variable_lr=... (the step size of γ and u)")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or lr == float("inf"):
         raise ValueError(f"Solver: expected 'variable_lr' to be a finite number > 0 (got {lr!r})")
-    cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
+    cls = cooper.optim.ExtraSGD if scheme == "extrapolation" else torch.optim.SGD
     return cls(params, lr=float(lr))
 
 
@@ -252,19 +252,20 @@ def check_dual_maximize(optimizer: torch.optim.Optimizer) -> None:
             )
 
 
-def _dual(solver: Solver, dual_optimizer: Any, eta_p: float | None = None) -> torch.optim.Optimizer | None:
-    params = list(solver.cmp.dual_parameters())
+def _dual(params: list[torch.nn.Parameter], scheme: str, dual_lr: float, dual_optimizer: Any,
+          eta_p: float | None = None) -> torch.optim.Optimizer | None:
+    """The optimizer of the multipliers λ (``None`` when there are none)."""
     if not params:
         return None
     named = resolve_dual_optimizer(dual_optimizer) if isinstance(dual_optimizer, str | NuPI) else None
-    if named is not None and solver.scheme == "extrapolation":
+    if named is not None and scheme == "extrapolation":
         raise ValueError("Solver: dual_optimizer='nupi' has no extrapolation step; use the 'simultaneous' or an "
                          "alternating constrained_optimizer")
     if named is not None:
-        optimizer = named(params, solver.dual_lr, eta_p)
+        optimizer = named(params, dual_lr, eta_p)
     elif dual_optimizer in (None, "sgd"):
-        cls = cooper.optim.ExtraSGD if solver.scheme == "extrapolation" else torch.optim.SGD
-        optimizer = cls(params, lr=solver.dual_lr, maximize=True)
+        cls = cooper.optim.ExtraSGD if scheme == "extrapolation" else torch.optim.SGD
+        optimizer = cls(params, lr=dual_lr, maximize=True)
     elif _is_optimizer(dual_optimizer):
         raise TypeError(
             "Solver: the multipliers are created by the Solver, so 'dual_optimizer' must be a factory "
@@ -272,7 +273,7 @@ def _dual(solver: Solver, dual_optimizer: Any, eta_p: float | None = None) -> to
         )
     elif callable(dual_optimizer):
         optimizer = dual_optimizer(params)
-        if solver.scheme == "extrapolation":
+        if scheme == "extrapolation":
             optimizer = extrapolating(optimizer, "dual optimizer")
     else:
         raise TypeError(f"Solver: expected 'dual_optimizer' to be a factory params -> Optimizer "
@@ -281,31 +282,59 @@ def _dual(solver: Solver, dual_optimizer: Any, eta_p: float | None = None) -> to
     return optimizer
 
 
-def build(solver: Solver, primal_optimizer: Any, dual_optimizer: Any, variable_optimizer: Any,
-          variable_lr: float | None, primal_lr: float | None = None) -> cooper.optim.CooperOptimizer:
-    """Build the primal, variable and dual optimizers and wrap them in Cooper's scheme."""
+def build(cmp: cooper.ConstrainedMinimizationProblem, model: torch.nn.Module,
+          variables: list[torch.nn.Parameter], slacks: list[torch.nn.Parameter], *, scheme: str, dual_lr: float,
+          freeze_variables: bool, before_primal_step: Callable[[], None], primal_optimizer: Any,
+          dual_optimizer: Any, variable_optimizer: Any, variable_lr: float | None,
+          primal_lr: float | None = None) -> tuple[cooper.optim.CooperOptimizer, torch.optim.Optimizer | None]:
+    """Build the primal, variable and dual optimizers and wrap them in Cooper's ``scheme``.
+
+    Args:
+        cmp: The Cooper problem (its multipliers are the dual parameters).
+        model: The model; its parameters but ``variables`` are θ.
+        variables: The constrained variables γ.
+        slacks: The slacks u.
+        scheme: A key of :data:`SCHEMES`.
+        dual_lr: η_d of the default (SGD) dual optimizer.
+        freeze_variables: γ is set from outside (the ``schedule`` formulation) and gets no optimizer.
+        before_primal_step: Called between backward and every primal step.
+        primal_optimizer: As given to the :class:`~constrained_eq.core.engine.Solver` (so are the next four).
+        dual_optimizer: The dual optimizer's name, NuPI or factory.
+        variable_optimizer: ``"sgd"``, ``"primal"`` or a factory.
+        variable_lr: η_p of the SGD on γ and u.
+        primal_lr: Learning rate of a primal optimizer given by name.
+
+    Returns:
+        Cooper's optimizer and the optimizer of γ and u (``None`` when there is none).
+    """
     if not (variable_optimizer in ("sgd", "primal") or callable(variable_optimizer)):
         raise ValueError(
             f"Solver: expected 'variable_optimizer' to be 'sgd', 'primal' or a factory params -> Optimizer "
             f"(got {variable_optimizer!r})"
         )
-    given = [primal_optimizer] if _is_optimizer(primal_optimizer) else primal_optimizer
-    given_lr = given[0].param_groups[0]["lr"] if isinstance(given, list | tuple) and given and \
-        _is_optimizer(given[0]) and given[0].param_groups else primal_lr
-    primal = _primal(solver, primal_optimizer, variable_optimizer == "primal", primal_lr)
+    given_lr = _given_lr(primal_optimizer, primal_lr)  # read before the γ are removed from given optimizers
+    primal = _primal(model, variables, scheme, primal_optimizer, variable_optimizer == "primal", primal_lr)
     first_lr = primal[0].param_groups[0]["lr"] if primal else given_lr
-    variables = _variables(solver, variable_optimizer, variable_lr, first_lr)
-    solver.variable_optimizer = variables  # the optimizer of γ and u (None when there is none)
-    primal_optimizers = [*primal, *([variables] if variables is not None else [])]
+    variable_opt = _variables(variables, slacks, scheme, freeze_variables, variable_optimizer, variable_lr, first_lr)
+    primal_optimizers = [*primal, *([variable_opt] if variable_opt is not None else [])]
     if not primal_optimizers:
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")
-    plain = variables is not None and type(variables) is torch.optim.SGD and solver.variables
-    dual = _dual(solver, dual_optimizer, variables.param_groups[0]["lr"] if plain else None)
+    plain = variable_opt is not None and type(variable_opt) is torch.optim.SGD and variables
+    eta_p = variable_opt.param_groups[0]["lr"] if plain else None
+    dual = _dual(list(cmp.dual_parameters()), scheme, dual_lr, dual_optimizer, eta_p)
     if dual is None:
         cls = _hooked(cooper.optim.UnconstrainedOptimizer)
-        return cls(solver.cmp, primal_optimizers, before_primal_step=solver.before_primal_step_)
-    cls = _hooked(SCHEMES[solver.scheme])
-    return cls(solver.cmp, primal_optimizers, dual, before_primal_step=solver.before_primal_step_)
+        return cls(cmp, primal_optimizers, before_primal_step=before_primal_step), variable_opt
+    cls = _hooked(SCHEMES[scheme])
+    return cls(cmp, primal_optimizers, dual, before_primal_step=before_primal_step), variable_opt
+
+
+def _given_lr(primal_optimizer: Any, primal_lr: float | None) -> float | None:
+    """The first learning rate of given primal optimizer instances, else ``primal_lr``."""
+    given = [primal_optimizer] if _is_optimizer(primal_optimizer) else primal_optimizer
+    if isinstance(given, list | tuple) and given and _is_optimizer(given[0]) and given[0].param_groups:
+        return given[0].param_groups[0]["lr"]
+    return primal_lr
 
 
 def roll_kwargs(optimizer: cooper.optim.CooperOptimizer, model: torch.nn.Module, batch: Any) -> dict[str, Any]:

@@ -23,14 +23,13 @@ from cooper.utils import ConstraintType
 
 from constrained_eq.core import _optim
 from constrained_eq.core._cmp import NonFiniteError, ProblemCMP, StepValues
-from constrained_eq.core._loaders import first_batch, is_loader
-from constrained_eq.core._rng import get_rng_state, set_rng_state
-from constrained_eq.core.distributed import all_reduce_mean_, is_distributed, unwrap
+from constrained_eq.core.distributed import all_reduce_mean_, is_distributed
 from constrained_eq.core.feasibility import FeasibilityMonitor, Verdict
 from constrained_eq.core.formulations import Formulation, resolve_formulation
 from constrained_eq.core.formulations.base import ConstraintPlan
 from constrained_eq.core.problem import ConstrainedProblem
-from constrained_eq.core.structure import describe, differences
+from constrained_eq.core.solver_state import load_solver_state, solver_state_dict
+from constrained_eq.core.target_sizes import constraint_sizes
 
 __all__ = ["Solver", "StepRecord", "NonFiniteError"]
 
@@ -63,6 +62,13 @@ def _check_dual_lr(dual_lr: Any) -> float:
     if isinstance(dual_lr, bool) or not isinstance(dual_lr, int | float) or not math.isfinite(dual_lr) or dual_lr <= 0:
         raise ValueError(f"Solver: expected 'dual_lr' to be a finite number > 0 (got {dual_lr!r})")
     return float(dual_lr)
+
+
+def _check_types(problem: Any, model: Any) -> None:
+    if not isinstance(problem, ConstrainedProblem):
+        raise TypeError(f"Solver: expected 'problem' to be a ConstrainedProblem (got {type(problem).__name__})")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
 
 
 def _check_choice(value: Any, field_name: str, choices: tuple[str, ...]) -> str:
@@ -131,13 +137,28 @@ class Solver:
         on_nonfinite: str = "raise",
         **formulation_options: Any,
     ) -> None:
-        if not isinstance(problem, ConstrainedProblem):
-            raise TypeError(f"Solver: expected 'problem' to be a ConstrainedProblem (got {type(problem).__name__})")
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
+        _check_types(problem, model)
         self.problem = problem
         self.model = model
         self.formulation = resolve_formulation(formulation, **formulation_options)
+        self._check_settings(dual_lr, constrained_optimizer, on_nonfinite, dual_every, check_finite)
+        self.step_count = 0
+        self.epoch = 0
+        self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
+        self._build_constraints(example_batch)
+        self.variables = self._constrained_variables()
+        self.formulation.attach_variables(self.variables, model)  # e.g. the schedule freezes γ here
+        self.optimizer, self.variable_optimizer = _optim.build(
+            self.cmp, model, self.variables, list(self.slacks.values()), scheme=self.scheme, dual_lr=self.dual_lr,
+            freeze_variables=self.formulation.expects_schedule, before_primal_step=self.before_primal_step_,
+            primal_optimizer=primal_optimizer, dual_optimizer=dual_optimizer, variable_optimizer=variable_optimizer,
+            variable_lr=variable_lr, primal_lr=primal_lr)
+        self.penalty_updater = self.formulation.penalty_coefficient_updater()
+        self.monitor = self._feasibility_monitor(dual_optimizer is None)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _check_settings(self, dual_lr: Any, constrained_optimizer: Any, on_nonfinite: Any, dual_every: Any,
+                        check_finite: Any) -> None:
         self.dual_lr = _check_dual_lr(dual_lr)
         self.scheme = _check_choice(constrained_optimizer, "constrained_optimizer", tuple(_optim.SCHEMES))
         self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
@@ -145,13 +166,12 @@ class Solver:
             raise ValueError(f"Solver: expected 'dual_every' to be an integer ≥ 1 (got {dual_every!r})")
         self.dual_every = dual_every
         self.check_finite = bool(check_finite)
-        self.step_count = 0
-        self.epoch = 0
 
-        self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
-        sizes = self._constraint_sizes(example_batch)
-        self.constraint_sizes = sizes
+    def _build_constraints(self, example_batch: Any) -> None:
+        """Size every constraint (dry run), create the slacks u and Cooper's constraints, and the CMP."""
         device, dtype = self._device_and_dtype()
+        sizes, target_sizes = constraint_sizes(self.problem, self.model, self.plans, example_batch, dtype)
+        self.constraint_sizes = sizes
         self.slacks: dict[str, torch.nn.Parameter] = {  # keyed by the constraint names (free text)
             p.key: torch.nn.Parameter(torch.full((sizes[p.key],), p.slack_init, device=device, dtype=dtype))
             for p in self.plans
@@ -160,18 +180,11 @@ class Solver:
         cooper_constraints = {
             p.key: self.formulation.build(p, sizes[p.key], device, dtype) for p in self.plans if p.mode == "lagrangian"
         }
-        bound = {p.key: p.constraint.target.variables(model) for p in self.plans
+        bound = {p.key: p.constraint.target.variables(self.model) for p in self.plans
                  if p.constraint.target.from_variables is not None}
-        self.cmp = ProblemCMP(problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound,
-                              target_sizes=self._target_sizes)
-        self.variables = self._constrained_variables()
-        self.formulation.attach_variables(self.variables, model)  # e.g. the schedule freezes γ here
-        self.optimizer = _optim.build(self, primal_optimizer, dual_optimizer, variable_optimizer, variable_lr,
-                                      primal_lr)
-        self.penalty_updater = self.formulation.penalty_coefficient_updater()
-        self.monitor = self._feasibility_monitor(dual_optimizer is None)
+        self.cmp = ProblemCMP(self.problem, self.plans, cooper_constraints, self.slacks, self.check_finite, bound,
+                              target_sizes=target_sizes)
 
-    # ------------------------------------------------------------------ construction helpers
     def _feasibility_monitor(self, plain_sgd_dual: bool) -> FeasibilityMonitor:
         plans = [p for p in self.plans if p.mode == "lagrangian"]
         keys = {p.key: p.constraint_type == ConstraintType.EQUALITY for p in plans}
@@ -184,46 +197,6 @@ class Solver:
             if parameter.is_floating_point():
                 return parameter.device, parameter.dtype
         return torch.device("cpu"), torch.get_default_dtype()
-
-    def _constraint_sizes(self, example_batch: Any) -> dict[str, int]:
-        """Evaluate each target once (dry run) to learn L and check shape and dtype."""
-        for plan in self.plans:
-            if plan.constraint.target.prepare is not None:
-                plan.constraint.target.prepare(self.model)
-        output = None
-        self._target_sizes: dict[str, int] = {}
-        if is_loader(example_batch):
-            example_batch = first_batch(example_batch)  # the loader's shuffle order is left as it was
-        if any(p.constraint.target.needs_batch for p in self.plans):
-            if example_batch is None:
-                names = [p.key for p in self.plans if p.constraint.target.needs_batch]
-                raise ValueError(
-                    f"Solver: constraints {names} have targets that read the batch or the output (declare "
-                    "Target(..., reads='parameters') for one that reads the model alone); pass "
-                    "example_batch=<a batch or the train loader> so their sizes are known before training"
-                )
-            with torch.no_grad():
-                output = self.problem.objective.forward(self.model, example_batch)
-        sizes = {}
-        for plan in self.plans:
-            target = plan.constraint.target
-            with torch.no_grad():
-                values = target(self.model, example_batch, output) if target.needs_batch else target(self.model)
-            if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.dim() > 1:
-                got = (f"shape {tuple(values.shape)}, dtype {values.dtype}" if isinstance(values, torch.Tensor)
-                       else type(values).__name__)
-                raise ValueError(
-                    f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return a 1-D "
-                    f"floating tensor of shape (L,) (got {got})"
-                )
-            plan.constraint.check_size(values.numel())
-            _check_target_fits(self, plan, values, example_batch)
-            with torch.no_grad():  # L, or 2L for a two-sided bound
-                size = plan.base(values.reshape(-1)).numel() if plan.base is not None else values.numel()
-            sizes[plan.key] = max(size, 1)
-            self._target_sizes[plan.key] = max(values.numel(), 1)
-        _check_scalar_objective(self, example_batch, output)
-        return sizes
 
     def _constrained_variables(self) -> list[torch.nn.Parameter]:
         variables: dict[int, torch.nn.Parameter] = {}
@@ -370,19 +343,9 @@ class Solver:
         """Model, multipliers, slacks, every optimizer, step/epoch counters and RNG states.
 
         The model's weights are those of the bare module (no ``module.`` prefix under DDP), so a checkpoint
-        taken on N processes loads on one and back.
+        taken on N processes loads on one and back (see :mod:`constrained_eq.core.solver_state`).
         """
-        return {
-            "structure": describe(self),
-            "model": unwrap(self.model).state_dict(),
-            "cmp": self.cmp.state_dict(),
-            "slacks": {k: u.detach().clone() for k, u in self.slacks.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step_count,
-            "epoch": self.epoch,
-            "rng": get_rng_state(),
-            "feasibility": self.monitor.state_dict(),
-        }
+        return solver_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; refuses one taken from another problem structure or formulation.
@@ -391,60 +354,8 @@ class Solver:
         the formulation and its options) must match; reprs of callables (the loss function's name) do not
         matter.
         """
-        if "structure" not in state:
-            raise ValueError("Solver.load_state_dict: the checkpoint holds no problem structure (it was written "
-                             "by an older version); start the run again")
-        changes = differences(state["structure"], describe(self))
-        if changes:
-            raise ValueError("Solver.load_state_dict: the checkpoint was taken from another problem: "
-                             + "; ".join(changes))
-        unwrap(self.model).load_state_dict(state["model"])
-        self.cmp.load_state_dict(state["cmp"])
-        with torch.no_grad():
-            for key, value in state["slacks"].items():
-                self.slacks[key].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step_count = int(state["step"])
-        self.epoch = int(state["epoch"])
-        set_rng_state(state["rng"])
-        if "feasibility" in state:
-            self.monitor.load_state_dict(state["feasibility"])
+        load_solver_state(self, state)
 
     def __repr__(self) -> str:
         return (f"Solver(problem={self.problem!r}, formulation={self.formulation!r}, "
                 f"constrained_optimizer={self.scheme!r}, dual_lr={self.dual_lr})")
-
-
-def _check_target_fits(solver: Solver, plan: ConstraintPlan, values: torch.Tensor, example_batch: Any) -> None:
-    """Refuse a target whose dtype differs from the model's, or (enforced by a multiplier) that no parameter moves.
-
-    A multiplier on a value with no gradient path to any parameter grows without any effect on it.
-    """
-    target = plan.constraint.target
-    _, dtype = solver._device_and_dtype()
-    if values.dtype != dtype:
-        raise ValueError(f"Solver: expected the target {target.name!r} of constraint {plan.key!r} to return dtype "
-                         f"{dtype} like the model's parameters (got {values.dtype}); cast it with .to({dtype})")
-    if plan.mode != "lagrangian" or target.variables is not None:
-        return
-    with torch.enable_grad():
-        output = solver.problem.objective.forward(solver.model, example_batch) if target.needs_batch else None
-        moving = target(solver.model, example_batch, output).requires_grad
-    if not moving:
-        raise ValueError(f"Solver: the target {target.name!r} of constraint {plan.key!r} has no gradient path to "
-                         "any parameter (its value does not require grad): its multiplier would grow with no effect. "
-                         "Compute it from the model's parameters or outputs, without .detach() or torch.no_grad()")
-
-
-def _check_scalar_objective(solver: Solver, example_batch: Any, output: Any) -> None:
-    """Refuse an objective that does not return a scalar on the example batch (when one is given)."""
-    if example_batch is None:
-        return
-    with torch.no_grad():
-        if output is None:
-            output = solver.problem.objective.forward(solver.model, example_batch)
-        loss = solver.problem.objective(output, example_batch)
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(f"Solver: expected the objective to return a scalar (a 0-d tensor) (got {got}); reduce "
-                         "it over the batch, e.g. with .mean()")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_eq.run.runs import atomic_torch_save  # the one atomic save, re-exported for the loaders
+from constrained_eq.core.atomic_io import atomic_torch_save  # the one atomic save, re-exported for the loaders
 
 __all__ = ["require_files", "atomic_torch_save", "random_split_indices"]
 

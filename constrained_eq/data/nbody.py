@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from constrained_eq.run.runs import atomic_write_bytes
+from constrained_eq.core.atomic_io import atomic_write_bytes
 
 __all__ = ["NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody"]
 

@@ -105,6 +105,15 @@ class _FeatureBranch(nn.Module):
         return out.unflatten(-1, self.out_tail) if len(self.out_tail) > 1 else out
 
 
+def _declares_spec(module: nn.Module) -> bool:
+    """Whether the layer's type says how to relax it: ``relaxation_spec() -> (in tails, out tail, rep_in, rep_out)``.
+
+    A layer type of :mod:`constrained_eq.models` (e.g. ``VNLinear``) declares the shapes and representations of
+    its inputs and output this way, so that this module needs no import of the models.
+    """
+    return callable(getattr(type(module), "relaxation_spec", None))
+
+
 def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...], Any, Any, bool]:
     """(input tails, output tail, rep_in, rep_out, can_dry_run): a registered layer's, or read off its sizes."""
     for layer_type, feature_spec in _resolved():
@@ -217,7 +226,7 @@ def relax(
     ``neq_factory(module)``, or by default a bias-free :class:`LinearBranch` :math:`W z` on the
     flattened features of the layer's tensor inputs (concatenated for tensor products; further
     arguments such as ``edge_index`` are not seen by it). For e3nn and Vector-Neuron layers the
-    branch also carries ``rep_in``/``rep_out``, so :func:`~constrained_eq.symmetry.LieDerivative`
+    branch also carries ``rep_in``/``rep_out``, so :func:`~constrained_eq.homotopy.LieDerivative`
     can act on it. Where the input shapes are known (e3nn, VNLinear, ``nn.Linear``) f_neq is
     dry-run once on zeros and must return f_eq's shape and dtype; otherwise this is checked on the
     first forward.

@@ -128,7 +128,7 @@ def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -
 
 def _lie_derivative(item: Any, spec: Mapping[str, Any], line: int | None) -> Any:
     """Build a ``LieDerivative`` entry; its fixed-weight penalty form is CR's, used by ``cr``/``custom`` only."""
-    from constrained_eq.symmetry import LieDerivative
+    from constrained_eq.homotopy import LieDerivative
 
     if isinstance(item, dict):
         kwargs = {k: v for k, v in item.items() if k != "kind"}

@@ -41,7 +41,7 @@ def parse_value(text: str, origin: str) -> Any:
     """
     import yaml
 
-    from constrained_eq.run.problem_file import _Loader, _plain
+    from constrained_eq.run.problem_yaml import _Loader, _plain
 
     try:
         return _plain(yaml.load(text, Loader=_Loader))  # noqa: S506 (a SafeLoader)
@@ -93,7 +93,7 @@ def apply_overrides(raw: dict, overrides: Iterable[Override], fail: Any) -> None
     Raises:
         ProblemFileError: If an override walks through a value that is not a mapping.
     """
-    from constrained_eq.run.problem_file import _Map
+    from constrained_eq.run.problem_yaml import _Map
 
     for override in overrides:
         node = raw

@@ -1,4 +1,4 @@
-"""The run folder: atomic writes, per-epoch/per-step CSV streams and ``metrics.json``.
+"""The run folder: its marker and lock, per-epoch/per-step CSV streams, ``metrics.json``, loading checkpoints.
 
 A run folder holds::
 
@@ -14,62 +14,32 @@ A run folder holds::
         best.pt           model state_dict of the best epoch (atomic)
         metrics.json      best/final metrics (and test metrics from ``ceq``)
         plots/*.png       written by :mod:`constrained_eq.run.plots`
+
+The checkpoint files are written and verified by :mod:`constrained_eq.run.checkpointing`; the atomic
+writes are :mod:`constrained_eq.core.atomic_io`'s (re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
 import unicodedata
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from constrained_eq.core.atomic_io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
            "read_json", "CsvStream", "read_csv", "run_name", "run_folder", "RunLock", "RunFolderError", "MARKER",
-           "is_run_folder", "mark_run_folder", "clear_run_folder", "save_checkpoint", "restore_checkpoint"]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and move it into place with :func:`os.replace`.
-
-    A reader never sees a partial file, and an interrupted write leaves the old file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically, see :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` atomically (temporary file + :func:`os.replace`)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+           "is_run_folder", "mark_run_folder", "clear_run_folder"]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
@@ -390,90 +360,6 @@ class RunLock:
 
 
 # ----------------------------------------------------------------------------- checkpoints: two kept, checksummed
-def _previous(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
-def _manifest(path: Path) -> Path:
-    return path.with_name(f"{path.stem}s.json")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """Save a checkpoint keeping the one before it: ``path`` → ``<stem>.prev.pt``, each checksummed.
-
-    Order (each step atomic): the SHA-256 of the new bytes joins ``<stem>s.json`` (which keeps the
-    last three); the current file becomes the previous one; the new file takes its place. A crash at
-    any point leaves files whose checksums are listed, and at least one complete checkpoint.
-    """
-    path = Path(path)
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getvalue()
-    manifest = _manifest(path)
-    try:
-        known = list(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", []))
-    except (OSError, ValueError, AttributeError):
-        known = []
-    write_json(manifest, {"sha256": [*known, _sha256(data)][-3:]})
-    if path.exists():
-        os.replace(path, _previous(path))
-    atomic_write_bytes(path, data)
-
-
-def _verified(path: Path, map_location: Any) -> Any:
-    manifest = _manifest(path)
-    if manifest.exists():
-        try:
-            known = set(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", []))
-        except (OSError, ValueError, AttributeError):
-            known = None
-        if known is not None and _sha256(path.read_bytes()) not in known:
-            raise RunFolderError(f"{path}: damaged checkpoint: its SHA-256 is not the one recorded in {manifest} "
-                                 "when it was written")
-    return load_checkpoint(path, map_location=map_location)
-
-
-def restore_checkpoint(path: str | os.PathLike, apply: Callable[[Any], None], map_location: Any = None) -> Any:
-    """Load the latest checkpoint and ``apply`` it; on any fault fall back to the previous one, with a warning.
-
-    ``apply(checkpoint)`` checks the structure (it raises naming the key) and restores the state. The
-    previous checkpoint is tried when the latest is missing, fails its checksum, is not plain data or is
-    refused by ``apply``.
-
-    Returns:
-        The checkpoint that was applied.
-
-    Raises:
-        RunFolderError: If neither checkpoint can be used (the message names both files and why).
-    """
-    path = Path(path)
-    reasons = []
-    for candidate in (path, _previous(path)):
-        if not candidate.exists():
-            reasons.append(f"{candidate}: missing")
-            continue
-        try:
-            checkpoint = _verified(candidate, map_location)
-            apply(checkpoint)
-        except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:
-            text = " ".join(str(err).split())[:400] or type(err).__name__
-            reasons.append(text if text.startswith(str(candidate)) else f"{candidate}: {text}")
-            continue
-        if candidate != path:
-            warnings.warn(f"{reasons[0]}; resumed from the previous checkpoint {candidate} instead "
-                          f"(end of epoch {checkpoint.get('epoch', '?')})", RuntimeWarning, stacklevel=2)
-        return checkpoint
-    usable = [r for r in reasons if not r.endswith(": missing")]
-    if len(usable) == 1:
-        raise RunFolderError(f"{usable[0]}; no other checkpoint to fall back to: start the run again with --overwrite")
-    raise RunFolderError("cannot resume from any checkpoint: " + "; ".join(reasons)
-                         + "; start the run again with --overwrite")
-
-
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike | None) -> Iterator[RunLock | None]:
     """Hold :class:`RunLock` on ``folder`` for the block (nothing when ``folder`` is ``None``)."""

@@ -1,4 +1,11 @@
-"""Groups, representations, equivariance metrics, Lie derivatives, the Lie penalty and ACE's bounds."""
+"""Groups, representations, the equivariance error, Lie derivatives and ACE's bounds.
+
+This layer sits below :mod:`constrained_eq.homotopy` and imports nothing from it. What needs a relaxed
+model — the Lie penalty :func:`~constrained_eq.homotopy.lie_penalty.LieDerivative` and its targets, and
+:func:`~constrained_eq.homotopy.metrics.projection_error` / ``branch_contributions`` — lives in
+:mod:`constrained_eq.homotopy`; ``constrained_eq`` also attaches those names here when it is imported,
+so ``ceq.symmetry.LieDerivative`` keeps working.
+"""
 
 from constrained_eq.symmetry.bounds import (
     equivariance_error_bound,
@@ -9,8 +16,7 @@ from constrained_eq.symmetry.bounds import (
 from constrained_eq.symmetry.groups import SO, C, E, Group, O, S, cartesian_generators, parse_group, register_group
 from constrained_eq.symmetry.haar import random_rotation
 from constrained_eq.symmetry.lie_derivative import lie_derivative, linear_lie_derivative
-from constrained_eq.symmetry.lie_penalty import LieDerivative, branch_norms, lie_derivative_norms, lie_regularizer
-from constrained_eq.symmetry.metrics import branch_contributions, equivariance_error, projection_error
+from constrained_eq.symmetry.metrics import equivariance_error
 from constrained_eq.symmetry.reps import (
     DirectSumRep,
     IrrepsRep,
@@ -43,15 +49,9 @@ __all__ = [
     "act",
     "linear_part",
     "equivariance_error",
-    "projection_error",
-    "branch_contributions",
     "lie_derivative",
     "linear_lie_derivative",
     "assert_equivariant",
-    "LieDerivative",
-    "lie_derivative_norms",
-    "branch_norms",
-    "lie_regularizer",
     "projection_error_bound",
     "equivariance_error_bound",
     "projection_error_bound_from_activations",

@@ -1,4 +1,8 @@
-r"""Monte-Carlo equivariance error, projection error and per-layer branch contributions (SPEC §5.1)."""
+r"""Monte-Carlo equivariance error (SPEC §5.1).
+
+The projection error and the branch contributions of a relaxed model are in
+:mod:`constrained_eq.homotopy.metrics` and :mod:`constrained_eq.homotopy.recording`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
-from constrained_eq.homotopy import project
-from constrained_eq.homotopy.recording import branch_contributions, sample_norms
 from constrained_eq.symmetry.groups import Group
 from constrained_eq.symmetry.reps import Rep, act
 
-__all__ = ["equivariance_error", "projection_error", "branch_contributions", "resolve_action"]
+__all__ = ["equivariance_error", "resolve_action"]
 
 Action = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -91,21 +92,3 @@ def equivariance_error(
         raise ValueError("Expected 'act_in' to be a Rep or a callable (got None); e.g. act_in=VectorRep(1)")
     errors = _errors(model, x, group, n, act_in, act_out, generator)
     return errors.mean() if reduction == "mean" else errors
-
-
-def projection_error(model: nn.Module, *inputs: Any, **kwargs: Any) -> torch.Tensor:
-    r"""Projection error :math:`\mathbb{E}_{batch}\,\|f_{\theta,\gamma}(x) - f_{\theta,0}(x)\|` (bounded by Thm 4.1).
-
-    :math:`f_{\theta,0}` is :func:`~constrained_eq.project` (a view sharing the parameters).
-
-    Examples:
-        >>> from constrained_eq.homotopy import relax
-        >>> net = relax(nn.Sequential(nn.Linear(3, 3)), layers=[nn.Linear], gamma_init=0.0)
-        >>> projection_error(net, torch.ones(2, 3))
-        tensor(0., grad_fn=<MeanBackward0>)
-    """
-    relaxed = model(*inputs, **kwargs)
-    strict = project(model)(*inputs, **kwargs)
-    if isinstance(relaxed, torch.Tensor):
-        return sample_norms(relaxed - strict).mean()
-    return sample_norms([a - b for a, b in zip(relaxed, strict, strict=True)]).mean()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
 from constrained_eq.symmetry.groups import cartesian_generators
 
 __all__ = ["Rep", "IrrepsRep", "VectorRep", "ScalarRep", "PermutationRep", "DirectSumRep", "linear_part", "act"]
@@ -292,19 +291,3 @@ def act(rep: Rep, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     out = torch.einsum("nij,...j->n...i", mats, flat)
     return out.reshape(mats.shape[0], *shape)
 
-
-def _e3nn_linear_spec(module) -> FeatureSpec:
-    """e3nn's ``o3.Linear``: irreps in, irreps out (for ``relax``'s default f_neq)."""
-    ins, out = module.irreps_in, module.irreps_out
-    return FeatureSpec([(ins.dim,)], (out.dim,), IrrepsRep(str(ins)), IrrepsRep(str(out)))
-
-
-def _e3nn_tensor_product_spec(module) -> FeatureSpec:
-    """e3nn's ``o3.TensorProduct``: two irreps inputs (concatenated for f_neq), irreps out."""
-    in1, in2, out = module.irreps_in1, module.irreps_in2, module.irreps_out
-    return FeatureSpec([(in1.dim,), (in2.dim,)], (out.dim,), IrrepsRep(str(in1 + in2)), IrrepsRep(str(out)))
-
-
-# by path: e3nn is optional and imported only when relax() runs
-register_relaxable("e3nn.o3:Linear", _e3nn_linear_spec)
-register_relaxable("e3nn.o3:TensorProduct", _e3nn_tensor_product_spec)

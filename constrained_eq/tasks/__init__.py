@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 
+from constrained_eq.core.import_path import ImportPathError, describe_kind, load_object
 from constrained_eq.tasks.base import Loaders, Task, projected, random_rotation
 
-__all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "task_names", "get_task"]
+__all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "task_names", "get_task",
+           "load_task"]
 
 _TASKS: dict[str, str | type[Task]] = {}  # the registry, filled by register_task
 
@@ -54,11 +56,9 @@ def get_task(name: str) -> type[Task]:
 
     Raises:
         ValueError: If ``name`` is unknown (the message lists the choices) or its module cannot be imported.
-            A name written ``package.module:Class`` is imported (:func:`constrained_eq.run.imports.load_task`).
+            A name written ``package.module:Class`` is imported (:func:`load_task`).
     """
     if ":" in name:
-        from constrained_eq.run.imports import load_task
-
         return load_task(name)
     if name not in _TASKS:
         choices = ", ".join(repr(k) for k in _TASKS)
@@ -73,3 +73,18 @@ def get_task(name: str) -> type[Task]:
                              f"install its dependencies or pick another task") from None
         _TASKS[name] = entry
     return entry
+
+
+def load_task(path: str) -> type:
+    """Import a :class:`~constrained_eq.tasks.Task` subclass named ``package.module:Class``.
+
+    Raises:
+        ImportPathError: If the attribute is not a ``Task`` subclass.
+    """
+    obj = load_object(path, "task")
+    if not (isinstance(obj, type) and issubclass(obj, Task)):
+        raise ImportPathError(f"Expected the task {path!r} to be a subclass of constrained_eq.tasks.Task "
+                              f"(got {describe_kind(obj)})")
+    if not isinstance(getattr(obj, "name", None), str):
+        obj.name = path.partition(":")[2]
+    return obj

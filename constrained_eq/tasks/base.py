@@ -119,7 +119,7 @@ class Task(ABC):
             compare: ``compare(out, turned_out, R, batch) -> (num, den)`` — the batch's sums, e.g.
                 ``Σ‖f(Rx) − R f(x)‖`` and ``Σ‖f(x)‖``.
         """
-        from constrained_eq.run.train import to_device
+        from constrained_eq.core._loaders import to_device
 
         generator = torch.Generator().manual_seed(0)
         device = next(model.parameters()).device

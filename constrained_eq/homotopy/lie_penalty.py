@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from constrained_eq.core.constraints import Inequality, Penalty, Target, register_target
-from constrained_eq.homotopy import LinearBranch, set_recording
+from constrained_eq.homotopy.layers import LinearBranch
+from constrained_eq.homotopy.recording import set_recording
 from constrained_eq.symmetry.groups import Group, parse_group
 
 __all__ = ["LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer"]

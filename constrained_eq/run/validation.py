@@ -1,0 +1,139 @@
+"""Validation in :func:`~constrained_eq.run.train.fit`: the evaluator, judging the candidates, iterate averaging.
+
+At every evaluation the iterate (``val_*`` columns) and, with ``averaging``, the average of the iterates
+(``val_avg_*``) are judged: the evaluator's metrics, the extra metrics and each constraint measured over
+the whole split (:func:`constrained_eq.core.split_feasibility.measure`). The selected model is judged once
+more on the test split at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from constrained_eq.core._loaders import batch_size as _batch_size
+from constrained_eq.core._loaders import to_device
+from constrained_eq.core.engine import Solver
+from constrained_eq.core.split_feasibility import Measurement, measure
+from constrained_eq.run.runs import load_checkpoint
+from constrained_eq.run.selection import FEASIBLE
+
+__all__ = ["Evaluator", "Candidate", "AVERAGING", "FEASIBILITY_RULE", "objective_evaluator", "averaged_model",
+           "check_averaging", "judge", "validate_candidates", "check_selection_columns", "summary_row",
+           "test_selected", "model_device"]
+
+Evaluator = Callable[[torch.nn.Module, Any], Mapping[str, float]]
+Candidate = tuple[str, str, torch.nn.Module, Measurement | None]  # (name, column prefix, model, measurement)
+AVERAGING = ("none", "uniform", "ema")
+FEASIBILITY_RULE = ("feasible when every counted constraint's largest element violation over the split "
+                    "(|h| for an equality, [g - b]+ for an inequality, [|h| - u]+ with a slack) is <= tolerance; "
+                    "penalties and homotopy (gamma) constraints are not counted")
+
+
+def objective_evaluator(solver: Solver, device: torch.device | None = None) -> Evaluator:
+    """The default validation: the problem's objective averaged over the loader, as ``{"loss": …}``."""
+    objective = solver.problem.objective
+
+    def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
+        total, count = None, 0
+        for batch in loader:
+            batch = to_device(batch, device) if device is not None else batch
+            n = _batch_size(batch)
+            value = objective(objective.forward(model, batch), batch).detach() * n
+            total = value if total is None else total + value
+            count += n
+        return {"loss": float(total) / max(count, 1) if total is not None else float("nan")}
+
+    return evaluate
+
+
+def model_device(solver: Solver) -> torch.device:
+    """The device of the solver's model (CPU for a model without parameters)."""
+    return next((p.device for p in solver.model.parameters()), torch.device("cpu"))
+
+
+def averaged_model(model: torch.nn.Module, averaging: str, decay: float) -> AveragedModel | None:
+    r"""The iterate average of ``model`` (``torch.optim.swa_utils.AveragedModel``), or ``None``.
+
+    Uniform: :math:`\bar\theta_n = \frac1n\sum_{k\le n}\theta_k`; EMA:
+    :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta`. Buffers are averaged too.
+    """
+    if averaging == "none":
+        return None
+    multi_avg_fn = get_ema_multi_avg_fn(decay) if averaging == "ema" else None
+    return AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+
+
+def check_averaging(averaging: Any, average_start: Any, ema_decay: Any) -> None:
+    """Refuse an unknown ``averaging``, a negative ``average_start`` or an ``ema_decay`` outside (0, 1)."""
+    if averaging not in AVERAGING:
+        raise ValueError(f"fit: expected 'averaging' to be one of {', '.join(map(repr, AVERAGING))} "
+                         f"(got {averaging!r})")
+    if isinstance(average_start, bool) or not isinstance(average_start, int) or average_start < 0:
+        raise ValueError(f"fit: expected 'average_start' to be an integer ≥ 0 (got {average_start!r})")
+    if isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0 < ema_decay < 1:
+        raise ValueError(f"fit: expected 'ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
+
+
+def judge(model: torch.nn.Module, loader: Any, solver: Solver, evaluate: Evaluator,
+           metrics: Mapping[str, Callable] | None, tolerance: float, prefix: str) -> tuple[dict[str, float],
+                                                                                        Measurement]:
+    """Evaluate ``model`` on ``loader``: ``<prefix>_<metric>`` and ``<prefix>/<constraint>/…`` columns."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        values = dict(evaluate(model, loader))
+        for name, metric in (metrics or {}).items():
+            values[name] = metric(model, loader)
+        measured = measure(solver, model, loader, tolerance=tolerance)
+    model.train(was_training)
+    row = {f"{prefix}_{k}": float(v) for k, v in values.items()}
+    row.update(measured.columns(prefix))
+    return row, measured
+
+
+def validate_candidates(model: torch.nn.Module, averaged: AveragedModel | None, loader: Any, solver: Solver,
+                         evaluate: Evaluator, metrics: Mapping[str, Callable] | None, tolerance: float,
+                         row: dict[str, Any]) -> list[Candidate]:
+    """Judge the iterate (``val_*`` columns) and, once it holds iterates, the averaged model (``val_avg_*``)."""
+    judged, measured = judge(model, loader, solver, evaluate, metrics, tolerance, "val")
+    row.update(judged)
+    candidates: list[Candidate] = [("iterate", "val", model, measured)]
+    if averaged is not None and int(averaged.n_averaged) > 0:
+        judged, measured = judge(averaged.module, loader, solver, evaluate, metrics, tolerance, "val_avg")
+        row.update(judged)
+        candidates.append(("averaged", "val_avg", averaged.module, measured))
+    return candidates
+
+
+def check_selection_columns(select: str, objective: str, row: Mapping[str, Any],
+                             metrics_row: Mapping[str, Any]) -> None:
+    """Refuse a ``select`` (or, for ``feasible``, an ``objective``) column that validation did not log."""
+    if select != FEASIBLE and select not in row:
+        raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
+                         f"{sorted(metrics_row)} (got {select!r})")
+    if select == FEASIBLE and objective not in row:
+        raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
+                         f"(got {objective!r})")
+
+
+def summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of a history row (no per-element columns)."""
+    return {k: v for k, v in row.items() if k != "epoch" and "." not in k and "/" not in k}
+
+
+def test_selected(solver: Solver, model: torch.nn.Module, run_dir: Path | None, best_state: dict | None,
+                   loader: Any, evaluate: Evaluator, metrics: Mapping[str, Callable] | None,
+                   tolerance: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and feasibility verdict of the selected model on the test split (a copy of the model)."""
+    selected = copy.deepcopy(model)
+    state = load_checkpoint(run_dir / "best.pt", map_location=model_device(solver))["model"] if run_dir else best_state
+    if state is not None:
+        selected.load_state_dict(state)
+    row, measured = judge(selected, loader, solver, evaluate, metrics, tolerance, "test")
+    return {k.removeprefix("test_"): v for k, v in summary_row(row).items()}, measured.verdict()
