@@ -85,7 +85,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
             continue
         mean, std = curves.mean(0), curves.std(0)
         epochs = next(r.get("epochs") for r in results if r["config"] == name) or np.arange(1, len(mean) + 1)
-        ax.plot(epochs, mean, label=f"{name} ({len(curves)} seeds)")
+        ax.plot(epochs, mean, marker=".", label=f"{name} ({len(curves)} seeds)")
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -107,7 +107,16 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a problem-file key in every run (repeatable)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                        help="run nothing: merge the results.json of these study folders, print the table and plot")
+    parser.add_argument("--title", default=None, help="plot title (default: from --n-train)")
     args = parser.parse_args()
+    title = args.title or f"SEGNN, N-body, {args.n_train:,} training trajectories"
+    if args.merge:
+        results = [r for folder in args.merge for r in json.loads((folder / "results.json").read_text())]
+        plot(results, args.plot, title)
+        print_table(results)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     extra = {"task.options.n_train": args.n_train, "training.eval_every": args.eval_every,
              **_overrides(args.set)}
@@ -118,7 +127,12 @@ def main() -> None:
             results = [r for r in results if (r["config"], r["seed"]) != (name, seed)]
             results.append(run(name, seed, args.epochs, args.out, extra))
             results_file.write_text(json.dumps(results, indent=1))
-            plot(results, args.plot, f"SEGNN, N-body, {args.n_train:,} training trajectories")
+            plot(results, args.plot, title)
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    """Mean ± std (per seed in brackets) of every config in ``results``, as a markdown table."""
     print("| model | deployed test MSE | f_eq + f_neq test MSE | best val (deployed) | best epoch | s/run |")
     print("|---|---|---|---|---|---|")
     for name in dict.fromkeys(r["config"] for r in results):
