@@ -172,11 +172,12 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     """
     import yaml
 
-    from constrained_eq.run.problem_file import ProblemFileError, _Checker, _Loader, _plain
+    from constrained_eq.run.problem_schema import Checker
+    from constrained_eq.run.problem_yaml import ProblemFileError, _Loader, _plain
 
     path = Path(path)
     raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    checker = _Checker(str(path))
+    checker = Checker(str(path))
     allowed = {"problem": None, "params": None, "seeds": None, "trials": None, "set": None, "study": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})
