@@ -32,6 +32,7 @@ from constrained_eq.run.diagnostics import (
     relaxation_significance,
     slack_ranking,
 )
+from constrained_eq.run.report_plots import plot_dynamics, plot_equivariance
 from constrained_eq.symmetry.bounds import equivariance_error_bound
 
 __all__ = ["LayerSummary", "SymmetryReport", "build_report", "read_history", "symmetry_report",
@@ -358,45 +359,3 @@ def constraint_report(run_dir: str | Path) -> str:
     if summary.get("selection"):
         lines.append(f"selected: {summary['selection']}")
     return "\n".join(lines)
-
-
-def plot_dynamics(gamma, lam, slack=None, path: str | Path = "dynamics.png", *, title: str = "") -> Path:
-    """γ, λ (and u) per layer over steps, as ACE Figs. 5, 6 (matplotlib Agg); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = [("γ", gamma), ("λ", lam)] + ([("u", slack)] if slack is not None else [])
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series, strict=True):
-        values = np.asarray(values, float)
-        for i in range(values.shape[1]):
-            ax.plot(values[:, i], lw=1, label=f"layer {i}")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set(xlabel="step", ylabel=name)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_equivariance(error, bound=None, path: str | Path = "equivariance.png", *, title: str = "") -> Path:
-    """Equivariance error (and the Thm 4.2 bound) over epochs, log scale, as ACE Fig. 4."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.semilogy(np.asarray(error, float), label="measured error")
-    if bound is not None:
-        ax.semilogy(np.asarray(bound, float), "--", label="Thm 4.2 bound")
-    ax.set(xlabel="epoch", ylabel="equivariance error", title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
