@@ -7,10 +7,10 @@ A check is a pair ``(predicate, description)``; a refused value reads "Expected 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from constrained_eq.core.checks import is_int, is_number
 from constrained_eq.core.strategies import STRATEGIES
 from constrained_eq.run.imports import is_import_path
 from constrained_eq.run.problem_yaml import ProblemFileError, _plain
@@ -23,21 +23,13 @@ OPTIMIZERS = ("adam", "sgd", "adamw")
 VARIABLE_OPTIMIZERS = ("sgd", "primal")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
 Check = tuple[Callable[[Any], bool], str]
 
 
-POS_INT: Check = (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1")
-INT: Check = (_is_int, "an integer")
-POS_NUMBER: Check = (lambda v: _is_number(v) and v > 0, "a number > 0")
-NONNEG_NUMBER: Check = (lambda v: _is_number(v) and v >= 0, "a number ≥ 0")
+POS_INT: Check = (lambda v: is_int(v) and v >= 1, "an integer ≥ 1")
+INT: Check = (is_int, "an integer")
+POS_NUMBER: Check = (lambda v: is_number(v) and v > 0, "a number > 0")
+NONNEG_NUMBER: Check = (lambda v: is_number(v) and v >= 0, "a number ≥ 0")
 BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
 STR: Check = (lambda v: isinstance(v, str), "a string")
 MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
@@ -45,7 +37,7 @@ MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
 
 def _int_range(low: int, high: int) -> Check:
     """An integer in ``[low, high]``: every count has an upper bound, so no file allocates or loops without end."""
-    return (lambda v: _is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
+    return (lambda v: is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
 
 
 def _optional(check: Check) -> Check:
@@ -84,7 +76,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                  "on_nonfinite": (_choice(("raise", "skip")), "raise"),
                  "averaging": (_choice(("none", "uniform", "ema")), "none"),
                  "average_start": (_int_range(0, 100_000), 0),
-                 "ema_decay": ((lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
+                 "ema_decay": ((lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
                  "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
                  "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
@@ -107,7 +99,7 @@ DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
 
 
 # task and model options whose meaning is fixed by their name across tasks: counts and sizes
-NONNEG_INT: Check = (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0")
+NONNEG_INT: Check = (lambda v: is_int(v) and v >= 0, "an integer ≥ 0")
 SEED = _int_range(0, 2**32 - 1)
 WIDTH = _int_range(1, 4096)
 OPTION_CHECKS: dict[str, Check] = {
@@ -193,7 +185,7 @@ def check_options(checker: Checker, options: Mapping, defaults: Mapping[str, Any
         elif isinstance(default, int):
             check = ANY_INT
         elif isinstance(default, float):
-            check = (_is_number, "a number")
+            check = (is_number, "a number")
         elif isinstance(default, str):
             check = STR
         else:

@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from constrained_eq.core._loaders import batch_size as _batch_size
 from constrained_eq.core._loaders import to_device
+from constrained_eq.core.checks import check_int
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.split_feasibility import Measurement, measure
 from constrained_eq.run.runs import load_checkpoint
@@ -94,8 +95,7 @@ def check_averaging(averaging: Any, average_start: Any, ema_decay: Any) -> None:
     if averaging not in AVERAGING:
         raise ValueError(f"fit: expected 'averaging' to be one of {', '.join(map(repr, AVERAGING))} "
                          f"(got {averaging!r})")
-    if isinstance(average_start, bool) or not isinstance(average_start, int) or average_start < 0:
-        raise ValueError(f"fit: expected 'average_start' to be an integer ≥ 0 (got {average_start!r})")
+    check_int(average_start, "average_start", "fit", at_least=0)
     if isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0 < ema_decay < 1:
         raise ValueError(f"fit: expected 'ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
 
