@@ -5,14 +5,8 @@ configuration on every seed as an ordinary run folder ``<sweep>/trial-NNNN/seed-
 trial by the mean over seeds of the run's selection metric — the ``evaluation.select`` column at the
 epoch ``fit`` picked (``metrics.json``: ``best[select]``), minimised, or maximised for an accuracy.
 
-Parameters (``--param KEY=SPEC``):
-
-=========================  =================================================================
-``choice:a,b,c``           one of the listed values (read as YAML: ``5e-4`` is a float)
-``loguniform:low:high``    a float, uniform in log space
-``uniform:low:high``       a float
-``int:low:high``           an integer in [low, high]
-=========================  =================================================================
+Parameters (``--param KEY=SPEC``: ``choice:a,b,c``, ``loguniform:low:high``, ``uniform:low:high``,
+``int:low:high``) and sweep files are read and checked by :mod:`constrained_eq.run.sweep_file`.
 
 When every parameter is a ``choice`` the sweep walks the grid (Optuna's ``GridSampler``; the
 default number of trials is the grid's size), otherwise it samples with TPE.
