@@ -34,7 +34,7 @@ from constrained_eq.run.selection import FEASIBLE
 from constrained_eq.run.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
 from constrained_eq.tasks import Task, get_task, projected
 
-__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader"]
+__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of"]
 
 
 class AugmentedLoader:
@@ -75,11 +75,12 @@ class Built:
     options: TrainingOptions | None = None
 
 
-def _fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
+def fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
+    """The error ``<file>:<line>: <message>`` of a checked problem (for the caller to raise)."""
     return ProblemFileError(spec["file"], line, message)
 
 
-def _line(spec: Mapping[str, Any], key: str) -> int | None:
+def line_of(spec: Mapping[str, Any], key: str) -> int | None:
     """The file line of a dotted key (``None`` when the key is not in the file)."""
     return spec.get("lines", {}).get(key)
 
@@ -98,9 +99,9 @@ def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -
     if evaluation["project"] and any(True for _ in homotopic_layers(model)):
         columns.append("val_projected_loss")
     if evaluation["select"] not in columns:
-        raise _fail(spec, _line(spec, "evaluation.select"),
-                    f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
-                    f"(got {evaluation['select']!r})")
+        raise fail(spec, line_of(spec, "evaluation.select"),
+                   f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
+                   f"(got {evaluation['select']!r})")
 
 
 def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
@@ -111,7 +112,7 @@ def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constrai
         try:
             built = parse_entry(item)
         except (ValueError, TypeError, SyntaxError) as err:
-            raise _fail(spec, line, f"bad constraint {item!r}: {err}") from None
+            raise fail(spec, line, f"bad constraint {item!r}: {err}") from None
         if entry_kind(item) == "LieDerivative" and built.is_penalty and not keeps_lie_penalty:
             continue  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
         out.append(built)
@@ -131,8 +132,8 @@ def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
         cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
     optimizer = cls(params, **optimizer_kwargs(opt))
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise _fail(spec, _line(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
-                                                         f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+        raise fail(spec, line_of(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
+                                                          f"torch.optim.Optimizer (got {type(optimizer).__name__})")
     return optimizer
 
 
@@ -166,18 +167,18 @@ def _task_and_model(spec: Mapping[str, Any]) -> tuple[Task, Any, torch.nn.Module
         section = "model"
         model = _model(task, spec["model"]["name"], spec["model"]["options"])
     except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
-        raise _fail(spec, _line(spec, "task.options.root") or _line(spec, "task.name"), str(err)) from None
+        raise fail(spec, line_of(spec, "task.options.root") or line_of(spec, "task.name"), str(err)) from None
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
-        raise _fail(spec, _line(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
+        raise fail(spec, line_of(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
             from None
     except ImportPathError as err:
-        raise _fail(spec, _line(spec, f"{section}.name"), f"'{section}.name': {err}") from None
+        raise fail(spec, line_of(spec, f"{section}.name"), f"'{section}.name': {err}") from None
     except (ValueError, TypeError) as err:
         named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"
-        line = _line(spec, where) or _line(spec, f"{section}.options") or _line(spec, section)
-        raise _fail(spec, line, f"Expected '{where}' to be accepted by {section} "
-                                f"{spec[section]['name']!r}: {err}") from None
+        line = line_of(spec, where) or line_of(spec, f"{section}.options") or line_of(spec, section)
+        raise fail(spec, line, f"Expected '{where}' to be accepted by {section} "
+                               f"{spec[section]['name']!r}: {err}") from None
     return task, loaders, model
 
 
@@ -188,7 +189,7 @@ def _forward(spec: Mapping[str, Any], task: Task, device: str | torch.device) ->
     try:
         check_precision("bf16", device)
     except ValueError as err:
-        raise _fail(spec, _line(spec, "training.precision"), str(err)) from None
+        raise fail(spec, line_of(spec, "training.precision"), str(err)) from None
     return autocast_forward(task.forward, device)
 
 
@@ -200,7 +201,7 @@ def _solver(spec: Mapping[str, Any], problem: ConstrainedProblem, model: torch.n
                                     lambda params: _optimizer(spec, params),
                                     lambda name, groups: _optimizer(_named_optimizer(spec, name), groups))
     except ValueError as err:
-        raise _fail(spec, _line(spec, "optimizer.groups"), str(err)) from None
+        raise fail(spec, line_of(spec, "optimizer.groups"), str(err)) from None
     try:
         formulation = resolve_formulation(name, **options)  # built once, here; its options go to metrics.json
         return Solver(problem, model, formulation, primal, spec["dual_lr"],
@@ -212,7 +213,7 @@ def _solver(spec: Mapping[str, Any], problem: ConstrainedProblem, model: torch.n
     except ProblemFileError:
         raise
     except (ValueError, TypeError) as err:
-        raise _fail(spec, None, str(err)) from None
+        raise fail(spec, None, str(err)) from None
 
 
 def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
@@ -242,7 +243,7 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
         try:
             train = distributed.shard_loader(train, context, training["seed"])
         except ValueError as err:
-            raise _fail(spec, _line(spec, "training.batch_size"), str(err)) from None
+            raise fail(spec, line_of(spec, "training.batch_size"), str(err)) from None
         solver.model = distributed.wrap_model(model, context)
     if strategy.augments:
         train = AugmentedLoader(train, task.augment)

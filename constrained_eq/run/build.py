@@ -17,7 +17,7 @@ from typing import Any
 
 from constrained_eq.core import distributed
 from constrained_eq.homotopy import homotopic_layers
-from constrained_eq.run.assemble import AugmentedLoader, Built, _fail, _line, build, build_constraints, seed_everything
+from constrained_eq.run.assemble import AugmentedLoader, Built, build, build_constraints, fail, line_of, seed_everything
 from constrained_eq.run.evaluate import evaluate_split, split_evaluator, test_summary
 from constrained_eq.run.run_dir import ALLOWED_CHANGES, check_run_dir, keep_file_hyperparameters, open_run_dir
 from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
@@ -34,9 +34,9 @@ __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader",
 def _check_world_size(spec: Mapping[str, Any], context: distributed.Context | None) -> None:
     batch_size = spec["training"]["batch_size"]
     if context is not None and batch_size % context.world_size:
-        raise _fail(spec, _line(spec, "training.batch_size"),
-                    f"Expected 'training.batch_size' ({batch_size}) to be a multiple of the number of processes "
-                    f"({context.world_size}): it is the global batch, split evenly across ranks")
+        raise fail(spec, line_of(spec, "training.batch_size"),
+                   f"Expected 'training.batch_size' ({batch_size}) to be a multiple of the number of processes "
+                   f"({context.world_size}): it is the global batch, split evenly across ranks")
 
 
 def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[str, Any] | None:
@@ -161,7 +161,7 @@ def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
     try:
         require_tensorboard()
     except ImportError as err:
-        raise _fail(spec, _line(spec, "logging.tensorboard"), str(err)) from None
+        raise fail(spec, line_of(spec, "logging.tensorboard"), str(err)) from None
     return True
 
 

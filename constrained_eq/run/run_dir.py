@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core.engine import Solver
-from constrained_eq.run.assemble import _fail
+from constrained_eq.run.assemble import fail
 from constrained_eq.run.problem_file import LOCATION_KEYS, problem_hash
 from constrained_eq.run.runs import (
     LOCK,
@@ -50,17 +50,17 @@ def check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrit
     ``--overwrite`` deletes only a run folder, and never one another process holds (its lock).
     """
     if run_dir.exists() and not run_dir.is_dir():
-        raise _fail(spec, None, f"{run_dir} is a file, not a run folder; choose another --out")
+        raise fail(spec, None, f"{run_dir} is a file, not a run folder; choose another --out")
     RunLock.check_free(run_dir)
     contents = [p.name for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
     has_run = any(name in contents for name in ("checkpoint.pt", "checkpoint.prev.pt", "problem.json"))
     if contents and not has_run and not is_run_folder(run_dir):
-        raise _fail(spec, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
-                                "refusing to write into it: choose another --out")
+        raise fail(spec, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
+                               "refusing to write into it: choose another --out")
     if resume:
         if not any((run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
-            raise _fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
-                                    "(with --overwrite if the folder exists)")
+            raise fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
+                                   "(with --overwrite if the folder exists)")
         stored = read_json(run_dir / "problem.json")
         if stored.get("sha256") != problem_hash(spec):
             changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
@@ -69,17 +69,17 @@ def check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrit
             if refused or not changes:
                 hint = (f"; these can be changed with --allow-change: {', '.join(ALLOWED_CHANGES)}"
                         if refused and all(c.split(':', 1)[0] in ALLOWED_CHANGES for c in refused) else "")
-                raise _fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
-                                        f"({'; '.join(refused[:5]) or 'content differs'}); restore the file or start "
-                                        f"a new run with another --out{hint}")
+                raise fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
+                                       f"({'; '.join(refused[:5]) or 'content differs'}); restore the file or start "
+                                       f"a new run with another --out{hint}")
             return changes
         return []
     if has_run and not overwrite:
-        raise _fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                                "start it again, or choose another --out")
+        raise fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                               "start it again, or choose another --out")
     if has_run and not is_run_folder(run_dir):
-        raise _fail(spec, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
-                                f"{MARKER} marker in it); choose another --out, or move it away yourself")
+        raise fail(spec, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
+                               f"{MARKER} marker in it); choose another --out, or move it away yourself")
     return []
 
 
