@@ -2,8 +2,10 @@
 
 :func:`load_problem_file` returns the normalised problem as plain data (every key present, defaults
 filled in); a mistake raises :class:`ProblemFileError` naming the file, the line and the allowed
-values. Nothing is built here: :mod:`constrained_eq.run.build` turns the checked problem into objects.
-See ``docs/running.md`` for the reference of every key.
+values. The keys, their checks and defaults are :mod:`constrained_eq.run.problem_schema`'s, the bounded
+YAML reading :mod:`constrained_eq.run.problem_yaml`'s and the ``constraints:`` entries
+:mod:`constrained_eq.run.constraint_entries`'. Nothing is built here: :mod:`constrained_eq.run.assemble`
+turns the checked problem into objects. See ``docs/running.md`` for the reference of every key.
 """
 
 from __future__ import annotations
