@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from constrained_eq.core.checks import is_real
+
 RightHandSide = float | tuple[float, ...]
 
 
@@ -40,7 +42,7 @@ def _rhs_size(rhs: RightHandSide | None) -> int | None:
 
 
 def _check_finite_number(value: Any, field_name: str, owner: str, *, positive: bool, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_real(value):
         raise TypeError(f"{owner}: expected '{field_name}' to be a number (got {type(value).__name__})")
     value = float(value)
     if not math.isfinite(value):

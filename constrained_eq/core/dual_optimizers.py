@@ -23,18 +23,11 @@ from typing import Any
 import cooper
 import torch
 
+from constrained_eq.core.checks import check_number
+
 __all__ = ["DUAL_OPTIMIZERS", "NuPI", "resolve_dual_optimizer"]
 
 DUAL_OPTIMIZERS = ("sgd", "nupi")
-
-
-def _number(value: Any, name: str, low: float, low_open: bool = False, high: float | None = None) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        bound = f"{'>' if low_open else '≥'} {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueError(f"NuPI: expected '{name}' to be a finite number {bound} (got {value!r})")
-    return float(value)
 
 
 class NuPI:
@@ -55,9 +48,9 @@ class NuPI:
     name = "nupi"
 
     def __init__(self, kappa_p: float | None = None, kappa_i: float = 1.0, ema_nu: float = 0.0) -> None:
-        self.kappa_p = None if kappa_p is None else _number(kappa_p, "kappa_p", 0.0)
-        self.kappa_i = _number(kappa_i, "kappa_i", 0.0, low_open=True)
-        self.ema_nu = _number(ema_nu, "ema_nu", 0.0, high=1.0)
+        self.kappa_p = None if kappa_p is None else check_number(kappa_p, "kappa_p", "NuPI", at_least=0.0)
+        self.kappa_i = check_number(kappa_i, "kappa_i", "NuPI", above=0.0)
+        self.ema_nu = check_number(ema_nu, "ema_nu", "NuPI", at_least=0.0, below=1.0)
 
     def gain(self, lr: float, eta_p: float | None) -> float:
         r"""κ_p, the critical value :math:`2\sqrt{\kappa_i/(\eta_p\eta_d)}` when it was left ``None``."""

@@ -15,7 +15,6 @@ finiteness flag when ``check_finite=True``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import torch
@@ -23,6 +22,7 @@ from cooper.utils import ConstraintType
 
 from constrained_eq.core import _optim
 from constrained_eq.core._cmp import NonFiniteError, ProblemCMP, StepValues
+from constrained_eq.core.checks import check_int, check_number
 from constrained_eq.core.distributed import all_reduce_mean_, is_distributed
 from constrained_eq.core.feasibility import FeasibilityMonitor, Verdict
 from constrained_eq.core.formulations import Formulation, resolve_formulation
@@ -59,9 +59,7 @@ class StepRecord(NamedTuple):
 
 
 def _check_dual_lr(dual_lr: Any) -> float:
-    if isinstance(dual_lr, bool) or not isinstance(dual_lr, int | float) or not math.isfinite(dual_lr) or dual_lr <= 0:
-        raise ValueError(f"Solver: expected 'dual_lr' to be a finite number > 0 (got {dual_lr!r})")
-    return float(dual_lr)
+    return check_number(dual_lr, "dual_lr", "Solver", above=0)
 
 
 def _check_types(problem: Any, model: Any) -> None:
@@ -162,9 +160,7 @@ class Solver:
         self.dual_lr = _check_dual_lr(dual_lr)
         self.scheme = _check_choice(constrained_optimizer, "constrained_optimizer", tuple(_optim.SCHEMES))
         self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", ("raise", "skip"))
-        if isinstance(dual_every, bool) or not isinstance(dual_every, int) or dual_every < 1:
-            raise ValueError(f"Solver: expected 'dual_every' to be an integer ≥ 1 (got {dual_every!r})")
-        self.dual_every = dual_every
+        self.dual_every = check_int(dual_every, "dual_every", "Solver")
         self.check_finite = bool(check_finite)
 
     def _build_constraints(self, example_batch: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from constrained_eq.core.checks import check_int
 from constrained_eq.homotopy import LinearBranch
 
 __all__ = ["SpectralBranch"]
@@ -40,8 +41,7 @@ class SpectralBranch(LinearBranch):
     """
 
     def __init__(self, channels: int, *, bias: bool = False, scale: float = 1.0) -> None:
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"Expected 'channels' to be an integer ≥ 1 (got {channels!r})")
+        check_int(channels, "channels")
         if not float(scale) > 0:
             raise ValueError(f"Expected 'scale' to be a number > 0 (got {scale!r})")
         super().__init__(3 * channels, 3 * channels, bias=bias)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from constrained_eq.core.checks import check_int
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.split_feasibility import counted
 from constrained_eq.run.selection import FEASIBLE
@@ -47,11 +48,7 @@ class FitSettings:
 
 
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"fit: expected '{name}' to be an integer ≥ 1{extra} (got {value!r})")
+    check_int(value, name, "fit", allow_none=allow_none)
 
 
 def check_settings(s: FitSettings, solver: Solver, has_validation: bool) -> tuple[str, float]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ProblemFileError"]
+__all__ = ["ProblemFileError", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_yaml", "check_plain"]
 
 
 class ProblemFileError(ValueError):
@@ -86,3 +87,111 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+# resource limits of a problem file: each is refused before the file is turned into objects
+MAX_BYTES = 64 << 10  # 64 KiB; the problem files of this project are 1-2 KiB
+MAX_DEPTH = 64  # nesting of mappings and sequences
+MAX_NODES = 10_000  # values after every alias is expanded (an alias "bomb" expands exponentially)
+
+
+def _line_of_byte(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def read_yaml(path: Path) -> Any:
+    """Read, decode and parse a problem file within :data:`MAX_BYTES`, :data:`MAX_DEPTH` and :data:`MAX_NODES`.
+
+    Raises:
+        ProblemFileError: Naming the file and the line of the first offending byte or node.
+    """
+    if not path.is_file():
+        raise ProblemFileError(path, None, "no such file" if not path.exists() else "not a file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ProblemFileError(path, None, f"the file has {size} bytes, more than the {MAX_BYTES} a problem file "
+                                           "may have; is it the right file?")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise ProblemFileError(path, _line_of_byte(data, data.index(b"\0")),
+                               "the file holds a NUL byte: it is binary, not a YAML text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ProblemFileError(path, _line_of_byte(data, err.start),
+                               f"the file is not UTF-8 (byte 0x{data[err.start]:02x}); save it as UTF-8") from None
+    try:
+        _check_shape(path, text)
+        raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = (f"nesting deeper than {MAX_DEPTH} levels; a problem file needs a few"
+                   if "nesting depth" in str(err.problem) else f"invalid YAML: {err.problem}")
+        raise ProblemFileError(path, mark.line + 1 if mark else None, problem) from None
+    except yaml.reader.ReaderError as err:
+        raise ProblemFileError(path, text.count("\n", 0, err.position) + 1,
+                               f"invalid YAML: {err.reason} character {err.character!r}") from None
+    except yaml.YAMLError as err:
+        raise ProblemFileError(path, None, f"invalid YAML: {' '.join(str(err).split())}") from None
+    check_plain(path, raw)
+    return raw
+
+
+def _check_shape(path: Path, text: str) -> None:
+    """Walk the YAML events (no recursion, nothing built): refuse too deep nesting and too large expansions."""
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = [[0, None]]  # [node count, anchor] of each open collection
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~20x faster, same events
+    for event in yaml.parse(text, Loader=loader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([1, event.anchor])
+            if len(stack) - 1 > MAX_DEPTH:
+                raise ProblemFileError(path, line, f"nesting deeper than {MAX_DEPTH} levels; a problem file needs "
+                                                   "a few")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            count, anchor = stack.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                continue  # the composer reports the undefined alias with its line
+            count, anchor = sizes[event.anchor], None
+        elif isinstance(event, yaml.ScalarEvent):
+            count, anchor = 1, event.anchor
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = count
+        stack[-1][0] += count
+        if stack[-1][0] > MAX_NODES or count > MAX_NODES:
+            raise ProblemFileError(path, line, f"the file holds more than {MAX_NODES} values once its aliases "
+                                               "(*name) are expanded; a problem file needs a few hundred")
+
+
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def check_plain(path: Path, raw: Any, line: int | None = 1) -> None:
+    """Refuse keys that are not strings and values that are not plain (``!!binary``, ``!!set``, dates)."""
+    if isinstance(raw, dict):
+        lines = getattr(raw, "key_lines", {})
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                raise ProblemFileError(path, lines.get(key, getattr(raw, "line", line)),
+                                       f"Expected every key to be a string (got {key!r})")
+            check_plain(path, value, lines.get(key, line))
+    elif isinstance(raw, list):
+        item_lines = getattr(raw, "item_lines", [])
+        for index, value in enumerate(raw):
+            check_plain(path, value, item_lines[index] if index < len(item_lines) else line)
+    elif not isinstance(raw, _PLAIN_TYPES):
+        raise ProblemFileError(path, line, f"Expected a plain value (string, number, true/false, null, list or "
+                                           f"mapping) (got {type(raw).__name__} {raw!r}: YAML tags such as "
+                                           "!!binary, !!set and dates are not read)")
+
+
+def _named(stream: str, path: Path) -> _Loader:
+    loader = _Loader(stream)
+    loader.name = str(path)
+    return loader
+

@@ -32,6 +32,7 @@ from constrained_eq.run.diagnostics import (
     relaxation_significance,
     slack_ranking,
 )
+from constrained_eq.run.report_plots import plot_dynamics, plot_equivariance
 from constrained_eq.symmetry.bounds import equivariance_error_bound
 
 __all__ = ["LayerSummary", "SymmetryReport", "build_report", "read_history", "symmetry_report",
@@ -164,27 +165,8 @@ def build_report(
     if B is not None and M is not None and x_norm is not None:
         bound = float(equivariance_error_bound(np.abs(g[-1]).tolist(), B=B, M=M, x_norm=x_norm))
     if slack is not None:
-        u = np.asarray(slack, float)
-        rho = rho or 1.0
-        if g.shape[0] < 2:  # one logged point: no dynamics to read
-            layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
-                                   SHORT) for i in range(L)]
-            return SymmetryReport("resilient", layers, rho, slack_ranking(u[-1]).tolist(), None,
-                                  equivariance_error, bound)
-        check = check_resilient(g, lm, u, rho)
-        scale, significance = None, np.full(L, np.nan)
-        if objective is not None and np.isfinite(np.asarray(objective, float)).any():
-            j = np.asarray(objective, float)
-            j = j[np.isfinite(j)] if j.ndim else j
-            significance = relaxation_significance(lm, u, j)
-            scale = float(np.abs(np.mean(j[-max(1, int(round(0.1 * j.size))):]))) if j.ndim else abs(float(j))
-            signatures = ["relaxed" if s >= relaxed_rtol else "tight" for s in significance]
-        else:  # no objective to compare with: only whether the constraint is active
-            signatures = ["active" if a else "tight" for a in check.active]
-        layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
-                               signatures[i], float(significance[i])) for i in range(L)]
-        return SymmetryReport("resilient", layers, rho, slack_ranking(u).tolist(), check.ok,
-                              equivariance_error, bound, scale, relaxed_rtol if scale is not None else None)
+        return _resilient_report(g, lm, np.asarray(slack, float), rho or 1.0, contrib, objective, relaxed_rtol,
+                                 equivariance_error, bound)
     unconstrained = unconstrained_signatures()
     if formulation in unconstrained:
         signatures = [unconstrained[formulation]] * L
@@ -195,6 +177,31 @@ def build_report(
     layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), math.nan, float(contrib[i]), signatures[i])
               for i in range(L)]
     return SymmetryReport(formulation or "lagrangian", layers, None, [], None, equivariance_error, bound)
+
+
+def _resilient_report(g: np.ndarray, lm: np.ndarray, u: np.ndarray, rho: float, contrib: np.ndarray, objective,
+                      relaxed_rtol: float, equivariance_error: float | None, bound: float | None) -> SymmetryReport:
+    """The report of a resilient run: KKT check u ≈ λ/ρ, and each layer ``relaxed``/``tight`` (see build_report)."""
+    L = g.shape[1]
+    if g.shape[0] < 2:  # one logged point: no dynamics to read
+        layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
+                               SHORT) for i in range(L)]
+        return SymmetryReport("resilient", layers, rho, slack_ranking(u[-1]).tolist(), None,
+                              equivariance_error, bound)
+    check = check_resilient(g, lm, u, rho)
+    scale, significance = None, np.full(L, np.nan)
+    if objective is not None and np.isfinite(np.asarray(objective, float)).any():
+        j = np.asarray(objective, float)
+        j = j[np.isfinite(j)] if j.ndim else j
+        significance = relaxation_significance(lm, u, j)
+        scale = float(np.abs(np.mean(j[-max(1, int(round(0.1 * j.size))):]))) if j.ndim else abs(float(j))
+        signatures = ["relaxed" if s >= relaxed_rtol else "tight" for s in significance]
+    else:  # no objective to compare with: only whether the constraint is active
+        signatures = ["active" if a else "tight" for a in check.active]
+    layers = [LayerSummary(i, float(g[-1, i]), float(lm[-1, i]), float(u[-1, i]), float(contrib[i]),
+                           signatures[i], float(significance[i])) for i in range(L)]
+    return SymmetryReport("resilient", layers, rho, slack_ranking(u).tolist(), check.ok,
+                          equivariance_error, bound, scale, relaxed_rtol if scale is not None else None)
 
 
 def read_history(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -226,6 +233,14 @@ def _num(text: str | None) -> float:
         return float(text) if text not in (None, "") else math.nan
     except ValueError:
         return math.nan
+
+
+def _last_finite(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> float | None:
+    """The last finite value of the first of ``names`` that has one (``None`` if none has)."""
+    for name in names:
+        if name in columns and np.isfinite(columns[name]).any():
+            return float(columns[name][np.isfinite(columns[name])][-1])
+    return None
 
 
 def symmetry_report(
@@ -271,11 +286,7 @@ def symmetry_report(
         raise ValueError(f"Expected 'constraint' to be one of {', '.join(map(repr, keys))} (got {constraint!r})")
     f = groups[constraint]
     lam = f.get("lambda", np.zeros_like(f["gamma"]))
-    error = None
-    for name in (error_column, error_column.removeprefix("val_")):
-        if name in others and np.isfinite(others[name]).any():
-            error = float(others[name][np.isfinite(others[name])][-1])
-            break
+    error = _last_finite(others, (error_column, error_column.removeprefix("val_")))
     contribution = f.get("contribution")
     measured = groups.get(VALIDATION_CONTRIBUTIONS, {}).get("contribution")  # logged by `ceq run` at validation
     if contribution is None and measured is not None and measured.shape[1] == f["gamma"].shape[1]:
@@ -358,45 +369,3 @@ def constraint_report(run_dir: str | Path) -> str:
     if summary.get("selection"):
         lines.append(f"selected: {summary['selection']}")
     return "\n".join(lines)
-
-
-def plot_dynamics(gamma, lam, slack=None, path: str | Path = "dynamics.png", *, title: str = "") -> Path:
-    """γ, λ (and u) per layer over steps, as ACE Figs. 5, 6 (matplotlib Agg); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = [("γ", gamma), ("λ", lam)] + ([("u", slack)] if slack is not None else [])
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series, strict=True):
-        values = np.asarray(values, float)
-        for i in range(values.shape[1]):
-            ax.plot(values[:, i], lw=1, label=f"layer {i}")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set(xlabel="step", ylabel=name)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_equivariance(error, bound=None, path: str | Path = "equivariance.png", *, title: str = "") -> Path:
-    """Equivariance error (and the Thm 4.2 bound) over epochs, log scale, as ACE Fig. 4."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.semilogy(np.asarray(error, float), label="measured error")
-    if bound is not None:
-        ax.semilogy(np.asarray(bound, float), "--", label="Thm 4.2 bound")
-    ax.set(xlabel="epoch", ylabel="equivariance error", title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)

@@ -19,7 +19,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from constrained_eq.core.split_feasibility import Measurement
+from constrained_eq.core.engine import Solver
+from constrained_eq.core.split_feasibility import Measurement, counted
+from constrained_eq.core.strategies import get_strategy
+from constrained_eq.tasks import Task
 
 __all__ = ["FEASIBLE", "candidate_column", "selection_key", "describe_selection"]
 
@@ -61,3 +64,33 @@ def describe_selection(select: str, objective: str, mode: str, state: Mapping[st
                 f"evaluations (every constraint's validation violation ≤ {tolerance:g})")
     return (f"{which}: NO evaluation was feasible (validation violation ≤ {tolerance:g}); kept the "
             f"least-violating one, largest violation {key[1]:.4g}")
+
+
+def selection_column(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = None) -> str:
+    """The validation column that picks the best epoch, or ``"feasible"``.
+
+    ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
+    enforced constraint that is not a penalty or a homotopy constraint on γ, see
+    :mod:`constrained_eq.core.split_feasibility`); otherwise the projected model's loss for strategies that deploy
+    f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
+    """
+    select = spec["evaluation"]["select"]
+    if select == "auto" and solver is not None and counted(solver.plans):
+        return FEASIBLE
+    if select != "auto":
+        return select
+    return objective_column(spec, relaxed)
+
+
+def objective_column(spec: Mapping[str, Any], relaxed: bool) -> str:
+    """The loss of the deployed model: ``val_projected_loss`` for strategies that deploy f_{θ,0}, else ``val_loss``."""
+    deploys_projection = relaxed and get_strategy(spec["strategy"]).deploys_projection
+    return "val_projected_loss" if deploys_projection else "val_loss"
+
+
+def selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
+    """``"max"`` when the selected column is a metric the task wants large (an accuracy), else ``"min"``."""
+    column = selection_column(spec, relaxed)
+    column = objective_column(spec, relaxed) if column == FEASIBLE else column
+    return "max" if column.removeprefix("val_") in task.higher_is_better else "min"
+

@@ -18,14 +18,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from constrained_eq.core._loaders import batch_size as _batch_size
 from constrained_eq.core._loaders import to_device
+from constrained_eq.core.checks import check_int
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.split_feasibility import Measurement, measure
 from constrained_eq.run.runs import load_checkpoint
 from constrained_eq.run.selection import FEASIBLE
 
-__all__ = ["Evaluator", "Candidate", "AVERAGING", "FEASIBILITY_RULE", "objective_evaluator", "averaged_model",
-           "check_averaging", "judge", "validate_candidates", "check_selection_columns", "summary_row",
-           "test_selected", "model_device"]
+__all__ = ["Evaluator", "Candidate", "AVERAGING", "FEASIBILITY_RULE", "loader_means", "objective_evaluator",
+           "averaged_model", "check_averaging", "judge", "validate_candidates", "check_selection_columns",
+           "summary_row", "test_selected", "model_device"]
 
 Evaluator = Callable[[torch.nn.Module, Any], Mapping[str, float]]
 Candidate = tuple[str, str, torch.nn.Module, Measurement | None]  # (name, column prefix, model, measurement)
@@ -35,19 +36,39 @@ FEASIBILITY_RULE = ("feasible when every counted constraint's largest element vi
                     "penalties and homotopy (gamma) constraints are not counted")
 
 
+def loader_means(model: torch.nn.Module, loader: Any, forward: Callable[[torch.nn.Module, Any], Any],
+                 measures: Mapping[str, Callable[[Any, Any], torch.Tensor]], device: torch.device | None = None,
+                 summarize: Callable[[Any, Any], Any] | None = None) -> tuple[dict[str, float], list[Any]]:
+    r"""Batch-size-weighted means :math:`\sum_b n_b\,m(f(x_b), b) / \sum_b n_b` of each measure over ``loader``.
+
+    One forward pass per batch (moved to ``device`` unless it is ``None``) serves every measure and
+    ``summarize`` (whose non-``None`` results are returned in order, for loader-wide metrics). The sums
+    stay on the device and are read once, at the end; a measure of an empty loader is absent.
+    """
+    sums: dict[str, Any] = {}
+    count = 0
+    summaries = []
+    for batch in loader:
+        batch = to_device(batch, device) if device is not None else batch
+        n = _batch_size(batch)
+        output = forward(model, batch)
+        for name, of_output in measures.items():
+            value = of_output(output, batch).detach() * n
+            sums[name] = value if name not in sums else sums[name] + value
+        summary = summarize(output, batch) if summarize is not None else None
+        if summary is not None:
+            summaries.append(summary)
+        count += n
+    return {k: float(v) / max(count, 1) for k, v in sums.items()}, summaries
+
+
 def objective_evaluator(solver: Solver, device: torch.device | None = None) -> Evaluator:
     """The default validation: the problem's objective averaged over the loader, as ``{"loss": …}``."""
     objective = solver.problem.objective
 
     def evaluate(model: torch.nn.Module, loader: Any) -> dict[str, float]:
-        total, count = None, 0
-        for batch in loader:
-            batch = to_device(batch, device) if device is not None else batch
-            n = _batch_size(batch)
-            value = objective(objective.forward(model, batch), batch).detach() * n
-            total = value if total is None else total + value
-            count += n
-        return {"loss": float(total) / max(count, 1) if total is not None else float("nan")}
+        means, _ = loader_means(model, loader, objective.forward, {"loss": objective}, device)
+        return {"loss": means.get("loss", float("nan"))}
 
     return evaluate
 
@@ -74,8 +95,7 @@ def check_averaging(averaging: Any, average_start: Any, ema_decay: Any) -> None:
     if averaging not in AVERAGING:
         raise ValueError(f"fit: expected 'averaging' to be one of {', '.join(map(repr, AVERAGING))} "
                          f"(got {averaging!r})")
-    if isinstance(average_start, bool) or not isinstance(average_start, int) or average_start < 0:
-        raise ValueError(f"fit: expected 'average_start' to be an integer ≥ 0 (got {average_start!r})")
+    check_int(average_start, "average_start", "fit", at_least=0)
     if isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0 < ema_decay < 1:
         raise ValueError(f"fit: expected 'ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
 

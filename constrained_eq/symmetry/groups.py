@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 
+from constrained_eq.core.checks import check_int
 from constrained_eq.symmetry.haar import random_rotation
 
 __all__ = ["Group", "SO", "O", "E", "C", "S", "parse_group", "register_group", "cartesian_generators"]
@@ -198,8 +199,7 @@ class C(Group):
     is_continuous: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"Expected 'n' to be an integer ≥ 1 for C(n) (got {self.n!r})")
+        check_int(self.n, "n", what="an integer ≥ 1 for C(n)")
 
     @property
     def dim(self) -> int:
@@ -229,8 +229,7 @@ class S(Group):
     is_continuous: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"Expected 'n' to be an integer ≥ 1 for S(n) (got {self.n!r})")
+        check_int(self.n, "n", what="an integer ≥ 1 for S(n)")
 
     def sample(self, n=1, generator=None, dtype=None, device=None) -> torch.Tensor:
         dtype = dtype or torch.get_default_dtype()

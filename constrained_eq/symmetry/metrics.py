@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from constrained_eq.core.checks import check_int
 from constrained_eq.symmetry.groups import Group
 from constrained_eq.symmetry.reps import Rep, act
 
@@ -38,8 +39,7 @@ def _errors(
 ) -> torch.Tensor:
     if not isinstance(group, Group):
         raise TypeError(f"Expected 'group' to be a Group such as SO(3) or S(5) (got {type(group).__name__})")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"Expected 'n' to be an integer ≥ 1 (got {n!r})")
+    check_int(n, "n")
     rho_in = resolve_action(act_in, "act_in")
     rho_out = resolve_action(act_in if act_out is None else act_out, "act_out")
     g = group.sample(n, generator=generator, dtype=x.dtype, device=x.device)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from constrained_eq.core.checks import check_int
 from constrained_eq.symmetry.groups import cartesian_generators
 
 __all__ = ["Rep", "IrrepsRep", "VectorRep", "ScalarRep", "PermutationRep", "DirectSumRep", "linear_part", "act"]
@@ -126,8 +127,7 @@ class VectorRep(Rep):
     vector_dim: int = 3
 
     def __post_init__(self) -> None:
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
-            raise ValueError(f"Expected 'channels' to be an integer ≥ 1 (got {self.channels!r})")
+        check_int(self.channels, "channels")
         if self.vector_dim not in (2, 3):
             raise ValueError(f"Expected 'vector_dim' to be 2 or 3 (got {self.vector_dim!r})")
 
@@ -162,8 +162,7 @@ class ScalarRep(Rep):
     num_generators: int = 3
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
-            raise ValueError(f"Expected 'n' to be an integer ≥ 0 (got {self.n!r})")
+        check_int(self.n, "n", at_least=0)
 
     @property
     def dim(self) -> int:

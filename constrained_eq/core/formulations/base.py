@@ -22,6 +22,7 @@ import cooper
 import torch
 from cooper.utils import ConstraintType
 
+from constrained_eq.core.checks import check_number
 from constrained_eq.core.constraints import Constraint, Equality, Inequality, Penalty, Resilient
 
 __all__ = ["ConstraintPlan", "Formulation", "SoftFormulation", "hard_plan", "penalty_plan"]
@@ -186,6 +187,4 @@ class SoftFormulation(Formulation):
 
 def check_positive(value: Any, field_name: str, owner: str) -> float:
     """Return ``value`` as a float, or raise if it is not a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{owner}: expected '{field_name}' to be a finite number > 0 (got {value!r})")
-    return float(value)
+    return check_number(value, field_name, owner, above=0)

@@ -16,20 +16,15 @@ them, checks their options and prints them back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import cooper
 
+from constrained_eq.core.checks import check_number
+
 __all__ = ["PenaltyUpdater", "MultiplicativeUpdater", "AdditiveUpdater", "UPDATERS", "resolve_penalty_updater"]
-
-
-def _number(value: Any, field_name: str, owner: str, *, above: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= above:
-        raise ValueError(f"{owner}: expected '{field_name}' to be a finite number > {above:g} (got {value!r})")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -47,11 +42,8 @@ class PenaltyUpdater:
 
     def __post_init__(self) -> None:
         owner = f"'penalty_updater' of kind {self.name!r}"
-        tolerance = self.violation_tolerance
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance >= 0 \
-                or not math.isfinite(tolerance):
-            raise ValueError(f"{owner}: expected 'violation_tolerance' to be a finite number ≥ 0 (got {tolerance!r})")
-        object.__setattr__(self, "violation_tolerance", float(tolerance))
+        tolerance = check_number(self.violation_tolerance, "violation_tolerance", owner, at_least=0)
+        object.__setattr__(self, "violation_tolerance", tolerance)
         if not isinstance(self.has_restart, bool):
             raise ValueError(f"{owner}: expected 'has_restart' to be true or false (got {self.has_restart!r})")
 
@@ -77,7 +69,7 @@ class MultiplicativeUpdater(PenaltyUpdater):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = f"'penalty_updater' of kind {self.name!r}"
-        object.__setattr__(self, "growth_factor", _number(self.growth_factor, "growth_factor", owner, above=1.0))
+        object.__setattr__(self, "growth_factor", check_number(self.growth_factor, "growth_factor", owner, above=1))
 
     def build(self) -> cooper.penalty_coefficients.PenaltyCoefficientUpdater:
         return cooper.penalty_coefficients.MultiplicativePenaltyCoefficientUpdater(
@@ -94,8 +86,8 @@ class AdditiveUpdater(PenaltyUpdater):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "increment",
-                           _number(self.increment, "increment", f"'penalty_updater' of kind {self.name!r}", above=0.0))
+        owner = f"'penalty_updater' of kind {self.name!r}"
+        object.__setattr__(self, "increment", check_number(self.increment, "increment", owner, above=0))
 
     def build(self) -> cooper.penalty_coefficients.PenaltyCoefficientUpdater:
         return cooper.penalty_coefficients.AdditivePenaltyCoefficientUpdater(

@@ -1,0 +1,251 @@
+"""Turn a checked problem file (see :mod:`constrained_eq.run.problem_file`) into objects.
+
+The task and its loaders, the model, the constraints, the primal optimizers (with their groups) and the
+``Solver``; :mod:`constrained_eq.run.build` runs what is built here. Strategies (``strategy:`` in the
+file or ``--strategy``) switch only how the one problem is solved; they are
+:class:`~constrained_eq.core.strategies.Strategy` records (see :mod:`constrained_eq.core.strategies`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from constrained_eq.core import constraints as constraint_kinds
+from constrained_eq.core import distributed
+from constrained_eq.core._loaders import to_device
+from constrained_eq.core._optim import grouped_optimizers
+from constrained_eq.core.dual_optimizers import NuPI
+from constrained_eq.core.engine import Solver
+from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.problem import ConstrainedProblem, Objective
+from constrained_eq.core.strategies import formulation_for, get_strategy
+from constrained_eq.data._safe import UnsafeFileError
+from constrained_eq.homotopy import homotopic_layers
+from constrained_eq.run.constraint_entries import entry_kind, parse_entry
+from constrained_eq.run.imports import ImportPathError, build_model, is_import_path, load_optimizer
+from constrained_eq.run.problem_file import ProblemFileError, optimizer_kwargs
+from constrained_eq.run.selection import FEASIBLE
+from constrained_eq.run.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
+from constrained_eq.tasks import Task, get_task, projected
+
+__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of"]
+
+
+class AugmentedLoader:
+    """Wrap a loader so every batch goes through ``augment`` (keeps ``len`` and ``generator``)."""
+
+    def __init__(self, loader: Any, augment: Any) -> None:
+        self.loader, self.augment = loader, augment
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The wrapped loader's generator (checkpointed by fit)."""
+        return getattr(self.loader, "generator", None)
+
+    @property
+    def sampler(self) -> Any:
+        """The wrapped loader's sampler (``fit`` calls its ``set_epoch`` under torch.distributed)."""
+        return getattr(self.loader, "sampler", None)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.augment(batch) for batch in self.loader)
+
+
+@dataclass
+class Built:
+    """Everything a problem file builds."""
+
+    spec: dict[str, Any]
+    task: Task
+    model: torch.nn.Module
+    solver: Solver
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    formulation: str
+    options: TrainingOptions | None = None
+
+
+def fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
+    """The error ``<file>:<line>: <message>`` of a checked problem (for the caller to raise)."""
+    return ProblemFileError(spec["file"], line, message)
+
+
+def line_of(spec: Mapping[str, Any], key: str) -> int | None:
+    """The file line of a dotted key (``None`` when the key is not in the file)."""
+    return spec.get("lines", {}).get(key)
+
+
+def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -> None:
+    """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
+    evaluation = spec["evaluation"]
+    if evaluation["select"] in ("auto", FEASIBLE):
+        return
+    columns = ["train_loss", "val_loss"]
+    if type(task).metric is not Task.metric:
+        columns.append(f"val_{task.metric_name}")
+    columns += [f"val_{name}" for name in task.higher_is_better if f"val_{name}" not in columns]
+    if evaluation["equivariance_error"]:
+        columns.append("val_equivariance_error")
+    if evaluation["project"] and any(True for _ in homotopic_layers(model)):
+        columns.append("val_projected_loss")
+    if evaluation["select"] not in columns:
+        raise fail(spec, line_of(spec, "evaluation.select"),
+                   f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
+                   f"(got {evaluation['select']!r})")
+
+
+def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
+    """The file's constraints; CR's fixed-weight ``LieDerivative`` penalty only under ``cr``/``custom``."""
+    keeps_lie_penalty = get_strategy(spec["strategy"]).keeps_lie_penalty
+    out = []
+    for item, line in zip(spec["constraints"], spec["constraint_lines"], strict=True):
+        try:
+            built = parse_entry(item)
+        except (ValueError, TypeError, SyntaxError) as err:
+            raise fail(spec, line, f"bad constraint {item!r}: {err}") from None
+        if entry_kind(item) == "LieDerivative" and built.is_penalty and not keeps_lie_penalty:
+            continue  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
+        out.append(built)
+    return out
+
+
+def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
+    """The task's model ``name``, or the user's ``package.module:factory`` called with ``options``."""
+    return build_model(name, options) if is_import_path(name) else task.model(name, **options)
+
+
+def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    opt = spec["optimizer"]
+    if is_import_path(opt["name"]):
+        cls = load_optimizer(opt["name"], optimizer_kwargs(opt))
+    else:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
+    optimizer = cls(params, **optimizer_kwargs(opt))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise fail(spec, line_of(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
+                                                          f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+    return optimizer
+
+
+def _named_optimizer(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``spec`` with optimizer ``name`` (a group's own optimizer takes none of the section's ``options``)."""
+    section = dict(spec["optimizer"], name=name)
+    if name != spec["optimizer"]["name"]:
+        section.pop("options", None)
+    return {**spec, "optimizer": section}
+
+
+def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
+    dual = spec.get("dual_optimizer", {"name": "sgd"})
+    return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _task_and_model(spec: Mapping[str, Any]) -> tuple[Task, Any, torch.nn.Module]:
+    """The task, its loaders and the model, with each refusal named by the file's key and line."""
+    training = spec["training"]
+    section = "task"
+    try:
+        task = get_task(spec["task"]["name"])(**spec["task"]["options"])
+        loaders = task.loaders(training["seed"], training["batch_size"])
+        section = "model"
+        model = _model(task, spec["model"]["name"], spec["model"]["options"])
+    except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
+        raise fail(spec, line_of(spec, "task.options.root") or line_of(spec, "task.name"), str(err)) from None
+    except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
+        raise fail(spec, line_of(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
+            from None
+    except ImportPathError as err:
+        raise fail(spec, line_of(spec, f"{section}.name"), f"'{section}.name': {err}") from None
+    except (ValueError, TypeError) as err:
+        named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
+        where = f"{section}.options.{named}" if named else f"{section}.options"
+        line = line_of(spec, where) or line_of(spec, f"{section}.options") or line_of(spec, section)
+        raise fail(spec, line, f"Expected '{where}' to be accepted by {section} "
+                               f"{spec[section]['name']!r}: {err}") from None
+    return task, loaders, model
+
+
+def _forward(spec: Mapping[str, Any], task: Task, device: str | torch.device) -> Any:
+    """The task's forward pass, under bf16 autocast when ``training.precision`` is ``bf16``."""
+    if spec["training"].get("precision", "fp32") != "bf16":
+        return task.forward
+    try:
+        check_precision("bf16", device)
+    except ValueError as err:
+        raise fail(spec, line_of(spec, "training.precision"), str(err)) from None
+    return autocast_forward(task.forward, device)
+
+
+def _solver(spec: Mapping[str, Any], problem: ConstrainedProblem, model: torch.nn.Module, name: str,
+            options: Mapping[str, Any], val_loader: Any, device: str | torch.device) -> Solver:
+    """The primal optimizers (with their groups) and the ``Solver`` of the formulation ``name``."""
+    try:
+        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
+                                    lambda params: _optimizer(spec, params),
+                                    lambda name, groups: _optimizer(_named_optimizer(spec, name), groups))
+    except ValueError as err:
+        raise fail(spec, line_of(spec, "optimizer.groups"), str(err)) from None
+    try:
+        formulation = resolve_formulation(name, **options)  # built once, here; its options go to metrics.json
+        return Solver(problem, model, formulation, primal, spec["dual_lr"],
+                      constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
+                      variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
+                      dual_optimizer=_dual_optimizer(spec),
+                      on_nonfinite=spec["training"].get("on_nonfinite", "raise"),
+                      example_batch=to_device(next(iter(val_loader)), torch.device(device)))
+    except ProblemFileError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise fail(spec, None, str(err)) from None
+
+
+def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
+          context: distributed.Context | None = None) -> Built:
+    """Build task, loaders, model and solver of a checked problem.
+
+    Under ``torchrun`` (``context`` from :func:`constrained_eq.core.distributed.init_from_env`) the train
+    loader is sharded across ranks and the model wrapped in DDP once the Solver is built.
+
+    Raises:
+        ProblemFileError: If an option is refused by the task, the model or the formulation.
+    """
+    training = spec["training"]
+    seed_everything(training["seed"])
+    task, loaders, model = _task_and_model(spec)
+    _check_select(spec, task, model)
+    strategy = get_strategy(spec["strategy"])
+    constraints = build_constraints(spec)
+    if strategy.drops_constraints:
+        model, constraints = projected(model), []
+    model = model.to(device)
+    name, options = formulation_for(spec["strategy"], spec["formulation"], training)
+    problem = ConstrainedProblem(Objective(task.loss, _forward(spec, task, device)), constraints)
+    solver = _solver(spec, problem, model, name, options, loaders.val, device)
+    train = loaders.train
+    if context is not None:
+        try:
+            train = distributed.shard_loader(train, context, training["seed"])
+        except ValueError as err:
+            raise fail(spec, line_of(spec, "training.batch_size"), str(err)) from None
+        solver.model = distributed.wrap_model(model, context)
+    if strategy.augments:
+        train = AugmentedLoader(train, task.augment)
+    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
+                 TrainingOptions(training, *split_optimizers(solver)))

@@ -1,0 +1,200 @@
+"""The problem file's schema: every section's keys, their checks and defaults, and the checker that applies them.
+
+A check is a pair ``(predicate, description)``; a refused value reads "Expected '<key>' to be
+<description> (got <value>)". :data:`SCHEMA` lists the sections, :data:`TOP` the top-level keys and
+:data:`OPTION_CHECKS` the task and model options whose meaning is fixed by their name across tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from constrained_eq.core.checks import is_int, is_number
+from constrained_eq.core.strategies import STRATEGIES
+from constrained_eq.run.imports import is_import_path
+from constrained_eq.run.problem_yaml import ProblemFileError, _plain
+
+__all__ = ["Check", "Checker", "check_options", "SCHEMA", "TOP", "OPTION_CHECKS", "GROUP_SCHEMA", "REQUIRED",
+           "OPTIMIZERS", "DEFAULT_CONSTRAINTS"]
+
+
+OPTIMIZERS = ("adam", "sgd", "adamw")
+VARIABLE_OPTIMIZERS = ("sgd", "primal")
+
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+POS_INT: Check = (lambda v: is_int(v) and v >= 1, "an integer ≥ 1")
+INT: Check = (is_int, "an integer")
+POS_NUMBER: Check = (lambda v: is_number(v) and v > 0, "a number > 0")
+NONNEG_NUMBER: Check = (lambda v: is_number(v) and v >= 0, "a number ≥ 0")
+BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
+STR: Check = (lambda v: isinstance(v, str), "a string")
+MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
+
+
+def _int_range(low: int, high: int) -> Check:
+    """An integer in ``[low, high]``: every count has an upper bound, so no file allocates or loops without end."""
+    return (lambda v: is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
+
+
+def _optional(check: Check) -> Check:
+    return (lambda v: v is None or check[0](v), f"null or {check[1]}")
+
+
+def _choice(choices: Any) -> Check:
+    listed = ", ".join(repr(c) for c in choices)
+    return (lambda v: isinstance(v, str | int | float | bool | None) and v in choices, f"one of {listed}")
+
+
+def _or_import_path(check: Check) -> Check:
+    return (lambda v: check[0](v) or is_import_path(v), f"{check[1]} or an import path 'package.module:attribute'")
+
+
+SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
+                   "null, a schedule name ('cosine', 'step', 'multistep', 'exponential', 'package.module:fn') or "
+                   "a mapping {name, options}")
+
+
+# section -> key -> (check, default); REQUIRED marks keys without a default
+REQUIRED = object()
+SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "task": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
+    "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
+    "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
+    "optimizer": {"name": (_or_import_path(_choice(OPTIMIZERS)), "adam"), "lr": (POS_NUMBER, 1e-3),
+                  "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {}),
+                  "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
+                                                             "parameter names) and optional 'name', 'lr', "
+                                                             "'weight_decay'"), [])},
+    "training": {"epochs": (_int_range(1, 100_000), 10), "batch_size": (_int_range(1, 65_536), 32),
+                 "seed": (_int_range(0, 2**32 - 1), 0), "eval_every": (_int_range(1, 100_000), 1),
+                 "checkpoint_every": (_int_range(1, 100_000), 1), "log_every": (_int_range(1, 10_000), 10),
+                 "steps_every": (_optional(_int_range(1, 1_000_000)), None),
+                 "on_nonfinite": (_choice(("raise", "skip")), "raise"),
+                 "averaging": (_choice(("none", "uniform", "ema")), "none"),
+                 "average_start": (_int_range(0, 100_000), 0),
+                 "ema_decay": ((lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
+                 "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
+                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
+    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
+                   "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
+    "logging": {"tensorboard": (BOOL, False)},
+}
+
+
+TOP: dict[str, tuple[Check, Any]] = {
+    "strategy": (_choice(STRATEGIES), "custom"),
+    "dual_lr": (POS_NUMBER, 1e-2),
+    "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
+    "variable_lr": (_optional(POS_NUMBER), None),
+    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                       "extrapolation")), "simultaneous"),
+}
+
+
+DEFAULT_CONSTRAINTS = ["Equality(target=gammas)"]
+
+
+# task and model options whose meaning is fixed by their name across tasks: counts and sizes
+NONNEG_INT: Check = (lambda v: is_int(v) and v >= 0, "an integer ≥ 0")
+SEED = _int_range(0, 2**32 - 1)
+WIDTH = _int_range(1, 4096)
+OPTION_CHECKS: dict[str, Check] = {
+    **{name: _int_range(1, 1_000_000) for name in ("n_train", "n_val", "n_test", "num_per_class")},
+    **{name: _int_range(1, 100_000) for name in ("points", "n_points", "delta_frame", "num_trials")},
+    **{name: WIDTH for name in ("hidden", "hidden_nf", "hidden_channels", "num_filters", "emb_channels",
+                                "num_gaussians", "max_num_neighbors", "dim")},
+    **{name: _int_range(1, 64) for name in ("n_layers", "num_interactions", "num_modes")},
+    **{name: SEED for name in ("data_seed", "split_seed")},
+    "k": _int_range(1, 256),
+    "num_timesteps": _int_range(1, 1000),
+    "limit": _optional(_int_range(1, 10_000_000)),
+    "neq_hidden": _optional(WIDTH),
+    "neq_init_std": _optional(POS_NUMBER),
+    "lmax_h": _int_range(0, 6),
+    "lmax_attr": _int_range(0, 6),
+}
+
+
+ANY_INT = _int_range(-(2**31), 2**31 - 1)  # an integer option not listed above
+
+
+class Checker:
+    """Applies checks to the values of one file, raising :class:`ProblemFileError` with the key's line."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, line: int | None, message: str) -> ProblemFileError:
+        return ProblemFileError(self.file, line, message)
+
+    def value(self, value: Any, check: Check, where: str, line: int | None) -> Any:
+        if not check[0](value):
+            raise self.fail(line, f"Expected '{where}' to be {check[1]} (got {value!r})")
+        return float(value) if check is POS_NUMBER or check is NONNEG_NUMBER else value
+
+    def keys(self, mapping: Mapping, allowed: Mapping, where: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                choices = ", ".join(repr(k) for k in allowed)
+                line = getattr(mapping, "key_lines", {}).get(key, getattr(mapping, "line", None))
+                name = f"{where}.{key}" if where else str(key)
+                raise self.fail(line, f"Unknown key '{name}'; expected one of {choices}")
+
+    def section(self, raw: Any, schema: Mapping[str, tuple[Check, Any]], where: str, line: int | None) -> dict:
+        if isinstance(raw, str) and "name" in schema:
+            raw = {"name": raw}  # shorthand: `formulation: resilient`
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise self.fail(line, f"Expected '{where}' to be a mapping with keys {', '.join(schema)} (got {raw!r})")
+        self.keys(raw, schema, where)
+        out = {}
+        for key, (check, default) in schema.items():
+            key_line = getattr(raw, "key_lines", {}).get(key, getattr(raw, "line", line))
+            if key not in raw:
+                if default is REQUIRED:
+                    raise self.fail(line if line is not None else getattr(raw, "line", None),
+                                    f"Missing key '{where}.{key}' ({check[1]})")
+                out[key] = _plain(default)
+            else:
+                out[key] = _plain(self.value(raw[key], check, f"{where}.{key}", key_line))
+        return out
+
+
+def check_options(checker: Checker, options: Mapping, defaults: Mapping[str, Any], where: str,
+                   line: int | None) -> None:
+    """Check a task's or model's ``options`` against its defaults (and :data:`OPTION_CHECKS` by name)."""
+    if defaults:
+        checker.keys(options, defaults, where)
+    if not defaults and options:
+        raise checker.fail(line, f"Unknown key '{where}.{next(iter(options))}'; '{where}' takes no options")
+    for key, value in options.items():
+        default = defaults[key]
+        key_line = getattr(options, "key_lines", {}).get(key, line)
+        if key in OPTION_CHECKS:
+            checker.value(value, OPTION_CHECKS[key], f"{where}.{key}", key_line)
+            continue
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            check = BOOL
+        elif isinstance(default, int):
+            check = ANY_INT
+        elif isinstance(default, float):
+            check = (is_number, "a number")
+        elif isinstance(default, str):
+            check = STR
+        else:
+            continue
+        checker.value(value, check, f"{where}.{key}", key_line)
+
+
+GROUP_SCHEMA: dict[str, tuple[Check, Any]] = {
+    "params": (STR, REQUIRED), "name": (_optional(_choice(OPTIMIZERS)), None),
+    "lr": (_optional(POS_NUMBER), None), "weight_decay": (_optional(NONNEG_NUMBER), None),
+}
+
