@@ -14,6 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from constrained_eq.run.runs import read_csv
 
@@ -65,7 +66,6 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     run_dir = Path(run_dir)
     history = read_csv(run_dir / "history.csv")
@@ -74,21 +74,42 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     summary = _summary(run_dir)
     described = {c["name"]: c for c in summary.get("structure", {}).get("constraints", [])}
     tolerance = summary.get("measured_constraints", {}).get("tolerance")
-    out = run_dir / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    epochs = history["epoch"]
-    _MARKEVERY[0] = max(1, len(epochs) // 25)
-    written: list[Path] = []
+    _MARKEVERY[0] = max(1, len(history["epoch"]) // 25)
+    save = _Saver(plt, run_dir / "plots")
+    _curves_panel(plt, save, history)
+    train, split = _grouped_columns(history)
+    for name in dict.fromkeys([k for k, _ in train] + [k for k, _ in split]):
+        if name != "val_branch":
+            _constraint_panels(plt, save, history, name, described.get(name, {}), tolerance, train, split)
+    _lines_panel(plt, save, history, sorted(train.get(("val_branch", "contribution"), [])), "val_branch_contribution",
+                 ylabel="|γ_i f_neq,i| (validation mean)", title="branch contribution per layer", label="layer {}")
+    _lines_panel(plt, save, history, [(key, key) for key in history if "equivariance" in key], "equivariance_error",
+                 ylabel="relative equivariance error", title="equivariance error", label="{}", fontsize=8)
+    return save.written
 
-    def save(fig, name: str) -> None:
-        path = out / (re.sub(r"[^\w.-]+", "_", name) + ".png")  # constraint names are free text
+
+class _Saver:
+    """``save(fig, name)``: integer epoch ticks, tight layout, ``<out>/<name>.png``; remembers the files."""
+
+    def __init__(self, plt: Any, out: Path) -> None:
+        self.plt, self.out, self.written = plt, out, []
+        out.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, fig: Any, name: str) -> None:
+        from matplotlib.ticker import MaxNLocator
+
+        path = self.out / (re.sub(r"[^\w.-]+", "_", name) + ".png")  # constraint names are free text
         for ax in fig.axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        self.plt.close(fig)
+        self.written.append(path)
 
+
+def _curves_panel(plt: Any, save: _Saver, history: dict[str, list[float]]) -> None:
+    """``curves.png``: the training loss and every validation metric, one panel per unit."""
+    epochs = history["epoch"]
     curves = [k for k in history if k == "train_loss" or (re.match(r"val(_avg)?_", k) and "equivariance" not in k
                                                           and "." not in k and "/" not in k)]
     units: dict[str, list[str]] = {}
@@ -104,72 +125,73 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         ax.legend(fontsize=7)
     save(fig, "curves")
 
+
+def _grouped_columns(history: dict[str, list[float]]) -> tuple[dict, dict]:
+    """Per-element columns grouped by (constraint, what): training ``(index, key)``, split ``(index, prefix, key)``."""
     train: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for key in history:
-        match = _TRAIN.fullmatch(key)
-        if match:
-            train.setdefault((match[1], match[2]), []).append((int(match[3]), key))
     split: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
     for key in history:
-        match = _SPLIT.fullmatch(key)
-        if match:
+        if match := _TRAIN.fullmatch(key):
+            train.setdefault((match[1], match[2]), []).append((int(match[3]), key))
+        if match := _SPLIT.fullmatch(key):
             split.setdefault((match[2], match[3]), []).append((int(match[4]), match[1], key))
-    names = dict.fromkeys([k for k, _ in train] + [k for k, _ in split])
-    for name in names:
-        if name == "val_branch":
-            continue
-        info = described.get(name, {})
-        homotopy = info.get("homotopy", name.endswith("gammas"))
-        element = "layer" if homotopy else "element"
-        value_label = "γ" if homotopy else f"{info.get('target', name)} (target value)"
-        per_epoch = homotopy or info.get("reads") == ["parameters"]  # no batch: the value at the epoch's end
-        _value_panel(plt, save, epochs, history, name, value_label, element, info, per_epoch,
-                     train.get((name, "value"), []), split.get((name, "value"), []))
-        if split.get((name, "violation")):
-            fig, ax = plt.subplots(figsize=(5.2, 3.6))
-            for (index, prefix, key), style in zip(sorted(split[(name, "violation")]), _styles(), strict=False):
-                label = f"{element} {index}" + (" (averaged model)" if prefix == "val_avg" else "")
-                ax.plot(*_finite(epochs, history[key]), label=label, **style)
-            if tolerance is not None:
-                ax.axhline(tolerance, color="k", lw=0.8, ls="--", label=f"tolerance {tolerance:g}")
-            ax.set(xlabel="epoch", ylabel="violation (validation split)", title=name)
-            ax.legend(fontsize=7)
-            save(fig, f"{name}_violation")
-        for what, label in (("lambda", "multiplier λ"), ("slack", "slack u"),
-                            ("contribution", "branch contribution |γ f_neq|")):
-            columns = train.get((name, what))
-            if not columns:
-                continue
-            fig, ax = plt.subplots(figsize=(5.2, 3.6))
-            for (index, key), style in zip(sorted(columns), _styles(), strict=False):
-                ax.plot(*_finite(epochs, history[key]), label=f"{element} {index}", **style)
-            ax.axhline(0.0, color="k", lw=0.5)
-            ax.set(xlabel="epoch", ylabel=label, title=name)
-            if len(columns) <= 12:
-                ax.legend(fontsize=7, ncol=2)
-            save(fig, f"{name}_{what}")
-    contributions = train.get(("val_branch", "contribution"))
-    if contributions:
-        fig, ax = plt.subplots(figsize=(5.2, 3.6))
-        for (index, key), style in zip(sorted(contributions), _styles(), strict=False):
-            ax.plot(*_finite(epochs, history[key]), label=f"layer {index}", **style)
-        if all(v > 0 for _, key in contributions for v in history[key] if not math.isnan(v)):
-            ax.set_yscale("log")  # contributions span decades
-        ax.set(xlabel="epoch", ylabel="|γ_i f_neq,i| (validation mean)", title="branch contribution per layer")
-        ax.legend(fontsize=7, ncol=2)
-        save(fig, "val_branch_contribution")
+    return train, split
 
-    errors = [k for k in history if "equivariance" in k]
-    if errors:
+
+def _constraint_panels(plt: Any, save: _Saver, history: dict[str, list[float]], name: str, info: dict,
+                       tolerance: float | None, train: dict, split: dict) -> None:
+    """One constraint's value, violation, multiplier, slack and branch-contribution plots."""
+    epochs = history["epoch"]
+    homotopy = info.get("homotopy", name.endswith("gammas"))
+    element = "layer" if homotopy else "element"
+    value_label = "γ" if homotopy else f"{info.get('target', name)} (target value)"
+    per_epoch = homotopy or info.get("reads") == ["parameters"]  # no batch: the value at the epoch's end
+    _value_panel(plt, save, epochs, history, name, value_label, element, info, per_epoch,
+                 train.get((name, "value"), []), split.get((name, "value"), []))
+    if split.get((name, "violation")):
+        _violation_panel(plt, save, history, name, element, tolerance, sorted(split[(name, "violation")]))
+    for what, label in (("lambda", "multiplier λ"), ("slack", "slack u"),
+                        ("contribution", "branch contribution |γ f_neq|")):
+        columns = train.get((name, what))
+        if not columns:
+            continue
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
-        for key, style in zip(errors, _styles(), strict=False):
-            ax.plot(*_finite(epochs, history[key]), label=key, **style)
-        if all(v > 0 for key in errors for v in history[key] if not math.isnan(v)):
-            ax.set_yscale("log")
-        ax.set(xlabel="epoch", ylabel="relative equivariance error", title="equivariance error")
-        ax.legend(fontsize=8)
-        save(fig, "equivariance_error")
-    return written
+        for (index, key), style in zip(sorted(columns), _styles(), strict=False):
+            ax.plot(*_finite(epochs, history[key]), label=f"{element} {index}", **style)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set(xlabel="epoch", ylabel=label, title=name)
+        if len(columns) <= 12:
+            ax.legend(fontsize=7, ncol=2)
+        save(fig, f"{name}_{what}")
+
+
+def _violation_panel(plt: Any, save: _Saver, history: dict[str, list[float]], name: str, element: str,
+                     tolerance: float | None, columns: list[tuple[int, str, str]]) -> None:
+    """``<constraint>_violation.png``: the validation violation per element, tolerance drawn."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (index, prefix, key), style in zip(columns, _styles(), strict=False):
+        label = f"{element} {index}" + (" (averaged model)" if prefix == "val_avg" else "")
+        ax.plot(*_finite(history["epoch"], history[key]), label=label, **style)
+    if tolerance is not None:
+        ax.axhline(tolerance, color="k", lw=0.8, ls="--", label=f"tolerance {tolerance:g}")
+    ax.set(xlabel="epoch", ylabel="violation (validation split)", title=name)
+    ax.legend(fontsize=7)
+    save(fig, f"{name}_violation")
+
+
+def _lines_panel(plt: Any, save: _Saver, history: dict[str, list[float]], columns: list[tuple[Any, str]],
+                 name: str, *, ylabel: str, title: str, label: str, fontsize: int = 7) -> None:
+    """One line per ``(index, key)`` column, log scale when every value is positive; nothing if no column."""
+    if not columns:
+        return
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (index, key), style in zip(columns, _styles(), strict=False):
+        ax.plot(*_finite(history["epoch"], history[key]), label=label.format(index), **style)
+    if all(v > 0 for _, key in columns for v in history[key] if not math.isnan(v)):
+        ax.set_yscale("log")  # contributions and errors span decades
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=fontsize, ncol=2 if fontsize == 7 else 1)
+    save(fig, name)
 
 
 def _value_panel(plt, save, epochs, history, name, label, element, info, per_epoch, train_columns,
