@@ -253,6 +253,27 @@ def test_the_solver_reads_gamma_from_the_parameters_it_found_once(monkeypatch):
     assert torch.equal(record.values["equality_gammas"], expected)
 
 
+def test_the_gradient_of_gamma_is_accumulated_in_place():
+    """γ is stacked before the forward, so each γ's two gradients (forward, λᵀγ) are summed in place.
+
+    Stacked after it, the stack's (view) gradient arrived first and every γ cost one out-of-place
+    ``aten::add`` more: the overhead that grew with the number of layers (docs/performance.md).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    layers = 16
+    model = torch.nn.Sequential(*(ceq.HomotopicLayer(Scale(), ceq.LinearBranch(3, 3)) for _ in range(layers)))
+    solver = ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), model, "lagrangian", dual_lr=0.1,
+                        check_finite=False)
+    batch = _batch()
+    solver.step(batch)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        solver.step(batch)
+    adds = sum(e.count for e in prof.key_averages() if e.key == "aten::add")
+    # the forward's f_eq + γ·f_neq is one add per layer; a second one per layer is the accumulation come back
+    assert adds < layers + 8, f"{adds} out-of-place adds in one step of {layers} layers: about one per γ too many"
+
+
 def test_from_variables_needs_variables():
     with pytest.raises(ValueError, match="'from_variables' needs 'variables'"):
         ceq.Target(lambda m, b, o: m.x, "x", from_variables=torch.stack)

@@ -83,7 +83,8 @@ class Target:
         from_variables: Optional callable ``from_variables(params) -> Tensor (L,)`` giving the same values
             as ``fn`` from the parameters ``variables(model)`` names (for γ: ``torch.stack``). A solver
             finds those parameters once, when it is built, and then evaluates the target from them,
-            without searching the model at every step.
+            without searching the model at every step, before the model's forward (so that its gradient
+            is added last, in place).
         totals: Optional ``totals(model, batch, output) -> Tensor (K,)``: per-batch sums whose total over a
             split defines the target there (with ``from_totals``).
         from_totals: ``from_totals(sums (K,)) -> Tensor (L,)``: the target's value over a split.
