@@ -85,7 +85,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
             continue
         mean, std = curves.mean(0), curves.std(0)
         epochs = next(r.get("epochs") for r in results if r["config"] == name) or np.arange(1, len(mean) + 1)
-        ax.plot(epochs, mean, marker=".", label=f"{name} ({len(curves)} seeds)")
+        ax.plot(epochs, mean, marker=".", label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
