@@ -14,6 +14,7 @@ from typing import Any
 import cooper
 import torch
 
+from constrained_eq.core import plain_steps
 from constrained_eq.core.dual_optimizers import NuPI, resolve_dual_optimizer
 
 __all__ = ["SCHEMES", "NAMED", "build", "extrapolating", "grouped_optimizers", "roll_kwargs"]
@@ -51,7 +52,11 @@ _HOOKED: dict[type, type] = {}
 
 
 def _hooked(cls: type) -> type:
-    """Subclass a Cooper optimizer so that ``before_primal_step()`` runs between backward and the step."""
+    """Subclass a Cooper optimizer so that ``before_primal_step()`` runs between backward and the step.
+
+    Its steps and ``zero_grad`` are Cooper's, with plain SGD (γ, u, λ by default) stepped by
+    :mod:`constrained_eq.core.plain_steps` (the same update, without ``torch.optim``'s per-call cost).
+    """
     if cls not in _HOOKED:
 
         class Hooked(cls):
@@ -59,9 +64,18 @@ def _hooked(cls: type) -> type:
                 self.before_primal_step = before_primal_step
                 super().__init__(*args, **kwargs)
 
+            def zero_grad(self) -> None:
+                plain_steps.zero_grad_([*self.primal_optimizers, *(self.dual_optimizers or [])])
+
             def primal_step(self) -> None:
                 self.before_primal_step()
-                super().primal_step()
+                plain_steps.step_(self.primal_optimizers)
+
+            @torch.no_grad()
+            def dual_step(self) -> None:  # Cooper's: step the dual optimizers, then project the multipliers
+                plain_steps.step_(self.dual_optimizers)
+                for multiplier in self.cmp.multipliers():
+                    multiplier.post_step_()
 
             def primal_extrapolation_step(self) -> None:
                 self.before_primal_step()
