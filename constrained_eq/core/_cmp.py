@@ -45,9 +45,12 @@ def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
     """A detached value that the coming step cannot change.
 
     A fresh result (``torch.stack(γ)``) is only detached; a parameter or a view of one, which the step
-    updates in place, is copied.
+    updates in place, is copied; so is every value under ``torch.compile`` (which cannot ask whether a
+    tensor is a view, and whose outputs may alias its inputs).
     """
     detached = tensor.detach()
+    if torch.compiler.is_compiling():
+        return detached.clone()
     return detached.clone() if tensor.is_leaf or tensor._is_view() else detached
 
 

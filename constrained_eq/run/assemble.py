@@ -209,6 +209,7 @@ def _solver(spec: Mapping[str, Any], problem: ConstrainedProblem, model: torch.n
                       variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
                       dual_optimizer=_dual_optimizer(spec),
                       on_nonfinite=spec["training"].get("on_nonfinite", "raise"),
+                      compile=spec["training"].get("compile", False),
                       example_batch=to_device(next(iter(val_loader)), torch.device(device)))
     except ProblemFileError:
         raise

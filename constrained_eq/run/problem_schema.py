@@ -60,6 +60,9 @@ SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
 
 # section -> key -> (check, default); REQUIRED marks keys without a default
 REQUIRED = object()
+# marks keys left out of the normalised problem when absent: a key added later keeps the hash (and the
+# resume check) of existing runs' problems unchanged; readers use ``.get(key, default)``
+ABSENT_IS_DEFAULT = object()
 SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "task": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
     "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
@@ -78,7 +81,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
                  "average_start": (_int_range(0, 100_000), 0),
                  "ema_decay": ((lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
                  "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
-                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32")},
+                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32"),
+                 "compile": (BOOL, ABSENT_IS_DEFAULT)},
     "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
                    "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
     "logging": {"tensorboard": (BOOL, False)},
@@ -159,7 +163,8 @@ class Checker:
                 if default is REQUIRED:
                     raise self.fail(line if line is not None else getattr(raw, "line", None),
                                     f"Missing key '{where}.{key}' ({check[1]})")
-                out[key] = _plain(default)
+                if default is not ABSENT_IS_DEFAULT:
+                    out[key] = _plain(default)
             else:
                 out[key] = _plain(self.value(raw[key], check, f"{where}.{key}", key_line))
         return out

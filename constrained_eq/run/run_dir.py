@@ -32,7 +32,7 @@ __all__ = ["ALLOWED_CHANGES", "check_run_dir", "open_run_dir", "keep_file_hyperp
 # keys that may change on resume with --allow-change: how the run goes on, not what the problem is
 ALLOWED_CHANGES = ("training.epochs", "training.on_nonfinite", "training.log_every", "training.eval_every",
                    "training.checkpoint_every", "training.steps_every", "optimizer.lr", "optimizer.weight_decay",
-                   "dual_lr", "variable_lr")
+                   "dual_lr", "variable_lr", "training.compile")
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -101,16 +101,21 @@ class LRSchedule:
     r"""Set ``optimizer``'s learning rates to :math:`\eta_0 f(e)` for epoch :math:`e`.
 
     :math:`\eta_0` is read when the schedule is made (the optimizer's rates as built from the file).
+    A rate held in a tensor (``Solver(compile=True)``) is written in place, so a compiled step does not
+    recompile.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]) -> None:
         self.optimizer, self.factor = optimizer, factor
-        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.base = [float(group["lr"]) for group in optimizer.param_groups]
 
     def set_epoch(self, epoch: int) -> None:
         """Write the rates of ``epoch`` into the optimizer's parameter groups."""
         for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
-            group["lr"] = base * self.factor(epoch)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(base * self.factor(epoch))
+            else:
+                group["lr"] = base * self.factor(epoch)
 
 
 class GradClipper:
