@@ -175,6 +175,7 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
     weight: float | None = None,
     bound: float | None = None,
     include_norm: bool = True,
+    every: int = 1,
     name: str | None = None,
 ) -> Penalty | Inequality:
     r"""CR's regulariser :math:`\sum_i (\ell_i + b_i)` as a fixed penalty or, with a bound, a constraint.
@@ -190,11 +191,15 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         weight (float, optional): Penalty weight (default: :obj:`0.01` when no bound is given).
         bound (float, optional): Upper bound per layer; gives an :class:`Inequality`.
         include_norm (bool, optional): Add the branch norm b (CR) or constrain ℓ alone (default: :obj:`True`).
+        every (int, optional): Evaluate the penalty every ``every`` steps with weight ``every · weight``
+            (see :class:`~constrained_eq.core.constraints.Penalty`); penalties only (default: :obj:`1`).
         name (str, optional): Constraint name in logs.
 
     Examples:
         >>> LieDerivative()
         Penalty(target=lie_regularizer, weight=0.01)
+        >>> LieDerivative(weight=0.01, every=4)
+        Penalty(target=lie_regularizer, weight=0.01, every=4)
         >>> LieDerivative(bound=0.1, include_norm=False)
         Inequality(target=lie_derivative_norms, bound=0.1)
     """
@@ -202,6 +207,11 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         raise ValueError(
             f"Expected one of 'weight' or 'bound' (got weight={weight!r} and bound={bound!r}); "
             "use weight for CR's fixed penalty, bound for a constraint with a multiplier"
+        )
+    if bound is not None and every != 1:
+        raise ValueError(
+            f"Expected 'every' only with 'weight' (got every={every!r} and bound={bound!r}); a constraint with a "
+            "multiplier is evaluated every step: drop 'every', or use weight for a penalty evaluated every k steps"
         )
     if isinstance(group, str):
         group = parse_group(group)
@@ -216,4 +226,4 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         target = _group_target(group, include_norm)
     if bound is not None:
         return Inequality(target, bound=bound, name=name)
-    return Penalty(target, weight=0.01 if weight is None else weight, name=name)
+    return Penalty(target, weight=0.01 if weight is None else weight, every=every, name=name)
