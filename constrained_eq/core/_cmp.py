@@ -90,6 +90,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         self.check_finite = check_finite
         self.step_index = 0
         self.dual_update = True
+        self._last_logged: dict[str, torch.Tensor] = {}  # of the penalties evaluated every k > 1 steps
         for key, constraint in cooper_constraints.items():
             setattr(self, key, constraint)  # Cooper's public registration: a Constraint attribute
         self.cooper_constraints = dict(self.named_constraints())
@@ -100,6 +101,9 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         Under DDP only the objective's forward goes through the wrapper; targets see the bare module
         (a target that runs the model again, like the Lie derivative, must not start a second DDP
         forward; its gradients still reach the same parameters and are averaged with the rest).
+
+        A penalty with ``every=k`` is evaluated only when ``step_index % k == 0``; on the other steps it has
+        no ``values`` and logs its last computed values (NaN of its length before the first).
         """
         early = self._stack_bound_variables()
         output = self.problem.objective.forward(model, batch)
@@ -111,6 +115,10 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         bare = unwrap(model)
         sizes = self.target_sizes
         for plan in self.plans:
+            every = getattr(plan.constraint, "every", 1)
+            if self.step_index % every != 0:
+                result.logged[plan.key] = self._last_or_nan(plan.key, bare)
+                continue
             target, bound = plan.constraint.target, self.bound_variables.get(plan.key)
             values = early[plan.key] if bound is not None else target(bare, batch, output)
             values = values.reshape(-1) if values.dim() != 1 else values
@@ -121,11 +129,20 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
                                  "(e.g. .mean(0))")
             result.values[plan.key] = values
             result.logged[plan.key] = _snapshot(values)
+            if every != 1:
+                self._last_logged[plan.key] = result.logged[plan.key]
             if plan.mode == "lagrangian":
                 violation = plan.violation(values, self.slacks.get(plan.key))
                 result.violations[plan.key] = violation
                 result.logged_violations[plan.key] = _snapshot(violation)
         return result
+
+    def _last_or_nan(self, key: str, model: torch.nn.Module) -> torch.Tensor:
+        """What a penalty skipped on this step logs: its last computed values, or NaN before the first."""
+        if key in self._last_logged:
+            return self._last_logged[key]
+        device = next(model.parameters(), torch.empty(0)).device
+        return torch.full((self.target_sizes.get(key, 1),), float("nan"), device=device)
 
     def _stack_bound_variables(self) -> dict[str, torch.Tensor]:
         """The values of the targets read from the parameters alone (γ), taken *before* the forward.
@@ -150,12 +167,15 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"values": result})
 
     def compute_cmp_state(self, model: torch.nn.Module, batch: Any) -> cooper.CMPState:
-        """J_0 + Σ penalties + Σ ρ/2‖u‖², and the violations of every Lagrangian plan."""
+        """J_0 + Σ penalties + Σ ρ/2‖u‖², and the violations of every Lagrangian plan.
+
+        A penalty with ``every=k`` adds ``k · w · Σ_i p_i`` on the steps it is evaluated and nothing otherwise.
+        """
         result = self.evaluate(model, batch)
         loss = result.objective
         for plan in self.plans:
-            if plan.mode == "penalty":
-                loss = loss + plan.weight * result.values[plan.key].sum()
+            if plan.mode == "penalty" and plan.key in result.values:
+                loss = loss + getattr(plan.constraint, "every", 1) * plan.weight * result.values[plan.key].sum()
             if plan.has_slack and plan.mode == "lagrangian":
                 loss = loss + 0.5 * plan.rho * self.slacks[plan.key].pow(2).sum()
         if self.check_finite:

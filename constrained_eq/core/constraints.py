@@ -21,6 +21,7 @@ Names are free text: they only label logs, records and checkpoints.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,16 +250,26 @@ class Penalty(Constraint):
 
     This is how CR's regulariser is used (weight 0.01 on the Lie-derivative and ‖Wx‖ norms).
 
+    With ``every=k`` the target is evaluated only on the steps whose index is a multiple of k, and
+    there the term is k · w · Σ_i p_i(θ); the other steps neither evaluate nor add it. Over k steps the
+    mean pull equals the every-step penalty's (exactly so while p changes little within k steps), for
+    1/k of the target's cost, at the price of a k× larger kick once in k steps. ``every=1`` is the
+    every-step penalty, bit for bit. Logs show the last computed values on the skipped steps.
+
     Args:
         target: The quantity p (one value per layer).
         weight: The fixed weight w ≥ 0.
+        every: Evaluate the penalty every ``every`` steps, a positive integer (default: :obj:`1`).
 
     Examples:
         >>> Penalty("gammas", weight=0.01)
         Penalty(target=gammas, weight=0.01)
+        >>> Penalty("gammas", weight=0.01, every=4)
+        Penalty(target=gammas, weight=0.01, every=4)
     """
 
     weight: float = 1.0
+    every: int = 1
 
     is_penalty = True
 
@@ -266,12 +277,20 @@ class Penalty(Constraint):
         super().__post_init__()
         value = _check_finite_number(self.weight, "weight", "Penalty", positive=True, allow_zero=True)
         object.__setattr__(self, "weight", value)
+        if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral):
+            raise TypeError(f"Penalty: expected 'every' to be a positive integer (got {type(self.every).__name__} "
+                            f"{self.every!r})")
+        if self.every < 1:
+            raise ValueError(f"Penalty: expected 'every' to be a positive integer, the number of steps between "
+                             f"evaluations (got {self.every})")
+        object.__setattr__(self, "every", int(self.every))
 
     def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
         return values
 
     def _fields_repr(self) -> list[str]:
-        return [*super()._fields_repr(), f"weight={self.weight!r}"]
+        every = [f"every={self.every!r}"] if self.every != 1 else []
+        return [*super()._fields_repr(), f"weight={self.weight!r}", *every]
 
 
 _KINDS: dict[str, type[Constraint]] = {

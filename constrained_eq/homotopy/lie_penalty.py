@@ -15,6 +15,23 @@ The values are computed from the inputs the branches saw in the **current** forw
 evaluation on a model turns input recording on for all its branches, so run a forward after that
 (or call :func:`~constrained_eq.homotopy.set_recording` before the first forward). The inputs are
 detached, so the penalty trains only ``W`` (as CR does).
+
+**Evaluation.** With ``X`` the ``N × in`` matrix of recorded inputs and ``G = XᵀX`` its Gram matrix
+(``in × in``, built once per branch and evaluation, without a graph since ``X`` is detached), every
+sum over the batch is a trace:
+
+.. math::
+    \textstyle\sum_x \|M x\|^2 = \operatorname{tr}(M G M^\top) = \sum_{o,i} (M G)_{oi} M_{oi},
+    \qquad \ell^2 = \sum_A \sum (L_A G) \odot L_A, \qquad b^2 = \sum (W G) \odot W.
+
+This costs ``N·in² + (K+1)·out·in²`` multiply-adds instead of the direct ``(K+1)·N·out·in`` (``K`` generators),
+so it is used when ``N ≥ in`` (always the case on the N-body models, where ``N`` = edges × batch is in the
+thousands and ``in`` ≤ a few hundred); below that the direct form ``‖L_A X^\top‖`` is kept. Both give the same
+value and gradient ``∂ℓ/∂W = Σ_A (L_A G dρ_in(A)ᵀ − dρ_out(A)ᵀ L_A G)/ℓ`` to rounding; the Gram form squares the
+conditioning of ``X``, which only matters when ``‖L_A X^\top‖ ≪ ‖L_A‖‖X‖`` (then a tiny negative rounding of the
+quadratic form is clamped to 0). At ℓ = 0 the square root gets the subgradient 0, as ``Tensor.norm`` gives.
+A batched ``torch.func.jvp`` of the branch along the generators would still form all ``K × N × out`` values
+``L_A x``; the branch is linear, so the closed form above is exact and reads the ``N`` rows once (in ``G``).
 """
 
 from __future__ import annotations
@@ -67,27 +84,56 @@ def _branch_inputs(model: nn.Module, name: str, need_rep: bool) -> list[tuple[st
     return out
 
 
-def _lie_norm(branch: LinearBranch, x: torch.Tensor) -> torch.Tensor:
+def _gram(x: torch.Tensor) -> torch.Tensor | None:
+    """``G = XᵀX`` of the ``N × in`` recorded inputs when ``N ≥ in``; ``None`` (direct form) when ``N < in``."""
+    if x.shape[0] < x.shape[1]:
+        return None
+    with torch.no_grad():
+        return x.T @ x
+
+
+def _sqrt0(square: torch.Tensor) -> torch.Tensor:
+    """√q for q ≥ 0 with the subgradient 0 at q ≤ 0 (a rounding below 0 is read as 0; √'s gradient at 0 is ∞)."""
+    positive = square > 0
+    return torch.where(positive, torch.where(positive, square, torch.ones_like(square)).sqrt(), 0.0)
+
+
+def _batch_norm(m: torch.Tensor, x: torch.Tensor, gram: torch.Tensor | None) -> torch.Tensor:
+    """``√(Σ_x ‖M x‖²)`` summed also over M's leading (generator) dimension: ``√tr(M G Mᵀ)``, or directly."""
+    if gram is None:
+        return (x @ m.mT).norm()
+    return _sqrt0(((m @ gram) * m).sum())
+
+
+def _lie_norm(branch: LinearBranch, x: torch.Tensor, gram: torch.Tensor | None) -> torch.Tensor:
     weight = branch.weight
     lie = weight @ branch.algebra_in.to(weight.dtype) - branch.algebra_out.to(weight.dtype) @ weight  # (K, out, in)
-    return torch.einsum("koi,ni->kno", lie, x.to(weight.dtype)).norm()
+    return _batch_norm(lie, x, gram)
 
 
-def _branch_norm(branch: LinearBranch, x: torch.Tensor) -> torch.Tensor:
-    return (x.to(branch.weight.dtype) @ branch.weight.T).norm()
+def _branch_terms(branch: LinearBranch, x: torch.Tensor, lie: bool, norm: bool) -> torch.Tensor:
+    """ℓ, b or ℓ + b of one branch, sharing the cast input and its Gram matrix."""
+    x = x.to(branch.weight.dtype)
+    gram = _gram(x)
+    terms = [_lie_norm(branch, x, gram)] if lie else []
+    if norm:
+        terms.append(_batch_norm(branch.weight, x, gram))
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
 def _lie_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
-    return torch.stack([_lie_norm(b, x) for _, b, x in _branch_inputs(model, "lie_derivative_norms", True)])
+    terms = _branch_inputs(model, "lie_derivative_norms", True)
+    return torch.stack([_branch_terms(b, x, lie=True, norm=False) for _, b, x in terms])
 
 
 def _norm_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
-    return torch.stack([_branch_norm(b, x) for _, b, x in _branch_inputs(model, "branch_norms", False)])
+    terms = _branch_inputs(model, "branch_norms", False)
+    return torch.stack([_branch_terms(b, x, lie=False, norm=True) for _, b, x in terms])
 
 
 def _regularizer_values(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
     terms = _branch_inputs(model, "lie_regularizer", True)
-    return torch.stack([_lie_norm(b, x) + _branch_norm(b, x) for _, b, x in terms])
+    return torch.stack([_branch_terms(b, x, lie=True, norm=True) for _, b, x in terms])
 
 
 lie_derivative_norms = register_target(
@@ -129,6 +175,7 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
     weight: float | None = None,
     bound: float | None = None,
     include_norm: bool = True,
+    every: int = 1,
     name: str | None = None,
 ) -> Penalty | Inequality:
     r"""CR's regulariser :math:`\sum_i (\ell_i + b_i)` as a fixed penalty or, with a bound, a constraint.
@@ -144,11 +191,15 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         weight (float, optional): Penalty weight (default: :obj:`0.01` when no bound is given).
         bound (float, optional): Upper bound per layer; gives an :class:`Inequality`.
         include_norm (bool, optional): Add the branch norm b (CR) or constrain ℓ alone (default: :obj:`True`).
+        every (int, optional): Evaluate the penalty every ``every`` steps with weight ``every · weight``
+            (see :class:`~constrained_eq.core.constraints.Penalty`); penalties only (default: :obj:`1`).
         name (str, optional): Constraint name in logs.
 
     Examples:
         >>> LieDerivative()
         Penalty(target=lie_regularizer, weight=0.01)
+        >>> LieDerivative(weight=0.01, every=4)
+        Penalty(target=lie_regularizer, weight=0.01, every=4)
         >>> LieDerivative(bound=0.1, include_norm=False)
         Inequality(target=lie_derivative_norms, bound=0.1)
     """
@@ -156,6 +207,11 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         raise ValueError(
             f"Expected one of 'weight' or 'bound' (got weight={weight!r} and bound={bound!r}); "
             "use weight for CR's fixed penalty, bound for a constraint with a multiplier"
+        )
+    if bound is not None and every != 1:
+        raise ValueError(
+            f"Expected 'every' only with 'weight' (got every={every!r} and bound={bound!r}); a constraint with a "
+            "multiplier is evaluated every step: drop 'every', or use weight for a penalty evaluated every k steps"
         )
     if isinstance(group, str):
         group = parse_group(group)
@@ -170,4 +226,4 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         target = _group_target(group, include_norm)
     if bound is not None:
         return Inequality(target, bound=bound, name=name)
-    return Penalty(target, weight=0.01 if weight is None else weight, name=name)
+    return Penalty(target, weight=0.01 if weight is None else weight, every=every, name=name)

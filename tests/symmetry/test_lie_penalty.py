@@ -2,13 +2,17 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from constrained_eq.core.constraints import Inequality, Penalty
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, set_recording
+from constrained_eq.homotopy.lie_penalty import _gram
 from constrained_eq.symmetry import (
     SO,
     C,
+    IrrepsRep,
     LieDerivative,
     VectorRep,
     branch_norms,
@@ -85,3 +89,86 @@ def test_errors():
     assert branch_norms.name == "branch_norms"
     with pytest.raises(ValueError, match="expected the model to contain LinearBranch modules"):
         lie_derivative_norms(nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------- the Gram form against the direct sums
+def _reference(branch, x):
+    """ℓ and b summed directly over the N rows (the K × N × out tensor of L_A x), as before the Gram form."""
+    weight = branch.weight
+    lie = weight @ branch.algebra_in - branch.algebra_out @ weight
+    return torch.einsum("koi,ni->kno", lie, x).norm(), (x @ weight.T).norm()
+
+
+def _irreps(counts):
+    return "+".join(f"{n}x{deg}{'e' if deg % 2 == 0 else 'o'}" for deg, n in enumerate(counts) if n) or "1x0e"
+
+
+def _so3_branch(counts_in, counts_out, weight_scale=1.0, seed=0):
+    rep_in, rep_out = IrrepsRep(_irreps(counts_in)), IrrepsRep(_irreps(counts_out))
+    generator = torch.Generator().manual_seed(seed)
+    branch = LinearBranch(rep_in.dim, rep_out.dim, rep_in, rep_out).double()
+    with torch.no_grad():
+        branch.linear.weight.copy_(weight_scale * torch.randn(rep_out.dim, rep_in.dim, generator=generator,
+                                                              dtype=torch.float64))
+    set_recording(branch)
+    return branch, generator
+
+
+def _value_and_grad(fn, branch):
+    branch.linear.weight.grad = None
+    value = fn()
+    value.backward()
+    return value.detach(), branch.linear.weight.grad.clone()
+
+
+def _assert_matches_reference(branch, x):
+    branch(x)
+    pairs = [(lambda: lie_derivative_norms(branch)[0], lambda: _reference(branch, x)[0]),
+             (lambda: branch_norms(branch)[0], lambda: _reference(branch, x)[1]),
+             (lambda: lie_regularizer(branch)[0], lambda: sum(_reference(branch, x)))]
+    for new, old in pairs:
+        (value, grad), (ref_value, ref_grad) = _value_and_grad(new, branch), _value_and_grad(old, branch)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(value, ref_value, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [40, 3])  # N ≥ in: Gram form; N < in: direct form
+def test_gram_form_equals_direct_sums(rows):
+    branch, generator = _so3_branch((2, 2, 1), (1, 3))
+    x = torch.randn(rows, branch.in_features, generator=generator, dtype=torch.float64)
+    assert (_gram(x) is None) == (rows < branch.in_features)
+    _assert_matches_reference(branch, x)
+
+
+@pytest.mark.parametrize("rows", [40, 3])
+@pytest.mark.parametrize("zero", ["input", "weight"])
+def test_zero_input_or_weight_gives_zero_with_finite_gradients(zero, rows):
+    branch, generator = _so3_branch((1, 2), (2, 1), weight_scale=0.0 if zero == "weight" else 1.0)
+    x = torch.randn(rows, branch.in_features, generator=generator, dtype=torch.float64)
+    x = torch.zeros_like(x) if zero == "input" else x
+    _assert_matches_reference(branch, x)
+    value, grad = _value_and_grad(lambda: lie_regularizer(branch)[0], branch)
+    assert value.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))  # the subgradient 0 of ‖·‖ at 0
+
+
+def test_gram_form_keeps_the_weight_dtype():
+    branch, generator = _so3_branch((1, 1), (1, 1))
+    branch.float()
+    x = torch.randn(30, branch.in_features, generator=generator)
+    branch(x)
+    assert lie_regularizer(branch).dtype == torch.float32
+    branch.double()
+    branch.last_input = x  # a float32 input recorded for a float64 branch is cast to the weight's dtype
+    assert lie_regularizer(branch).dtype == torch.float64
+    torch.testing.assert_close(lie_regularizer(branch)[0], sum(_reference(branch, x.double())))
+
+
+@settings(max_examples=12, deadline=None)
+@given(counts_in=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)),
+       counts_out=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)),
+       rows=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_gram_form_equals_direct_sums_on_random_shapes(counts_in, counts_out, rows, seed):
+    branch, generator = _so3_branch(counts_in, counts_out, seed=seed)
+    _assert_matches_reference(branch, torch.randn(rows, branch.in_features, generator=generator,
+                                                  dtype=torch.float64))
