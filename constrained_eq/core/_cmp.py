@@ -116,7 +116,7 @@ class ProblemCMP(cooper.ConstrainedMinimizationProblem):
         sizes = self.target_sizes
         for plan in self.plans:
             every = getattr(plan.constraint, "every", 1)
-            if self.step_index % every != 0:
+            if every != 1 and self.step_index % every != 0:  # step_index is read (and compiled on) only here
                 result.logged[plan.key] = self._last_or_nan(plan.key, bare)
                 continue
             target, bound = plan.constraint.target, self.bound_variables.get(plan.key)
