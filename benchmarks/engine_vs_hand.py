@@ -39,7 +39,7 @@ from benchmarks._common import (
 )
 
 LR, ETA_P, ETA_D = 1e-3, 1e-2, 1e-2
-TARGET = 1.03
+TARGETS = {"relaxed_mlp": 1.01, "egnn": 1.005}  # Solver / hand-written loop
 
 
 def mlp_forward(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -201,7 +201,8 @@ def main() -> None:
         print_table(f"{device.type}: median step over {args.steps} interleaved steps", rows,
                     ("variant", "ms/step", "ratio vs hand"))
         ratio = timings["solver"].median / ref
-        print(f"\nSolver/hand = {ratio:.3f} (target ≤ {TARGET}): {'OK' if ratio <= TARGET else 'ABOVE TARGET'}")
+        target = TARGETS[model_name]
+        print(f"\nSolver/hand = {ratio:.3f} (target ≤ {target}): {'OK' if ratio <= target else 'ABOVE TARGET'}")
         print(f"Solver/Cooper = {timings['solver'].median / timings['cooper'].median:.3f}")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks in one run (under ten minutes on one GPU): the CUDA tests, then the engine benchmarks on cuda.
+# GPU checks in one run (under ten minutes on one GPU: the timeouts below add up to 590 s): the CUDA tests, then the engine benchmarks on cuda.
 #
 # On a machine whose python3 already has a CUDA torch, e3nn and PyG, but not Cooper, first put wheels of the
 # pure-Python dependencies in .whl/ (on a machine with internet):
@@ -30,9 +30,10 @@ step() {  # step NAME TIMEOUT_S COMMAND...
     [ "$rc" -eq 0 ] || { echo "!! $name exited $rc"; status=1; }
 }
 # Tests that take a device (conftest's `device` fixture, the sync-free step under set_sync_debug_mode("error")).
-step cuda_tests 240 python3 -m pytest -q -p no:cacheprovider -k cuda tests
+step cuda_tests 200 python3 -m pytest -q -p no:cacheprovider -k cuda tests
 step engine_vs_hand_mlp 60 python3 benchmarks/engine_vs_hand.py --device cuda --steps 200
 step engine_vs_hand_egnn 60 python3 benchmarks/engine_vs_hand.py --device cuda --steps 200 --model egnn
 step layers_scaling 90 python3 benchmarks/layers_scaling.py --device cuda --steps 100
-step strategies 90 python3 benchmarks/strategies.py --device cuda --steps 100
+step strategies 80 python3 benchmarks/strategies.py --device cuda --steps 100
+step compile 100 python3 benchmarks/compile.py --device cuda --steps 30
 exit $status
