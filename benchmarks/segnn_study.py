@@ -47,7 +47,7 @@ def _overrides(pairs: list[str]) -> dict:
     return {key: scalar(value) for key, value in (p.split("=", 1) for p in pairs)}
 
 
-def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None) -> dict:
+def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None, resume: bool = False) -> dict:
     from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
 
@@ -55,7 +55,8 @@ def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None)
     spec = load_problem_file(problem, {**overrides, **(extra or {}), "training.seed": seed,
                                        "training.epochs": epochs})
     run_dir = out / f"{_slug(name)}-s{seed}"
-    summary = run_problem(spec, run_dir, overwrite=True, progress=False)
+    resume = resume and (run_dir / "checkpoint.pt").exists()  # continue a stopped run, else start afresh
+    summary = run_problem(spec, run_dir, resume=resume, overwrite=not resume, progress=False)
     rows = [r for r in csv.DictReader((run_dir / "history.csv").open()) if r.get("val_loss")]
     curve = [float(r[curve_key]) if r.get(curve_key) else float(r["val_loss"]) for r in rows]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                         help="run nothing: merge the results.json of these study folders, print the table and plot")
     parser.add_argument("--title", default=None, help="plot title (default: from --n-train)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from its folder's last checkpoint where one exists")
     args = parser.parse_args()
     title = args.title or f"SEGNN, N-body, {args.n_train:,} training trajectories"
     if args.merge:
@@ -125,7 +128,7 @@ def main() -> None:
     for seed in args.seeds:
         for name in args.configs:
             results = [r for r in results if (r["config"], r["seed"]) != (name, seed)]
-            results.append(run(name, seed, args.epochs, args.out, extra))
+            results.append(run(name, seed, args.epochs, args.out, extra, args.resume))
             results_file.write_text(json.dumps(results, indent=1))
             plot(results, args.plot, title)
     print_table(results)
