@@ -8,7 +8,7 @@ from torch import nn
 
 from constrained_eq.core.constraints import Inequality, Penalty
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, set_recording
-from constrained_eq.homotopy.lie_penalty import _gram
+from constrained_eq.homotopy.lie_penalty import _gram, _support
 from constrained_eq.symmetry import (
     SO,
     C,
@@ -172,3 +172,49 @@ def test_gram_form_equals_direct_sums_on_random_shapes(counts_in, counts_out, ro
     branch, generator = _so3_branch(counts_in, counts_out, seed=seed)
     _assert_matches_reference(branch, torch.randn(rows, branch.in_features, generator=generator,
                                                   dtype=torch.float64))
+
+
+@pytest.mark.parametrize("rows", [200, 5])  # Gram form (factored) and direct form
+def test_low_rank_form_equals_direct_sums(rows):
+    branch, generator = _so3_branch((40, 2), (30, 1))  # EGNN-like: few vectors among many scalars
+    support = _support(branch)
+    assert support is not None and [t.tolist() for t in support] == [list(range(40, 46)), list(range(30, 33))]
+    _assert_matches_reference(branch, torch.randn(rows, branch.in_features, generator=generator,
+                                                  dtype=torch.float64))
+
+
+def test_low_rank_support_follows_the_buffers():
+    branch, _ = _so3_branch((40, 2), (30, 1))
+    assert _support(branch) is not None
+    assert _support(_so3_branch((1, 3), (1, 3))[0]) is None  # mostly vectors: the plain Gram form
+    branch.float()  # new buffers: the support is read again, and the value keeps float32
+    x = torch.randn(200, branch.in_features)
+    branch(x)
+    assert _support(branch) is not None and lie_regularizer(branch).dtype == torch.float32
+
+
+@settings(max_examples=12, deadline=None)
+@given(scalars_in=st.integers(0, 40), vectors_in=st.integers(0, 3), scalars_out=st.integers(0, 40),
+       vectors_out=st.integers(0, 3), rows=st.integers(1, 120), seed=st.integers(0, 2**16))
+def test_low_rank_or_not_equals_direct_sums_on_random_shapes(scalars_in, vectors_in, scalars_out, vectors_out, rows,
+                                                              seed):
+    branch, generator = _so3_branch((scalars_in, vectors_in), (scalars_out, vectors_out), seed=seed)
+    _assert_matches_reference(branch, torch.randn(rows, branch.in_features, generator=generator,
+                                                  dtype=torch.float64))
+
+
+def test_stacked_branches_keep_the_model_order():
+    # alike, alike, another shape, fewer rows than inputs (direct form), alike again: three groups, model order
+    shapes = [((40, 2), (30, 1)), ((40, 2), (30, 1)), ((1, 3), (2, 1)), ((40, 2), (30, 1)), ((40, 2), (30, 1))]
+    branches = [_so3_branch(cin, cout, seed=i)[0] for i, (cin, cout) in enumerate(shapes)]
+    model = nn.ModuleList(branches)
+    generator = torch.Generator().manual_seed(1)
+    for i, branch in enumerate(branches):
+        branch(torch.randn(10 if i == 3 else 200, branch.in_features, generator=generator, dtype=torch.float64))
+    expected = torch.stack([sum(_reference(b, b.last_input)) for b in branches])
+    value = lie_regularizer(model)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(value.sum(), [b.linear.weight for b in branches])
+    ref_grads = torch.autograd.grad(expected.sum(), [b.linear.weight for b in branches])
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-12)
