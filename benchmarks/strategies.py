@@ -22,7 +22,10 @@ Models (``--model``):
   (:func:`constrained_eq.tasks.projected`) with formulation ``"none"``; ``ace`` is ``ace_equality``;
   ``cr`` is ``schedule`` plus the real ``LieDerivative(weight=0.01)`` penalty (Lie derivative and
   ‖Wx‖ of every relaxed branch), ``cr_every4`` the same with ``LieDerivative(weight=0.01, every=4)``.
-  These solvers keep the file path's ``check_finite=True``.
+  These solvers keep the file path's ``check_finite=True``. Two more rows time hand-written loops (Adam on
+  every parameter, no Solver, no γ constraint) on the projected model (``hand_projected``) and on the
+  relaxed one (``hand_relaxed``): their ratio is what the f_neq branches alone cost, and ``ace`` over
+  ``hand_relaxed`` is what the engine adds.
 
 Run::
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,6 +69,7 @@ class Setup:
     description: str
     batch: Any
     solvers: dict[str, ceq.Solver]
+    hand: dict[str, Callable[[], object]] = field(default_factory=dict)  # hand-written loops, no Solver
 
 
 def make_solver(model: torch.nn.Module, strategy: str, example_batch) -> ceq.Solver:
@@ -113,12 +117,27 @@ def nbody(model: str) -> Callable[[torch.device], Setup]:
                  for name in STRATEGIES}
         batch = to_device(next(iter(built["ace"].train_loader)), device)
         relaxed, projected = built["ace"].model, built["vanilla"].model
+        hand = {f"hand_{kind}": _hand_loop(build(nbody_spec(strategy, model), device), batch)
+                for kind, strategy in (("projected", "vanilla"), ("relaxed", "ace_equality"))}
         return Setup(f"{type(relaxed).__name__} ({_count(relaxed)} parameters relaxed, {_count(projected)} projected), "
                      f"{len(ceq.gammas(relaxed))} γ; batch {batch.num_graphs} graphs × "
                      f"{batch.loc.shape[0] // batch.num_graphs} nodes", batch,
-                     {name: b.solver for name, b in built.items()})
+                     {name: b.solver for name, b in built.items()}, hand)
 
     return setup
+
+
+def _hand_loop(built: Any, batch: Any) -> Callable[[], object]:
+    """Adam on every parameter of the built model, no Solver: what its architecture alone costs per step."""
+    model, task = built.model, built.task
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        task.loss(task.forward(model, batch), batch).backward()
+        optimizer.step()
+
+    return step
 
 
 def _every(spec: dict[str, Any], every: int) -> dict[str, Any]:
@@ -131,7 +150,8 @@ def _every(spec: dict[str, Any], every: int) -> dict[str, Any]:
 
 def _variants(setup: Setup) -> dict[str, Callable[[], object]]:
     """One timed call per strategy: one step, or a block of k steps for a penalty evaluated every k."""
-    return {name: _block(s, setup.batch, EVERY.get(name, 1)) for name, s in setup.solvers.items()}
+    solvers = {name: _block(s, setup.batch, EVERY.get(name, 1)) for name, s in setup.solvers.items()}
+    return {**solvers, **setup.hand}
 
 
 def _block(solver: ceq.Solver, batch: Any, steps: int) -> Callable[[], object]:
