@@ -46,6 +46,10 @@ with ``r = |R| + |C|``: ``K·r·(in² + r·(in + out))`` multiply-adds instead o
 used when ``2r ≤ min(in, out)``; ``R`` and ``C`` are read off the generators once per branch (one host read
 the first time, and again only after the branch's buffers move).
 
+**Sparse generators.** When fewer than ``K·n²/16`` entries of ``dρ`` are nonzero (irreps' so(3) generators
+have about two per row), ``W dρ_in(A)`` and ``dρ_out(A) W`` are built by gathering the columns (rows) of ``W``
+that each nonzero reads, ``O(out · nnz)``, instead of dense products.
+
 **Stacked branches.** Branches with the same shapes, generators, dtype and number of recorded rows (every
 layer of an EGNN or SEGNN) are evaluated as one stack ``(B, out, in)``, so the penalty costs a fixed number
 of batched operations rather than that number per layer; the values come back in the model's order.
@@ -123,6 +127,30 @@ class _Action(NamedTuple):
     cols: torch.Tensor | None  # C
     p_rows: torch.Tensor | None  # dρ_in(A)_{R:}, (K, |R|, in)
     q_cols: torch.Tensor | None  # -dρ_out(A)_{:C}, (K, out, |C|)
+    p_entries: _Entries | None = None  # the nonzeros of dρ_in, when few (for L_A without dense products)
+    q_entries: _Entries | None = None  # the nonzeros of dρ_out
+
+
+class _Entries(NamedTuple):
+    """The nonzeros ``M[a, i, j] = value`` of generators ``M (K, n, n)``; ``flat`` is ``a·n + j`` (or ``a·n + i``)."""
+
+    i: torch.Tensor
+    j: torch.Tensor
+    flat: torch.Tensor
+    value: torch.Tensor
+
+
+def _entries(matrices: torch.Tensor, by: str) -> _Entries | None:
+    """The nonzeros of ``matrices``, flat-indexed ``by`` column (``"j"``) or row (``"i"``); None when dense.
+
+    Sparse when fewer than ``K·n²/16`` entries are nonzero (the so(3) generators of irreps have about
+    two per row): then ``W dρ(A)`` and ``dρ(A) W`` cost O(out · nnz) by gathering instead of O(out · n²).
+    """
+    k, n, _ = matrices.shape
+    a, i, j = matrices.nonzero(as_tuple=True)
+    if 16 * a.numel() > k * n * n:
+        return None
+    return _Entries(i, j, a * n + (j if by == "j" else i), matrices[a, i, j])
 
 
 def _action(branch: LinearBranch) -> _Action:
@@ -140,7 +168,7 @@ def _action(branch: LinearBranch) -> _Action:
     if 2 * (rows.numel() + cols.numel()) <= min(branch.in_features, branch.out_features):
         action = _Action(key, rows, cols, p.index_select(1, rows), -q.index_select(2, cols))
     else:
-        action = _Action(key, None, None, None, None)
+        action = _Action(key, None, None, None, None, _entries(p, by="j"), _entries(q, by="i"))
     branch.__dict__["_ceq_lie_action"] = (p, q, action)
     return action
 
@@ -151,13 +179,32 @@ def _support(branch: LinearBranch) -> tuple[torch.Tensor, torch.Tensor] | None:
     return None if action.rows is None else (action.rows, action.cols)
 
 
+def _lie_derivatives(branch: LinearBranch, weight: torch.Tensor, action: _Action) -> torch.Tensor:
+    """``L_A(W) = W dρ_in(A) − dρ_out(A) W`` for a stack ``(B, out, in)``: ``(B, K, out, in)``.
+
+    With sparse generators each product is a gather of the columns (rows) of ``W`` that a nonzero reads,
+    scaled, and summed into the one it writes (``index_add``); otherwise two dense products.
+    """
+    dtype, k = weight.dtype, branch.algebra_in.shape[0]
+    batch, out, n_in = weight.shape
+    if action.p_entries is None or action.q_entries is None:
+        w = weight.unsqueeze(1)
+        return w @ branch.algebra_in.to(dtype) - branch.algebra_out.to(dtype) @ w
+    p, q = action.p_entries, action.q_entries
+    right = weight.new_zeros(batch, out, k * n_in).index_add(
+        2, p.flat, weight.index_select(2, p.i) * p.value.to(dtype))  # W dρ_in(A), A-major columns
+    left = weight.new_zeros(batch, k * out, n_in).index_add(
+        1, q.flat, weight.index_select(1, q.j) * q.value.to(dtype).unsqueeze(1))  # dρ_out(A) W, A-major rows
+    return right.view(batch, out, k, n_in).transpose(1, 2) - left.view(batch, k, out, n_in)
+
+
 def _lie_squares(branch: LinearBranch, weight: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """``ℓ² = Σ_A Σ (L_A G) ⊙ L_A`` for a stack of weights ``(B, out, in)`` sharing ``branch``'s generators."""
     action, dtype = _action(branch), weight.dtype
     gram = gram.unsqueeze(1)  # (B, 1, in, in): one G per weight, shared by the K generators
     if action.rows is None:
-        lie = weight.unsqueeze(1) @ branch.algebra_in.to(dtype) - branch.algebra_out.to(dtype) @ weight.unsqueeze(1)
-        return ((lie @ gram) * lie).sum((1, 2, 3))  # lie: (B, K, out, in)
+        lie = _lie_derivatives(branch, weight, action)  # (B, K, out, in)
+        return ((lie @ gram) * lie).sum((1, 2, 3))
     batch, k = weight.shape[0], action.p_rows.shape[0]
     u = torch.cat([weight.index_select(2, action.rows).unsqueeze(1).expand(-1, k, -1, -1),
                    action.q_cols.to(dtype).expand(batch, -1, -1, -1)], dim=3)  # U_A: (B, K, out, r)

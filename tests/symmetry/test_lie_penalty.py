@@ -8,7 +8,7 @@ from torch import nn
 
 from constrained_eq.core.constraints import Inequality, Penalty
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch, set_recording
-from constrained_eq.homotopy.lie_penalty import _gram, _support
+from constrained_eq.homotopy.lie_penalty import _action, _gram, _lie_derivatives, _support
 from constrained_eq.symmetry import (
     SO,
     C,
@@ -218,3 +218,15 @@ def test_stacked_branches_keep_the_model_order():
     ref_grads = torch.autograd.grad(expected.sum(), [b.linear.weight for b in branches])
     for grad, ref in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [200, 5])
+def test_sparse_generators_give_the_dense_lie_derivative(rows):
+    branch, generator = _so3_branch((2, 8, 2), (2, 6, 1))  # mostly l = 1, 2: no low rank, sparse generators
+    action = _action(branch)
+    assert action.rows is None and action.p_entries is not None and action.q_entries is not None
+    weight = torch.stack([branch.weight, 2.0 * branch.weight])
+    dense = weight.unsqueeze(1) @ branch.algebra_in - branch.algebra_out @ weight.unsqueeze(1)
+    torch.testing.assert_close(_lie_derivatives(branch, weight, action), dense, rtol=1e-12, atol=1e-12)
+    _assert_matches_reference(branch, torch.randn(rows, branch.in_features, generator=generator,
+                                                  dtype=torch.float64))
