@@ -59,6 +59,7 @@ def _worker(rank: int, world_size: int, store_path: str, formulation: str, out_d
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback: works offline and in sandboxes
     store = dist.FileStore(store_path, world_size)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
+    ddp = None
     try:
         torch.manual_seed(0)
         model = Relaxed().double()
@@ -75,6 +76,7 @@ def _worker(rank: int, world_size: int, store_path: str, formulation: str, out_d
         torch.save(gathered, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
+        del ddp  # DDP's reducer holds the process group: free it before the group is torn down
         dist.destroy_process_group()
 
 
