@@ -3,6 +3,12 @@
 Every benchmark measures its variants side by side in one process: after a warm-up, the
 variants are timed in interleaved rounds (A, B, C, B, C, A, …, order rotated), one step per sample, and the
 median of many steps is reported. Ratios are taken between medians.
+
+Two clocks (``--clock``): ``wall`` (``time.perf_counter``, the default, the only one on CUDA) and
+``thread`` (``time.thread_time``: the CPU time of the calling thread). With ``--threads 1`` every CPU
+kernel runs in the calling thread, so the thread clock counts the step's own work and not the time
+the scheduler gave to other processes: it measures on a machine that other jobs share, where wall
+time does not. It still feels them through shared caches and memory bandwidth.
 """
 
 from __future__ import annotations
@@ -43,13 +49,19 @@ NBODY_PROBLEM = Path(__file__).resolve().parents[1] / "problems" / "nbody_full.y
 
 
 def parse_args(description: str, steps: int = 200, warmup: int = 20) -> argparse.Namespace:
-    """Common command-line options: ``--steps``, ``--warmup``, ``--threads``, ``--device``."""
+    """Common command-line options: ``--steps``, ``--warmup``, ``--threads``, ``--device``, ``--clock``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=steps, help="timed steps per variant (median taken)")
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda if available)")
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                        help="wall: elapsed time; thread: CPU time of this thread (needs --threads 1 and a CPU "
+                             "device; for a machine that other jobs share)")
     args, _ = parser.parse_known_args()
+    if args.clock == "thread" and (args.threads != 1 or args.device not in (None, "cpu")):
+        parser.error("--clock thread counts only the calling thread's CPU time: use it with --threads 1 on the CPU "
+                     f"(got --threads {args.threads}, --device {args.device})")
     torch.set_num_threads(args.threads)
     return args
 
@@ -61,21 +73,26 @@ def devices(choice: str | None) -> list[torch.device]:
     return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
-def machine(device: torch.device) -> str:
-    """One line naming the machine, the device and the library versions."""
+def machine(device: torch.device, clock: str = "wall") -> str:
+    """One line naming the machine, the device, the library versions, the clock and the load average."""
     import cooper
 
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
         where = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    clock = "wall" if device.type == "cuda" else clock
+    load = f"load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load ?"
     return (f"{where} | torch {torch.__version__} | cooper {getattr(cooper, '__version__', '?')} | "
-            f"python {platform.python_version()} | {platform.system()}")
+            f"python {platform.python_version()} | {platform.system()} | {clock} clock | {load}")
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 @dataclass
@@ -91,7 +108,7 @@ class Timing:
 
 
 def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: int,
-                device: torch.device) -> dict[str, Timing]:
+                device: torch.device, clock: str = "wall") -> dict[str, Timing]:
     """Time each variant's step ``steps`` times in interleaved rounds after ``warmup`` rounds.
 
     Args:
@@ -99,6 +116,7 @@ def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: i
         steps: Timed rounds.
         warmup: Untimed rounds first.
         device: Synchronised around each timed step (CUDA).
+        clock: ``"wall"`` or ``"thread"`` (see the module docstring); on CUDA always ``"wall"``.
 
     Returns:
         Name → :class:`Timing`.
@@ -107,6 +125,7 @@ def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: i
         for fn in variants.values():
             fn()
     synchronize(device)
+    now = CLOCKS["wall" if device.type == "cuda" else clock]
     timings = {name: Timing(name, []) for name in variants}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -117,10 +136,10 @@ def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: i
             for name in names[shift:] + names[:shift]:
                 fn = variants[name]
                 synchronize(device)
-                start = time.perf_counter()
+                start = now()
                 fn()
                 synchronize(device)
-                timings[name].samples.append(time.perf_counter() - start)
+                timings[name].samples.append(now() - start)
             gc.collect()
     finally:
         if gc_was_enabled:

@@ -171,7 +171,7 @@ def first_steps(variants: dict[str, Any], batch: Any) -> dict[str, torch.Tensor]
     return first
 
 
-def run_case(name: str, device: torch.device, steps: int, warmup: int) -> tuple[str, ...]:
+def run_case(name: str, device: torch.device, steps: int, warmup: int, clock: str = "wall") -> tuple[str, ...]:
     case = CASES[name](device)
     print(f"\nmodel: {name}: {case.description}, {sum(p.numel() for p in case.model.parameters())} parameters")
     variants = make_variants(case)
@@ -180,7 +180,7 @@ def run_case(name: str, device: torch.device, steps: int, warmup: int) -> tuple[
         torch.testing.assert_close(first[label], first["plain eager"], rtol=1e-4, atol=1e-6)
     print(f"  first-step loss of every variant = plain eager (rtol 1e-4): {first['plain eager']:.6g}")
     timings = interleaved({label: (lambda v=v, b=case.batch: v.step(b)) for label, v in variants.items()},
-                          steps, warmup, device)
+                          steps, warmup, device, clock)
     ms = {label: t.median * 1e3 for label, t in timings.items()}
     return (name, *(f"{ms[label]:.3f}" for label in VARIANTS),
             f"{ms['plain eager'] / ms['plain compiled']:.3f}", f"{ms['solver eager'] / ms['solver model']:.3f}",
@@ -197,12 +197,12 @@ def main() -> None:
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     for device in devices(args.device):
-        print(f"machine: {machine(device)}")
+        print(f"machine: {machine(device, args.clock)}")
         problem = inductor_problem(device)
         if problem is not None:
             print(f"{device.type}: inductor cannot run here, skipped: {problem}")
             continue
-        rows = [run_case(name, device, args.steps, args.warmup) for name in names]
+        rows = [run_case(name, device, args.steps, args.warmup, args.clock) for name in names]
         print_table(f"{device.type}: median step over {args.steps} interleaved steps (ms); speedups (eager/compiled)",
                     rows, ("model", *VARIANTS, "plain speedup", "solver: model compiled", "solver: compile=True",
                            "hand eager / solver compile=True"))

@@ -185,7 +185,7 @@ def main() -> None:
     model_name = extra.parse_known_args()[0].model
     args = parse_args(__doc__.splitlines()[0], steps=300, warmup=30)
     for device in devices(args.device):
-        print(f"machine: {machine(device)}")
+        print(f"machine: {machine(device, args.clock)}")
         base, batch, forward, loss, described = MODELS[model_name](device)
         worst = check_same_trajectory(base, batch, forward, loss)
         print(f"same parameters and λ after 10 float64 steps (hand, Cooper, Solver): max |Δ| = {worst:.1e}")
@@ -195,7 +195,7 @@ def main() -> None:
                  "cooper": CooperLoop(copy.deepcopy(base), forward, loss),
                  "solver": make_solver(copy.deepcopy(base), forward, loss)}
         timings = interleaved({name: (lambda loop=loop, batch=batch: loop.step(batch)) for name, loop in loops.items()},
-                              args.steps, args.warmup, device)
+                              args.steps, args.warmup, device, args.clock)
         ref = timings["hand"].median
         rows = [(name, f"{t.median * 1e3:.3f}", f"{t.median / ref:.3f}") for name, t in timings.items()]
         print_table(f"{device.type}: median step over {args.steps} interleaved steps", rows,

@@ -143,7 +143,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], steps=30, warmup=3)
     temporary_data_cache()
     for device in devices(args.device):
-        print(f"machine: {machine(device)}")
+        print(f"machine: {machine(device, args.clock)}")
         rows = []
         for name in names:
             f, x, act_in, act_out = CASES[name](device, torch.float32)
@@ -151,7 +151,8 @@ def main() -> None:
                 value, gap = check_same_value(name, device, n)
                 print(f"{name}, n={n}: error {value:.4g} batched = loop in float64 (|Δ| = {gap:.1e})")
 
-                timings = interleaved(variants(f, x, n, act_in, act_out, device), args.steps, args.warmup, device)
+                timings = interleaved(variants(f, x, n, act_in, act_out, device), args.steps, args.warmup, device,
+                                      args.clock)
                 b, lp = timings["batched"].median, timings["loop"].median
                 rows.append((name, str(tuple(x.shape)), str(n), f"{b * 1e3:.2f}", f"{lp * 1e3:.2f}", f"{lp / b:.2f}"))
         print_table(f"{device.type}: median over {args.steps} interleaved calls (ms), torch.no_grad", rows,

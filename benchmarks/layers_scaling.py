@@ -30,7 +30,7 @@ TARGET = 2.0
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], steps=200, warmup=20)
     for device in devices(args.device):
-        print(f"machine: {machine(device)}")
+        print(f"machine: {machine(device, args.clock)}")
         generator = torch.Generator().manual_seed(0)
         batch = (torch.randn(32, 4, generator=generator).to(device), torch.randn(32, 4, generator=generator).to(device))
         rows, overheads = [], {}
@@ -42,7 +42,7 @@ def main() -> None:
             hand, solver = HandLoop(base), make_solver(base)
             timings = interleaved({"hand": lambda hand=hand, batch=batch: hand.step(batch),
                                    "solver": lambda solver=solver, batch=batch: solver.step(batch)},
-                                  args.steps, args.warmup, device)
+                                  args.steps, args.warmup, device, args.clock)
             plain, step = timings["hand"].median, timings["solver"].median
             # paired: the two steps of one round ran back to back, so their difference cancels drifts
             paired = statistics.median(s - h for s, h in zip(timings["solver"].samples, timings["hand"].samples,

@@ -2,6 +2,7 @@
 
 import cooper
 import pytest
+import torch
 from _toy import TOY_DATA
 
 from constrained_eq.models.segnn import SEGNNProductBranch
@@ -75,3 +76,20 @@ def test_unknown_segnn_placement_names_file_and_line(tmp_path):
         build(load_problem_file(path))
     text = str(info.value)
     assert text.startswith(f"{path}:6: ") and "Expected 'placement' to be one of 'cr', 'ace'" in text, text
+
+
+def test_fused_adam_from_the_problem_file_follows_the_default_adam(tmp_path):
+    """`optimizer.options: {fused: true}` (benchmarks/primal_optimizer.py): the same update law to float rounding."""
+    runs = {}
+    for fused in (False, True):
+        spec = load_problem_file(_write(tmp_path, TOY + f"optimizer:\n  name: adam\n  lr: 0.01\n  options: {{fused: {str(fused).lower()}}}\n"))
+        built = build(spec)
+        assert built.solver.optimizer.primal_optimizers[0].param_groups[0]["fused"] is fused
+        batch = next(iter(built.train_loader))
+        start = [p.detach().clone() for p in built.model.parameters()]
+        for _ in range(3):
+            built.solver.step(batch)
+        runs[fused] = [p.detach().clone() for p in built.model.parameters()]
+        assert any(not torch.equal(a, b) for a, b in zip(start, runs[fused], strict=True))  # the steps moved θ
+    for a, b in zip(runs[False], runs[True], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
