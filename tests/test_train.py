@@ -116,3 +116,41 @@ def test_modelnet_selection_maximises_accuracy():
     assert _selection_mode(spec, False, ModelNet.__new__(ModelNet)) == "max"
     assert _selection_mode({**spec, "evaluation": {"select": "val_loss"}}, False, ModelNet.__new__(ModelNet)) == "min"
     assert _selection_mode({**spec, "evaluation": {"select": "val_mse"}}, False, NBody.__new__(NBody)) == "min"
+
+
+class _Clock:
+    """A stand-in for ``time.perf_counter`` in the trainer: each epoch 'takes' 100 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def on_epoch(self, epoch: int, row: dict) -> None:
+        self.now += 100.0
+
+
+def test_training_seconds_add_up_over_a_killed_run_and_its_resume(tmp_path, monkeypatch):
+    """metrics.json's seconds count the epochs of the interrupted process (kept in the checkpoint)."""
+    import constrained_eq.run.train as train
+
+    clock = _Clock()
+    monkeypatch.setattr(train, "time", clock)
+
+    def dies_at_epoch_2(epoch: int, row: dict) -> None:
+        clock.on_epoch(epoch, row)
+        if epoch == 2:
+            raise KeyboardInterrupt  # before epoch 2's checkpoint, like a kill
+
+    _, loaders, solver = _setup("lagrangian")
+    with pytest.raises(KeyboardInterrupt):
+        fit(solver, loaders.train, loaders.val, epochs=4, run_dir=tmp_path, progress=False, plot=False,
+            on_epoch=dies_at_epoch_2)
+    assert not (tmp_path / "metrics.json").exists()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["seconds"] == 200.0  # epochs 0 and 1
+    _, loaders, solver = _setup("lagrangian")
+    fit(solver, loaders.train, loaders.val, epochs=4, run_dir=tmp_path, resume=True, progress=False, plot=False,
+        on_epoch=clock.on_epoch)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["seconds"] == 400.0  # 0, 1 and then 2, 3
+    assert read_json(tmp_path / "metrics.json")["seconds"] == 400.0

@@ -219,7 +219,8 @@ class _Fit:
         self.state: dict[str, Any] = {
             "epoch": -1, "best_epoch": None, "best_key": None, "best_candidate": None, "best_metrics": {},
             "best_feasibility": None, "final_metrics": {}, "final_feasibility": None, "skipped_steps": 0,
-            "dual_baseline": None, "objective_baseline": None, "tolerance": float(settings.feasibility_tol)}
+            "dual_baseline": None, "objective_baseline": None, "tolerance": float(settings.feasibility_tol),
+            "seconds": None}  # wall time of the epochs up to the checkpoint, over every resume
         self.model = unwrap(solver.model)  # validation and best.pt use the bare module (no DDP collectives)
         self.averaged = averaged_model(self.model, settings.averaging, settings.ema_decay)
         self.checkpoint_path = self.run_dir / "checkpoint.pt" if self.run_dir else None
@@ -235,6 +236,7 @@ class _Fit:
                        (self.history, self.steps))
         elif self.writes:
             start_fresh(self.run_dir, self.checkpoint_path, (self.history, self.steps))
+        self.seconds_before = self._seconds_before()
         start = self.state["epoch"] + 1
         per_epoch = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         self.bar = tqdm(total=per_epoch * self.o.epochs if per_epoch else None,
@@ -253,6 +255,17 @@ class _Fit:
         finally:
             self.bar.close()
         return self._finish()
+
+    def _seconds_before(self) -> float:
+        """Training seconds spent before this process: the checkpoint's, or (older checkpoints) metrics.json's."""
+        if self.state["seconds"] is not None:
+            return float(self.state["seconds"])
+        if self.o.resume and self.writes:
+            return float(read_json(self.run_dir / "metrics.json").get("seconds", 0.0))
+        return 0.0
+
+    def _seconds(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self.began)
 
     def _last_checkpoint(self) -> str:
         return last_checkpoint_note(self.checkpoint_path, self.run_dir, self.state["epoch"])
@@ -277,6 +290,7 @@ class _Fit:
         self.state["final_metrics"] = metrics_row
         self.verdicts = warn_new_infeasible(self.solver, self.infeasible_seen, f"epoch {epoch}")  # one read
         if self.writes and ((epoch + 1) % self.o.checkpoint_every == 0 or epoch == self.o.epochs - 1):
+            self.state["seconds"] = self._seconds()
             save_fit_checkpoint(self.checkpoint_path, self.solver, self.state, self.averaged, self.generator,
                                 self.history, self.steps)
 
@@ -372,7 +386,11 @@ class _Fit:
         return result
 
     def _write_summary(self, result: FitResult, tested: tuple[dict, dict] | None) -> None:
-        """Merge this run's outcome into ``metrics.json`` (its ``seconds`` add up over resumes)."""
+        """Merge this run's outcome into ``metrics.json``.
+
+        Its ``seconds`` add up over resumes: those of the epochs up to the checkpoint resumed from (kept in the
+        checkpoint, so a killed run loses only the epochs it redoes), plus this process's.
+        """
         state, o, path = self.state, self.o, self.run_dir / "metrics.json"
         summary = read_json(path)
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
@@ -390,8 +408,7 @@ class _Fit:
             summary["objective"] = o.objective
         if tested is not None:
             summary["test"], summary["measured_constraints"]["test"] = tested
-        summary.setdefault("seconds", 0.0)
-        summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - self.began)
+        summary["seconds"] = self._seconds()
         write_json(path, summary)
 
 
