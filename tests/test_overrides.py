@@ -91,6 +91,22 @@ def test_overrides_are_checked_by_the_schema_and_named(tmp_path):
             str(err.value).startswith(f"{path}: --set {text}: {message}")), str(err.value)
 
 
+def test_options_of_the_wrong_formulation_are_refused_not_dropped(tmp_path):
+    """Options that the strategy leaves unused and the named formulation refuses were meant for the strategy's."""
+    path = _file(tmp_path, TOY.replace("formulation: resilient\n", "constraints: [Equality(target=gammas)]\n"
+                                       "strategy: ace_augmented\n"))
+    with pytest.raises(ProblemFileError) as err:  # formulation.name is the default 'lagrangian', which has no options
+        load_problem_file(path, [parse_set("formulation.options.penalty_coefficient=100")])
+    assert str(err.value).startswith(f"{path}: --set formulation.options.penalty_coefficient=100: ") and (
+        "write 'formulation.name: augmented_lagrangian'") in str(err.value), str(err.value)
+    spec = load_problem_file(path, [parse_set("formulation.name=augmented_lagrangian"),
+                                    parse_set("formulation.options.penalty_coefficient=100")])
+    assert spec["formulation"] == {"name": "augmented_lagrangian", "options": {"penalty_coefficient": 100}}
+    # options that fit the named formulation are kept for the strategies that use it (one file, every strategy)
+    kept = load_problem_file(path, [parse_set("formulation.name=resilient"), parse_set("formulation.options.rho=2")])
+    assert kept["formulation"] == {"name": "resilient", "options": {"rho": 2}}
+
+
 def test_ceq_run_set_reaches_the_run(tmp_path, capsys):
     path = _file(tmp_path)
     assert main(["run", str(path), "--quiet", "--out", str(tmp_path / "runs"), "--set", "training.epochs=2",

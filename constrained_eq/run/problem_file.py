@@ -214,6 +214,7 @@ def _check_formulation(checker: Checker, raw: Mapping, spec: dict) -> None:
             line = getattr(section, "key_lines", {}).get("options", lines.get("formulation"))
         raise checker.fail(line, f"Expected '{where}' to be an option formulation {name!r} accepts "
                                  f"(got {options.get(named, options) if named else options!r}): {err}") from None
+    _check_unused_options(checker, raw, spec, name)
     if formulation.expects_multiplier and not get_strategy(spec["strategy"]).drops_constraints:
         kinds = [entry_kind(item) for item in spec["constraints"]]
         if not any(kind in ("Equality", "Inequality", "Resilient") for kind in kinds):
@@ -222,6 +223,30 @@ def _check_formulation(checker: Checker, raw: Mapping, spec: dict) -> None:
                                f"Resilient) for formulation {name!r}, which enforces them with multipliers "
                                f"(got {kinds or 'none'}); add one, or use strategy 'penalty'/'cr'/'vanilla' or "
                                "formulation 'penalty'/'none'")
+
+
+def _check_unused_options(checker: Checker, raw: Mapping, spec: dict, used: str) -> None:
+    """Refuse ``formulation.options`` that the strategy leaves unused *and* that the named formulation refuses.
+
+    A file's options apply only when ``formulation.name`` is the strategy's formulation (one file serves
+    every strategy, so options of another formulation are kept for the strategies that use it). Options
+    that fit neither were meant for the strategy's formulation under the wrong (often the default) name:
+    without this check they would be dropped without a word.
+    """
+    from constrained_eq.core.formulations import resolve_formulation
+
+    named, options = spec["formulation"]["name"], spec["formulation"]["options"]
+    if not options or named == used:
+        return
+    try:
+        resolve_formulation(named, **options)
+    except (ValueError, TypeError):
+        section = raw.get("formulation")
+        line = getattr(section, "key_lines", {}).get("options", getattr(raw, "key_lines", {}).get("formulation"))
+        raise checker.fail(line, f"Expected 'formulation.options' {dict(options)!r} to be options of formulation "
+                                 f"{named!r} ('formulation.name'), which is not what strategy {spec['strategy']!r} "
+                                 f"runs ({used!r}); to set options of {used!r}, write 'formulation.name: {used}' "
+                                 f"(e.g. --set formulation.name={used})") from None
 
 
 def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Any] | None = None
