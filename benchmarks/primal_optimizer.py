@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Any
 
 import torch
 
 from benchmarks._common import (
+    CLOCKS,
     devices,
     interleaved,
     machine,
@@ -70,7 +70,7 @@ def check_same_parameters(built: dict[str, Any], batch: Any, steps: int = 5) -> 
 
 def optimizer_step_times(built: dict[str, Any], rounds: int, clock: str) -> dict[str, float]:
     """Median time of the primal optimizer's ``step()`` alone (gradients left from the last Solver step)."""
-    now = time.thread_time if clock == "thread" else time.perf_counter
+    now = CLOCKS[clock]
     optimizers = {name: b.solver.optimizer.primal_optimizers[0] for name, b in built.items()}
     samples: dict[str, list[float]] = {name: [] for name in optimizers}
     for _ in range(rounds):
