@@ -38,6 +38,7 @@ __all__ = [
     "devices",
     "synchronize",
     "interleaved",
+    "CLOCKS",
     "print_table",
     "RelaxedMLP",
     "TinyRelaxed",
