@@ -82,7 +82,7 @@ def machine(device: torch.device, clock: str = "wall") -> str:
         where = torch.cuda.get_device_name(device)
     else:
         where = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-    clock = "wall" if device.type == "cuda" else clock
+    clock = clock_on(device, clock)
     load = f"load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load ?"
     return (f"{where} | torch {torch.__version__} | cooper {getattr(cooper, '__version__', '?')} | "
             f"python {platform.python_version()} | {platform.system()} | {clock} clock | {load}")
@@ -94,6 +94,11 @@ def synchronize(device: torch.device) -> None:
 
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def clock_on(device: torch.device, clock: str) -> str:
+    """The clock that times ``device``: ``clock`` on the CPU, always ``"wall"`` on CUDA (kernels run off-thread)."""
+    return "wall" if device.type == "cuda" else clock
 
 
 @dataclass
@@ -126,7 +131,7 @@ def interleaved(variants: dict[str, Callable[[], object]], steps: int, warmup: i
         for fn in variants.values():
             fn()
     synchronize(device)
-    now = CLOCKS["wall" if device.type == "cuda" else clock]
+    now = CLOCKS[clock_on(device, clock)]
     timings = {name: Timing(name, []) for name in variants}
     gc_was_enabled = gc.isenabled()
     gc.disable()

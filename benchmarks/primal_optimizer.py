@@ -88,15 +88,13 @@ def main() -> None:
     extra.add_argument("--model", default="egnn", choices=("egnn", "segnn"))
     model = extra.parse_known_args()[0].model
     args = parse_args(__doc__.splitlines()[0], steps=100, warmup=10)
+    from constrained_eq.run.train import to_device
+
     temporary_data_cache()
     for device in devices(args.device):
-        from constrained_eq.run.train import to_device
-
         print(f"machine: {machine(device, args.clock)}")
-        built = {}
-        for name, options in VARIANTS.items():
-            torch.manual_seed(0)  # the same initial weights for every variant
-            built[name] = _built(model, options, device)
+        # build() seeds from the file's training.seed: every variant starts from the same weights
+        built = {name: _built(model, options, device) for name, options in VARIANTS.items()}
         batch = to_device(next(iter(next(iter(built.values())).train_loader)), device)
         solver_model = next(iter(built.values())).model
         tensors = sum(1 for _ in solver_model.parameters())

@@ -211,7 +211,7 @@ def _check_formulation(checker: Checker, raw: Mapping, spec: dict) -> None:
         where = f"formulation.options.{named}" if named else "formulation.options"
         line = key_lines.get(named) if named else None
         if line is None:
-            line = getattr(section, "key_lines", {}).get("options", lines.get("formulation"))
+            line = _options_line(raw)
         raise checker.fail(line, f"Expected '{where}' to be an option formulation {name!r} accepts "
                                  f"(got {options.get(named, options) if named else options!r}): {err}") from None
     _check_unused_options(checker, raw, spec, name)
@@ -223,6 +223,12 @@ def _check_formulation(checker: Checker, raw: Mapping, spec: dict) -> None:
                                f"Resilient) for formulation {name!r}, which enforces them with multipliers "
                                f"(got {kinds or 'none'}); add one, or use strategy 'penalty'/'cr'/'vanilla' or "
                                "formulation 'penalty'/'none'")
+
+
+def _options_line(raw: Mapping) -> int | None:
+    """The line of ``formulation.options`` in the file (else of ``formulation``; ``None`` for an override)."""
+    section = raw.get("formulation")
+    return getattr(section, "key_lines", {}).get("options", getattr(raw, "key_lines", {}).get("formulation"))
 
 
 def _check_unused_options(checker: Checker, raw: Mapping, spec: dict, used: str) -> None:
@@ -241,12 +247,11 @@ def _check_unused_options(checker: Checker, raw: Mapping, spec: dict, used: str)
     try:
         resolve_formulation(named, **options)
     except (ValueError, TypeError):
-        section = raw.get("formulation")
-        line = getattr(section, "key_lines", {}).get("options", getattr(raw, "key_lines", {}).get("formulation"))
-        raise checker.fail(line, f"Expected 'formulation.options' {dict(options)!r} to be options of formulation "
-                                 f"{named!r} ('formulation.name'), which is not what strategy {spec['strategy']!r} "
-                                 f"runs ({used!r}); to set options of {used!r}, write 'formulation.name: {used}' "
-                                 f"(e.g. --set formulation.name={used})") from None
+        raise checker.fail(_options_line(raw),
+                           f"Expected 'formulation.options' {dict(options)!r} to be options of formulation "
+                           f"{named!r} ('formulation.name'), which is not what strategy {spec['strategy']!r} "
+                           f"runs ({used!r}); to set options of {used!r}, write 'formulation.name: {used}' "
+                           f"(e.g. --set formulation.name={used})") from None
 
 
 def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Any] | None = None
