@@ -23,7 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from constrained_eq.core.atomic_io import atomic_write_bytes
 
-__all__ = ["NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody"]
+__all__ = [
+    "NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody",
+    "nbody_cache_path",
+]
 
 _CLIPS = ("axis", "norm", "none")
 _SPLITS = ("train", "val", "test")
@@ -193,6 +196,21 @@ def _default_root() -> Path:
     return Path(os.environ.get("CEQ_CACHE", Path.home() / ".cache" / "constrained_eq"))
 
 
+def nbody_cache_path(root: str | os.PathLike | None = None, **params: Any) -> Path:
+    """The file :func:`load_nbody` reads and writes for these parameters (a hash of all of them).
+
+    Arrays simulated elsewhere (e.g. by the benchmark's own generator) can be written there with
+    ``np.savez`` to train on them: ``{split}_{name}`` for split in train/val/test and name in
+    loc/vel/charges/target, float arrays ``(n, N, 3)`` (charges ``(n, N)``).
+    """
+    if "field" in params and params["field"] is not None:
+        params["field"] = [float(f) for f in _check_field(params["field"])]
+    key_src = json.dumps({"version": _VERSION, **params}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    folder = Path(root) if root is not None else _default_root()
+    return folder / f"nbody_{key}.npz"
+
+
 def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str, np.ndarray]:
     """Return :func:`simulate_nbody` arrays, cached in ``root`` under a hash of all parameters.
 
@@ -202,12 +220,7 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
     arrays (pickles), a corrupt one or one that lacks an array is simulated again (with a warning),
     never unpickled.
     """
-    if "field" in params and params["field"] is not None:
-        params["field"] = [float(f) for f in _check_field(params["field"])]
-    key_src = json.dumps({"version": _VERSION, **params}, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
-    folder = Path(root) if root is not None else _default_root()
-    path = folder / f"nbody_{key}.npz"
+    path = nbody_cache_path(root, **params)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:  # never unpickles: object arrays are refused

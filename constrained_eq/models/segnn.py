@@ -13,7 +13,11 @@ from constrained_eq.models.graph import graph_mean, segment_sum
 from constrained_eq.symmetry.reps import IrrepsRep
 
 __all__ = [
+    "BIAS_INITS",
+    "DISTANCES",
+    "EDGE_VECTORS",
     "PLACEMENTS",
+    "WEIGHT_INITS",
     "SEGNN",
     "SEGNNLayer",
     "SEGNNBranch",
@@ -48,6 +52,25 @@ def balanced_irreps(hidden_nf: int, lmax_h: int, attr_irreps: str | o3.Irreps) -
         n += 1
 
 
+WEIGHT_INITS = ("normal", "uniform")
+BIAS_INITS = ("zero", "uniform")
+EDGE_VECTORS = ("x_i-x_j", "x_j-x_i")
+DISTANCES = ("squared", "norm")
+
+
+def _fan_in_per_output(tp: o3.TensorProduct) -> list[int]:
+    r"""Fan-in of each output irrep block: :math:`\sum` of ``mul_1 · mul_2`` over the paths into it."""
+    fan_in = [0] * len(tp.irreps_out)
+    for ins in tp.instructions:
+        fan_in[ins.i_out] += tp.irreps_in1[ins.i_in1].mul * tp.irreps_in2[ins.i_in2].mul
+    return fan_in
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Expected {name!r} to be one of {', '.join(map(repr, choices))} (got {value!r})")
+
+
 class SteerableLinear(nn.Module):
     r"""Steerable layer :math:`y = W(x \otimes a) + b` (SEGNN eq. 7), optionally followed by a gate.
 
@@ -55,19 +78,39 @@ class SteerableLinear(nn.Module):
     a bias on the scalar (``0e``) outputs, and with ``gate=True`` a swish/sigmoid gate (SEGNN's
     ``O3TensorProductSwishGate``).
 
+    e3nn normalises each path by :math:`1/\sqrt{\text{fan-in}}` of its output block, so ``W`` is the
+    *effective* weight. Three choices set how it is drawn and stored:
+
+    * ``weight_init``: effective weights :math:`N(0, 1)` (``"normal"``, e3nn's default) or
+      :math:`U(-1, 1)` (``"uniform"``, as ``torch.nn.Linear`` and SEGNN's own code).
+    * ``weight_scaling``: with ``True`` the parameter is :math:`\theta = W/\sqrt{\text{fan-in}}` and the
+      output block is multiplied back by :math:`\sqrt{\text{fan-in}}` (SEGNN's ``tp_rescale``). The
+      function at initialisation is the same; an Adam step of size ``lr`` on θ moves ``W`` by
+      :math:`\sqrt{\text{fan-in}}\,\mathrm{lr}` (8–11× at N-body widths), like a per-layer learning rate.
+    * ``bias_init``: biases 0 (``"zero"``) or :math:`U(\pm 1/\sqrt{\text{fan-in}})` (``"uniform"``).
+
+    The scale is one number per output irrep block, so the layer stays exactly equivariant.
+
     Args:
         irreps_in (Irreps): Input irreps.
         irreps_out (Irreps): Output irreps (after the gate).
         irreps_attr (Irreps): Attribute irreps.
         gate (bool, optional): Apply the gated nonlinearity (default: :obj:`False`).
+        weight_init (str, optional): ``"normal"`` or ``"uniform"`` (default: :obj:`"normal"`).
+        weight_scaling (bool, optional): Store ``W/√fan_in`` (default: :obj:`False`).
+        bias_init (str, optional): ``"zero"`` or ``"uniform"`` (default: :obj:`"zero"`).
 
     Shapes:
         - **input:** ``x (*, irreps_in.dim)``, ``attr (*, irreps_attr.dim)``
         - **output:** ``(*, irreps_out.dim)``
     """
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_attr: o3.Irreps, gate: bool = False):
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_attr: o3.Irreps, gate: bool = False,
+                 weight_init: str = "normal", weight_scaling: bool = False, bias_init: str = "zero"):
         super().__init__()
+        _check_choice("weight_init", weight_init, WEIGHT_INITS)
+        _check_choice("bias_init", bias_init, BIAS_INITS)
+        self.weight_init, self.weight_scaling, self.bias_init = weight_init, bool(weight_scaling), bias_init
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         self.gate: nn.Module | None = None
         tp_out = self.irreps_out
@@ -78,6 +121,9 @@ class SteerableLinear(nn.Module):
             self.gate = Gate(scalars, [nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
             tp_out = self.gate.irreps_in
         self.tp = o3.FullyConnectedTensorProduct(self.irreps_in, irreps_attr, tp_out, shared_weights=True)
+        fan_in = _fan_in_per_output(self.tp)
+        root_fan = torch.cat([torch.full((sl.stop - sl.start,), float(f) ** 0.5)
+                              for f, sl in zip(fan_in, tp_out.slices(), strict=True)])
         idx = [
             i
             for (mul, ir), sl in zip(tp_out, tp_out.slices(), strict=True)
@@ -85,18 +131,32 @@ class SteerableLinear(nn.Module):
             for i in range(sl.start, sl.stop)
         ]
         self.register_buffer("bias_index", torch.tensor(idx, dtype=torch.long), persistent=False)
+        self.register_buffer("root_fan_in", root_fan, persistent=False)
         self.bias = nn.Parameter(torch.zeros(len(idx)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-initialise the parameters."""
+        """Re-initialise the parameters (see the class docstring for the distributions)."""
         with torch.no_grad():
-            self.tp.weight.normal_()
-            self.bias.zero_()
+            if self.weight_init == "normal":
+                self.tp.weight.normal_()
+            else:
+                self.tp.weight.uniform_(-1.0, 1.0)
+            if self.weight_scaling:
+                starts = [sl.start for sl in self.tp.irreps_out.slices()]
+                for weight, ins in zip(self.tp.weight_views(), self.tp.instructions, strict=True):
+                    weight.div_(self.root_fan_in[starts[ins.i_out]])
+            if self.bias_init == "zero":
+                self.bias.zero_()
+            else:
+                bound = 1.0 / self.root_fan_in[self.bias_index]
+                self.bias.copy_((2 * torch.rand_like(self.bias) - 1) * bound)
 
     def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
         """Apply the layer; see the class docstring for shapes."""
         out = self.tp(x, attr)
+        if self.weight_scaling:
+            out = out * self.root_fan_in
         out = out.index_add(-1, self.bias_index, self.bias.expand(out.shape[:-1] + self.bias.shape))
         return self.gate(out) if self.gate is not None else out
 
@@ -184,6 +244,8 @@ class SEGNNLayer(nn.Module):
         neq_init_std (float, optional): Std of W's init; CR uses 1e-4 (default: :obj:`None`).
         placement (str, optional): ``"cr"`` (γ W on the two update sub-layers) or ``"ace"`` (γ W(z ⊗ a)
             on the two message sub-layers) (default: :obj:`"cr"`).
+        weight_init, weight_scaling, bias_init: How every :class:`SteerableLinear` draws and stores its
+            weights (see there).
 
     Shapes:
         - **input:** ``h (|V|, irreps_h.dim)``, ``edge_index (2, |E|)``, ``edge_attr (|E|, ·)``,
@@ -201,6 +263,10 @@ class SEGNNLayer(nn.Module):
         gamma_init: float = 1.0,
         neq_init_std: float | None = None,
         placement: str = "cr",
+        *,
+        weight_init: str = "normal",
+        weight_scaling: bool = False,
+        bias_init: str = "zero",
     ) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
@@ -209,10 +275,11 @@ class SEGNNLayer(nn.Module):
         irreps_h = o3.Irreps(irreps_h)
         msg_in = irreps_h + irreps_h + o3.Irreps(irreps_msg)  # [h_i, h_j, s_ij], not regrouped
         upd_in = irreps_h + irreps_h  # [h_i, Σ_j m_ij]
-        msg1: nn.Module = SteerableLinear(msg_in, irreps_h, irreps_edge_attr, gate=True)
-        msg2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_edge_attr, gate=True)
-        upd1: nn.Module = SteerableLinear(upd_in, irreps_h, irreps_node_attr, gate=True)
-        upd2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_node_attr)
+        init = dict(weight_init=weight_init, weight_scaling=weight_scaling, bias_init=bias_init)
+        msg1: nn.Module = SteerableLinear(msg_in, irreps_h, irreps_edge_attr, gate=True, **init)
+        msg2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_edge_attr, gate=True, **init)
+        upd1: nn.Module = SteerableLinear(upd_in, irreps_h, irreps_node_attr, gate=True, **init)
+        upd2: nn.Module = SteerableLinear(irreps_h, irreps_h, irreps_node_attr, **init)
         if relaxed and placement == "cr":
             upd1 = HomotopicLayer(upd1, SEGNNBranch(upd_in, irreps_h, neq_init_std), gamma_init)
             upd2 = HomotopicLayer(upd2, SEGNNBranch(irreps_h, irreps_h, neq_init_std), gamma_init)
@@ -255,24 +322,48 @@ def nbody_segnn_inputs(
     edge_index: torch.Tensor,
     batch: torch.Tensor | None = None,
     lmax_attr: int = 1,
+    *,
+    edge_vector: str = "x_i-x_j",
+    distance: str = "squared",
+    attr_scalar: float | None = None,
 ) -> tuple[torch.Tensor, ...]:
     r"""SEGNN N-body encoding ([CR-code], SPEC §4.1): the arguments of :meth:`SEGNN.forward`.
 
-    Node features ``[x_i − \bar x, v_i, ‖v_i‖]`` (``2x1o + 1x0e``), edge attributes
-    ``Y(x_i − x_j)``, node attributes ``mean_j Y(x_i − x_j) + Y(v_i)`` (``Y``: spherical harmonics up
-    to ``lmax_attr``, normalised input, integral normalisation), message scalars ``[‖x_i − x_j‖², q_i q_j]``.
+    Node features ``[x_i − \bar x, v_i, ‖v_i‖]`` (``2x1o + 1x0e``, :math:`\bar x` the graph's centroid),
+    edge attributes ``Y(r_ij)``, node attributes ``mean_j Y(r_ij) + Y(v_i)`` (``Y``: spherical harmonics
+    up to ``lmax_attr``, normalised input, integral normalisation), message scalars ``[d_ij, q_i q_j]``.
+
+    Args:
+        loc (Tensor): Positions ``(|V|, 3)``.
+        vel (Tensor): Velocities ``(|V|, 3)``.
+        charges (Tensor): Charges ``(|V|, 1)``.
+        edge_index (Tensor): ``(2, |E|)``, row = receiver i, col = sender j.
+        batch (Tensor, optional): Graph index of each node ``(|V|,)``; :obj:`None` for one graph.
+        lmax_attr (int, optional): Largest harmonic degree of the attributes (default: :obj:`1`).
+        edge_vector (str, optional): :math:`r_{ij} = x_i - x_j` (``"x_i-x_j"``) or :math:`x_j - x_i`
+            (``"x_j-x_i"``, SEGNN's code); the two differ in the sign of the odd harmonics, and so in
+            how ``mean_j Y(r_ij)`` adds to ``Y(v_i)`` (default: :obj:`"x_i-x_j"`).
+        distance (str, optional): :math:`d_{ij} = \|r_{ij}\|^2` (``"squared"``) or :math:`\|r_{ij}\|`
+            (``"norm"``, SEGNN's code) (default: :obj:`"squared"`).
+        attr_scalar (float, optional): Replace the ``0e`` part of the node attributes by this constant
+            (SEGNN's code sets 1.0); :obj:`None` keeps ``2 Y_0 = 1/√π`` (default: :obj:`None`).
     """
+    _check_choice("edge_vector", edge_vector, EDGE_VECTORS)
+    _check_choice("distance", distance, DISTANCES)
     row, col = edge_index
     n = loc.shape[0]
     centre = graph_mean(loc, batch)  # no host sync
-    rel = loc[row] - loc[col]
+    rel = loc[row] - loc[col] if edge_vector == "x_i-x_j" else loc[col] - loc[row]
     irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
     edge_attr = o3.spherical_harmonics(irreps_attr, rel, normalize=True, normalization="integral")
     deg = segment_sum(torch.ones_like(row, dtype=loc.dtype), row, n).clamp(min=1)
     node_attr = segment_sum(edge_attr, row, n) / deg[:, None]
     node_attr = node_attr + o3.spherical_harmonics(irreps_attr, vel, normalize=True, normalization="integral")
+    if attr_scalar is not None:
+        node_attr = torch.cat([torch.full_like(node_attr[:, :1], float(attr_scalar)), node_attr[:, 1:]], dim=-1)
     h = torch.cat([loc - centre, vel, vel.norm(dim=-1, keepdim=True)], dim=-1)
-    msg = torch.cat([(rel * rel).sum(-1, keepdim=True), charges[row] * charges[col]], dim=-1)
+    dist2 = (rel * rel).sum(-1, keepdim=True)
+    msg = torch.cat([dist2 if distance == "squared" else dist2.sqrt(), charges[row] * charges[col]], dim=-1)
     return h, edge_index, edge_attr, node_attr, msg
 
 
@@ -298,6 +389,11 @@ class SEGNN(nn.Module):
             sub-layers, 344,040 parameters at the defaults) or ``"ace"`` (the two message sub-layers,
             :class:`SEGNNProductBranch`, 937,960 parameters as ACE's Table 3) (default: :obj:`"cr"`).
         irreps_in, irreps_msg, irreps_out (str, optional): Defaults ``2x1o+1x0e``, ``2x0e``, ``1x1o``.
+        weight_init, weight_scaling, bias_init: How every :class:`SteerableLinear` draws and stores its
+            weights. SEGNN's own code uses ``"uniform"``, ``True``, ``"uniform"``
+            (see ``docs/results/reference-parity.md``) (defaults: ``"normal"``, :obj:`False`, ``"zero"``).
+        edge_vector, distance, attr_scalar: The N-body encoding, kept in :attr:`input_options` for
+            :func:`nbody_segnn_inputs` (defaults: ``"x_i-x_j"``, ``"squared"``, :obj:`None`).
 
     Shapes:
         - **input:** as returned by :func:`nbody_segnn_inputs`
@@ -318,22 +414,35 @@ class SEGNN(nn.Module):
         irreps_in: str = "2x1o+1x0e",
         irreps_msg: str = "2x0e",
         irreps_out: str = "1x1o",
+        weight_init: str = "normal",
+        weight_scaling: bool = False,
+        bias_init: str = "zero",
+        edge_vector: str = "x_i-x_j",
+        distance: str = "squared",
+        attr_scalar: float | None = None,
     ) -> None:
         super().__init__()
         check_positive_ints(hidden_nf=hidden_nf, n_layers=n_layers, lmax_attr=lmax_attr)
+        _check_choice("edge_vector", edge_vector, EDGE_VECTORS)
+        _check_choice("distance", distance, DISTANCES)
+        if attr_scalar is not None and not isinstance(attr_scalar, int | float):
+            raise ValueError(f"Expected 'attr_scalar' to be None or a number (got {attr_scalar!r})")
+        self.input_options = {"lmax_attr": lmax_attr, "edge_vector": edge_vector, "distance": distance,
+                              "attr_scalar": attr_scalar}
+        init = dict(weight_init=weight_init, weight_scaling=weight_scaling, bias_init=bias_init)
         if not isinstance(lmax_h, int) or lmax_h < 0:
             raise ValueError(f"Expected 'lmax_h' to be a non-negative int (got {lmax_h!r})")
         self.relaxed = bool(relaxed)
         attr = o3.Irreps.spherical_harmonics(lmax_attr)
         self.irreps_hidden = balanced_irreps(hidden_nf, lmax_h, attr)
-        self.embedding = SteerableLinear(o3.Irreps(irreps_in), self.irreps_hidden, attr)
+        self.embedding = SteerableLinear(o3.Irreps(irreps_in), self.irreps_hidden, attr, **init)
         self.layers = nn.ModuleList(
             SEGNNLayer(self.irreps_hidden, attr, attr, o3.Irreps(irreps_msg), relaxed, gamma_init, neq_init_std,
-                       placement)
+                       placement, **init)
             for _ in range(n_layers)
         )
-        self.pre_pool1 = SteerableLinear(self.irreps_hidden, self.irreps_hidden, attr, gate=True)
-        self.pre_pool2 = SteerableLinear(self.irreps_hidden, o3.Irreps(irreps_out), attr)
+        self.pre_pool1 = SteerableLinear(self.irreps_hidden, self.irreps_hidden, attr, gate=True, **init)
+        self.pre_pool2 = SteerableLinear(self.irreps_hidden, o3.Irreps(irreps_out), attr, **init)
 
     def reset_parameters(self) -> None:
         """Re-initialise the parameters."""

@@ -27,7 +27,8 @@ __all__ = ["NBody"]
 _EGNN_OPTIONS = {"hidden_nf": 64, "n_layers": 4, "relaxed": True, "neq_hidden": None, "gamma_init": 1.0,
                  "neq_init_std": None}
 _SEGNN_OPTIONS = {"hidden_nf": 64, "n_layers": 4, "lmax_h": 1, "lmax_attr": 1, "relaxed": True, "gamma_init": 1.0,
-                  "neq_init_std": None, "placement": "cr"}
+                  "neq_init_std": None, "placement": "cr", "weight_init": "normal", "weight_scaling": False,
+                  "bias_init": "zero", "edge_vector": "x_i-x_j", "distance": "squared", "attr_scalar": None}
 
 
 class NBody(Task):
@@ -78,11 +79,13 @@ class NBody(Task):
 
     def forward(self, model: nn.Module, batch: NBodyBatch) -> torch.Tensor:
         """Run the model on a batch."""
-        if getattr(unwrap(model), "inputs", "egnn") == "segnn":  # the bare module under DDP
+        bare = unwrap(model)  # the bare module under DDP
+        if getattr(bare, "inputs", "egnn") == "segnn":
             from constrained_eq.models.segnn import nbody_segnn_inputs
 
+            encoding = getattr(bare, "input_options", {})
             return batch.loc + model(*nbody_segnn_inputs(batch.loc, batch.vel, batch.charges, batch.edge_index,
-                                                         batch.batch))
+                                                         batch.batch, **encoding))
         return model(*nbody_egnn_inputs(batch.loc, batch.vel, batch.charges, batch.edge_index, batch.batch))
 
     def augment(self, batch: NBodyBatch) -> NBodyBatch:

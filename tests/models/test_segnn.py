@@ -4,7 +4,14 @@ from e3nn import o3
 
 from constrained_eq.data.nbody import fully_connected_edges
 from constrained_eq.homotopy import HomotopicLayer, homotopic_layers
-from constrained_eq.models.segnn import SEGNN, SEGNNBranch, SEGNNProductBranch, balanced_irreps, nbody_segnn_inputs
+from constrained_eq.models.segnn import (
+    SEGNN,
+    SEGNNBranch,
+    SEGNNProductBranch,
+    SteerableLinear,
+    balanced_irreps,
+    nbody_segnn_inputs,
+)
 from constrained_eq.symmetry import E, IrrepsRep, assert_equivariant, cartesian_generators
 
 SMALL = dict(hidden_nf=8, n_layers=2)
@@ -18,7 +25,7 @@ def _graphs(b=3, n=5, dtype=torch.float64):
 
 
 def _predict(model, loc, vel, charges, edges, batch):
-    return loc + model(*nbody_segnn_inputs(loc, vel, charges, edges, batch))
+    return loc + model(*nbody_segnn_inputs(loc, vel, charges, edges, batch, **model.input_options))
 
 
 def _assert_e3_equivariant(model, dtype, e3_action, atol=None, rotate=True):
@@ -169,3 +176,107 @@ def test_float64_generators_match_e3nn():
     for deg in range(4):
         torch.testing.assert_close(IrrepsRep(f"1x{deg}e").lie_algebra(torch.float64).float(), o3.so3_generators(deg),
                                    atol=1e-5, rtol=0)
+
+
+REFERENCE_CHOICES = dict(weight_init="uniform", weight_scaling=True, bias_init="uniform", edge_vector="x_j-x_i",
+                         distance="norm", attr_scalar=1.0)
+
+
+def _fan_in(layer):
+    """Fan-in of each output block of ``layer.tp``, counted by hand from the instructions."""
+    fans = {}
+    for ins in layer.tp.instructions:
+        fans[ins.i_out] = fans.get(ins.i_out, 0) + layer.tp.irreps_in1[ins.i_in1].mul * layer.tp.irreps_in2[ins.i_in2].mul
+    return fans
+
+
+def test_reference_initialisation_statistics():
+    """SEGNN's code: θ ~ U(±1/√fan_in) per output block, effective W = √fan_in θ ~ U(−1, 1), b ~ U(±1/√fan_in)."""
+    torch.manual_seed(0)
+    layer = SteerableLinear("40x0e+30x1o", "32x0e+32x1o", "2x0e+1x1o", gate=True,
+                            weight_init="uniform", weight_scaling=True, bias_init="uniform")
+    fans = _fan_in(layer)
+    assert sorted(set(fans.values())) == [100, 110]  # 0e: 40·2 + 30·1 (1o ⊗ 1o); 1o: 40·1 + 30·2
+    effective = []
+    for weight, ins in zip(layer.tp.weight_views(), layer.tp.instructions, strict=True):
+        bound = fans[ins.i_out] ** -0.5
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound
+        effective.append((weight * fans[ins.i_out] ** 0.5).flatten())
+    effective = torch.cat(effective)
+    assert abs(effective.var().item() - 1 / 3) < 0.02 and abs(effective.mean().item()) < 0.02
+    bias_bound = 110 ** -0.5  # every 0e output (scalars and gates) has fan-in 110
+    assert layer.bias.abs().max() <= bias_bound and layer.bias.abs().max() > 0.9 * bias_bound
+
+
+def test_weight_scaling_keeps_the_function_and_scales_adam_steps_by_root_fan_in():
+    """Same draw, same function; one Adam step moves the effective weight √fan_in times further."""
+    x, attr = torch.randn(40, o3.Irreps("4x0e+3x1o").dim), torch.randn(40, 5)
+    layers = []
+    for scaling in (False, True):
+        torch.manual_seed(3)
+        layers.append(SteerableLinear("4x0e+3x1o", "5x0e+2x1o", "2x0e+1x1o", weight_init="uniform",
+                                      weight_scaling=scaling))
+    torch.testing.assert_close(layers[0](x, attr), layers[1](x, attr))
+    moved = []
+    for layer in layers:
+        before = [w.clone() for w in layer.tp.weight_views()]
+        opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+        layer(x, attr).pow(3).sum().backward()
+        opt.step()
+        moved.append([(w - b).abs() for w, b in zip(layer.tp.weight_views(), before, strict=True)])
+    fans = _fan_in(layers[1])
+    for ins, plain, scaled in zip(layers[1].tp.instructions, moved[0], moved[1], strict=True):
+        root = fans[ins.i_out] ** 0.5
+        torch.testing.assert_close(plain, torch.full_like(plain, 1e-3), rtol=1e-3, atol=0)  # Adam's first step: lr
+        torch.testing.assert_close(scaled, plain, rtol=1e-3, atol=0)  # θ moves lr in both
+        effective_scaled, effective_plain = scaled * root, plain  # W = √fan θ moves √fan lr; W = θ moves lr
+        torch.testing.assert_close(effective_scaled / effective_plain, torch.full_like(plain, root), rtol=1e-3, atol=0)
+    assert sorted(set(fans.values())) == [10, 11]  # 0e: 4·2 + 3·1 (1o ⊗ 1o); 1o: 4·1 + 3·2
+
+
+def test_default_initialisation_is_unchanged():
+    """The defaults draw e3nn's N(0, 1) over the whole weight vector at once and zero biases, as before."""
+    torch.manual_seed(5)
+    layer = SteerableLinear("4x0e+3x1o", "5x0e+2x1o", "1x0e+1x1o")
+    torch.manual_seed(5)
+    torch.randn(layer.tp.weight.shape)  # e3nn's own draw at construction, which reset_parameters replaces
+    expected = torch.empty(layer.tp.weight.shape).normal_()
+    torch.testing.assert_close(layer.tp.weight.detach(), expected, rtol=0, atol=0)
+    assert (layer.bias == 0).all()
+
+
+@pytest.mark.parametrize("placement", ["cr", "ace"])
+def test_reference_choices_keep_the_model_equivariant(placement, dtype, e3_action):
+    model = SEGNN(**SMALL, placement=placement, **REFERENCE_CHOICES).to(dtype)
+    _set_gammas(model, 0.0)
+    _assert_e3_equivariant(model, dtype, e3_action)
+
+
+def test_reference_encoding_by_hand():
+    """x_j − x_i harmonics, ‖r‖ message scalars, and a constant 0e node attribute, checked on one pair."""
+    loc = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], dtype=torch.float64)
+    vel = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    charges = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    edges = torch.tensor([[0, 1], [1, 0]])
+    _, _, edge_attr, node_attr, msg = nbody_segnn_inputs(loc, vel, charges, edges, edge_vector="x_j-x_i",
+                                                         distance="norm", attr_scalar=1.0)
+    y1 = (3 / (4 * torch.pi)) ** 0.5  # integral-normalised l = 1 harmonic of a unit vector, components (x, y, z)
+    torch.testing.assert_close(edge_attr[0, 1:], torch.tensor([0.0, 0.0, y1], dtype=torch.float64))  # x_1 − x_0 = +z
+    torch.testing.assert_close(node_attr[:, 0], torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(node_attr[0, 1:], torch.tensor([y1, 0.0, y1], dtype=torch.float64))  # Y(+z) + Y(v = +x)
+    torch.testing.assert_close(msg, torch.tensor([[2.0, -1.0], [2.0, -1.0]], dtype=torch.float64))
+    _, _, _, default_attr, default_msg = nbody_segnn_inputs(loc, vel, charges, edges)
+    torch.testing.assert_close(default_attr[0, 1:], torch.tensor([y1, 0.0, -y1], dtype=torch.float64))  # Y(−z) + Y(+x)
+    torch.testing.assert_close(default_attr[:, 0], torch.full((2,), torch.pi ** -0.5, dtype=torch.float64))
+    torch.testing.assert_close(default_msg[:, 0], torch.full((2,), 4.0, dtype=torch.float64))
+
+
+def test_bad_reference_choices_raise():
+    with pytest.raises(ValueError, match="'weight_init'"):
+        SEGNN(**SMALL, weight_init="xavier")
+    with pytest.raises(ValueError, match="'edge_vector'"):
+        SEGNN(**SMALL, edge_vector="i-j")
+    with pytest.raises(ValueError, match="'distance'"):
+        SEGNN(**SMALL, distance="cubed")
+    with pytest.raises(ValueError, match="'attr_scalar'"):
+        SEGNN(**SMALL, attr_scalar="one")
