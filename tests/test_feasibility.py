@@ -14,7 +14,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import constrained_eq as ceq
-from constrained_eq.core.feasibility import FEASIBLE, INFEASIBLE, UNDECIDED, FeasibilityMonitor, describe
+from constrained_eq.core.feasibility import (
+    FEASIBLE,
+    INFEASIBLE,
+    OSCILLATING,
+    UNDECIDED,
+    VIOLATED,
+    FeasibilityMonitor,
+    describe,
+)
 from constrained_eq.core.sync_audit import forbid_host_reads
 from constrained_eq.core.testing import VectorModel
 
@@ -62,7 +70,8 @@ def test_contradictory_bounds_are_flagged_at_the_first_verdict(scheme):
         assert verdict.expected_rate[0] == pytest.approx(eta, rel=1e-3)
     lines = describe(verdicts, "lagrangian")
     assert lines[0].startswith("constraint 'x0 ≤ −1' is likely infeasible: entry 0: mean violation 1 over the last "
-                               "1024 steps")
+                               "1,024 steps (steps 512–1,535), largest 1, violated on 100 % of them; λ moved +0.0894 "
+                               "per step over steps 512–1,535, steadily (η_d·violation = +0.0894)")
     assert lines[1].startswith("constraint 'inequality_x0' is likely infeasible")
     assert lines[2] == "constraints ['x0 ≤ −1', 'inequality_x0'] pull against each other: they cannot all hold at once."
     assert "formulation 'resilient'" in lines[3]
@@ -172,3 +181,119 @@ def test_fit_warns_once_naming_the_constraint_and_ceq_report_prints_the_verdict(
     assert printed[0].startswith("feasibility: constraint 'inequality_x0' is likely infeasible: entry 0: mean violation")
     assert printed[1].startswith("feasibility: constraint 'x0 ≥ 1 / lower side' is likely infeasible")
     assert "formulation 'resilient'" in printed[-1]
+
+
+# ---------------------------------------------------------------- verdicts over the latest steps (issue 28)
+def _feed(monitor, values, equality=False):
+    for v in values:
+        monitor.update({"c": torch.tensor([v], dtype=torch.float64)}, {})
+    return monitor.verdicts()["c"]
+
+
+def test_a_blow_up_after_the_last_closed_window_changes_the_verdict():
+    # Windows close at steps 512 and 1,536; the constraint held (v = −0.1) until step 1,599, then was violated by
+    # 0.26. The recent span is the last 1,000 steps, 1,536–2,535: 64 steps of −0.1 and 936 of +0.26.
+    verdict = _feed(FeasibilityMonitor({"c": False}), [-0.1] * 1600 + [0.26] * 936)
+    assert verdict.verdict == VIOLATED and verdict.window == (1536, 2535)
+    assert verdict.violation[0] == pytest.approx((64 * -0.1 + 936 * 0.26) / 1000)
+    assert verdict.largest[0] == pytest.approx(0.26) and verdict.violated_fraction[0] == pytest.approx(0.936)
+    assert verdict.evidence == ("entry 0: mean violation 0.237 over the last 1,000 steps (steps 1,536–2,535), largest "
+                                "0.26, violated on 93.6 % of them, without the steady dual pattern of an infeasible "
+                                "constraint")
+
+
+def test_a_blow_up_in_the_last_three_steps_is_seen():
+    # 3 violated steps of 979 are 0.3 % (≤ 1 %), but the last step is violated: not feasible.
+    verdict = _feed(FeasibilityMonitor({"c": False}), [-0.1] * 2000 + [0.5] * 3)
+    assert verdict.window == (1024, 2002) and verdict.verdict == VIOLATED
+    assert verdict.violated_fraction[0] == pytest.approx(3 / 979)
+    assert verdict.evidence.startswith("entry 0 is violated at the last step (0.5) though its mean violation")
+    healed = _feed(FeasibilityMonitor({"c": False}), [-0.1] * 2000 + [0.5] * 3 + [-0.1])
+    assert healed.verdict == FEASIBLE and healed.evidence == (
+        "every entry held (violation ≤ 0.001) on at least 99.7 % of the last 980 steps (steps 1,024–2,003) and at "
+        "the last step (largest violation 0.5)")
+
+
+def test_an_iterate_that_swings_across_its_bound_is_oscillating_not_feasible():
+    # Square wave of period 50: g − b = +0.02 on 19 steps, −0.02 on 31. Signed mean −0.0048 ≤ τ: the old rule
+    # called it feasible. Over steps 1,000–1,999 it is violated on 380 of 1,000 steps and changes state 40 times.
+    monitor = FeasibilityMonitor({"c": False}, recent=1000, block=50)
+    verdict = _feed(monitor, [0.02 if t % 50 < 19 else -0.02 for t in range(2000)])
+    assert verdict.verdict == OSCILLATING and verdict.window == (1000, 1999)
+    assert verdict.violation[0] == pytest.approx(-0.0048) and verdict.violated_fraction[0] == pytest.approx(0.38)
+    assert verdict.evidence == ("oscillating: entry 0 violated on 38 % of the last 1,000 steps (steps 1,000–1,999), "
+                                "crossing the constraint 40 times (largest violation 0.02, mean -0.0048)")
+    lines = describe({"c": verdict})
+    assert lines[0] == f"constraint 'c' is {verdict.evidence}."
+    assert "dual_optimizer 'nupi'" in lines[1] and "'augmented_lagrangian'" in lines[1] and "averaging" in lines[1]
+
+
+def test_an_equality_held_only_on_average_is_oscillating():
+    verdict = _feed(FeasibilityMonitor({"c": True}), [0.05 * (-1) ** t for t in range(1536)])
+    assert verdict.violation[0] == pytest.approx(0.0) and verdict.violated_fraction[0] == 1.0
+    assert verdict.verdict == OSCILLATING
+
+
+def _oscillator(dual_optimizer=None):
+    """max x s.t. x ≤ 1 by simultaneous GDA from x = 1, λ = 0: an orbit around (x*, λ*) = (1, 1) that grows."""
+    x = ceq.Target(lambda m: m.x[:1], "x")
+    problem = ceq.ConstrainedProblem(lambda out, batch: -out.sum(), [ceq.Inequality(x, bound=1.0, name="x ≤ 1")])
+    model = VectorModel(1, torch.ones(1))
+    options = {} if dual_optimizer is None else {"dual_optimizer": dual_optimizer}
+    return ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 0.05), 0.05, **options)
+
+
+def test_an_oscillating_lagrangian_run_is_not_called_feasible_and_damping_fixes_it():
+    solver = _oscillator()
+    verdict = _run(solver, 2560)["x ≤ 1"]
+    assert abs(verdict.violation[0]) <= 0.05  # the signed mean is small ...
+    assert float(solver.model.x.detach()[0]) > 1.5  # ... but the final iterate violates x ≤ 1 by more than 0.5
+    assert verdict.verdict == OSCILLATING and 0.3 < verdict.violated_fraction[0] < 0.7
+    assert verdict.largest[0] > 0.5
+    damped = _oscillator(ceq.NuPI(kappa_p=5.0))
+    assert _run(damped, 2560)["x ≤ 1"].verdict == FEASIBLE
+    assert float(damped.model.x.detach()[0]) == pytest.approx(1.0, abs=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.sampled_from([-0.5, -0.01, 0.0, 0.0005, 0.002, 0.3, -0.3]), min_size=24, max_size=90),
+       equality=st.booleans(), recent=st.integers(4, 20), block=st.integers(1, 5))
+def test_recent_statistics_are_those_of_the_latest_steps(values, equality, recent, block):
+    assume(block <= recent)
+    monitor = FeasibilityMonitor({"c": equality}, min_window=8, max_window=16, recent=recent, block=block)
+    verdict = _feed(monitor, values)
+    n = len(values)
+    first, last = verdict.window
+    assert last == n - 1 and first % block == 0
+    assert recent - block + 1 <= last - first + 1 <= -(-recent // block) * block or first == 0
+    span = torch.tensor(values[first:], dtype=torch.float64)
+    positive = span.abs() if equality else span.clamp(min=0)
+    assert verdict.violation[0] == pytest.approx(float(span.mean()))
+    assert verdict.largest[0] == pytest.approx(float(positive.max()))
+    fraction = float((positive > 1e-3).double().mean())
+    assert verdict.violated_fraction[0] == pytest.approx(fraction)
+    def state(v):
+        return (v > 1e-3) - (equality and v < -1e-3)
+
+    states = [state(values[first - 1]) if first > 0 else 0] + [state(v) for v in values[first:]]
+    flips = sum(a != b for a, b in zip(states, states[1:], strict=False))
+    if fraction <= 0.01 and positive[-1] <= 1e-3:
+        assert verdict.verdict == FEASIBLE
+    elif fraction > 0.01 and flips >= 4:
+        assert verdict.verdict == OSCILLATING
+    else:
+        assert verdict.verdict == VIOLATED
+
+
+def test_the_recent_span_survives_a_checkpoint_and_an_old_checkpoint_starts_it_again():
+    values = [-0.1] * 1700 + [0.3] * 100
+    whole = _feed(FeasibilityMonitor({"c": False}), values)
+    first = FeasibilityMonitor({"c": False})
+    _feed(first, values[:1650])
+    resumed = FeasibilityMonitor({"c": False})
+    resumed.load_state_dict(first.state_dict())
+    assert _feed(resumed, values[1650:]) == whole
+    old = {k: v for k, v in first.state_dict().items() if k != "recent"}  # written before the recent span existed
+    legacy = FeasibilityMonitor({"c": False})
+    legacy.load_state_dict(old)
+    assert _feed(legacy, values[1650:]).window == (1650, 1799)

@@ -102,16 +102,19 @@ def _scripted_fit(values, losses, **kwargs):
 
 
 def test_feasible_selection_takes_the_best_objective_among_feasible_evaluations():
-    result = _scripted_fit([0.2, 0.1, 0.05, 0.3], [0.1, 0.5, 0.3, 0.05])  # default select: feasible
+    # the last scripted value is the certificate's measurement of the deployed model, after training
+    result = _scripted_fit([0.2, 0.1, 0.05, 0.3, 0.05], [0.1, 0.5, 0.3, 0.05])  # default select: feasible
     assert result.best_epoch == 2 and result.feasibility["feasible"] is True
     assert "among the feasible evaluations" in result.selection
-    by_loss = _scripted_fit([0.2, 0.1, 0.05, 0.3], [0.1, 0.5, 0.3, 0.05], select="val_loss")
+    assert result.certificate["constraints"]["c"]["margins"] == pytest.approx([0.05]) and result.ok
+    by_loss = _scripted_fit([0.2, 0.1, 0.05, 0.3, 0.3], [0.1, 0.5, 0.3, 0.05], select="val_loss")
     assert by_loss.best_epoch == 3
 
 
 def test_without_a_feasible_evaluation_the_least_violating_is_kept_and_said(tmp_path):
-    result = _scripted_fit([0.3, 0.15, 0.5], [0.1, 0.9, 0.05], run_dir=tmp_path)
+    result = _scripted_fit([0.3, 0.15, 0.5, 0.15], [0.1, 0.9, 0.05], run_dir=tmp_path)
     assert result.best_epoch == 1 and result.feasibility["feasible"] is False
+    assert result.violated == ["c"] and result.certificate["constraints"]["c"]["margins"] == pytest.approx([-0.05])
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["feasible"] is False and summary["select"] == "feasible"
     assert "NO evaluation was feasible" in summary["selection"] and "0.05" in summary["selection"]

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import constrained_eq as ceq
 from constrained_eq.core.engine import Solver
@@ -98,3 +100,56 @@ def test_fpr_surrogate_values_and_errors():
         fpr_surrogate(scores, labels[:3])
     with pytest.raises(ValueError, match=r"Expected 'batch' to be an \(inputs, labels\) pair"):
         false_positive_rate(torch.nn.Linear(2, 1), torch.zeros(2), scores)
+
+
+# ---------------------------------------------------------------- power iteration keeps up (issue 28, item 5)
+
+
+def _with_singular_values(n, m, values, generator):
+    q_left, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    q_right, _ = torch.linalg.qr(torch.randn(m, m, generator=generator, dtype=torch.float64))
+    middle = torch.zeros(n, m, dtype=torch.float64)
+    middle[range(len(values)), range(len(values))] = torch.tensor(values, dtype=torch.float64)
+    return q_left @ middle @ q_right.T
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), ratio=st.floats(0.2, 0.9), scale=st.floats(0.5, 20.0))
+def test_power_iteration_lag_after_a_sudden_change_is_within_the_stated_bound(seed, ratio, scale):
+    generator = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(5, 4, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(_with_singular_values(4, 5, [2.0, 1.5, 1.0, 0.5], generator))
+    spectral_norm_estimate(layer)  # converged on the old weights: these vectors are kept
+    new = _with_singular_values(4, 5, [scale, ratio * scale, 0.5 * ratio * scale, 0.1 * ratio * scale], generator)
+    with torch.no_grad():
+        layer.weight.copy_(new)  # a large, fast change: new singular vectors, up to 10x the norm
+    top_left = torch.linalg.svd(new)[0][:, 0]
+    cos = float(layer._spectral_u @ top_left).__abs__()
+    tan2 = (1 - cos**2) / max(cos**2, 1e-300)
+    for k in range(1, 9):
+        estimate = float(spectral_norm_estimate(layer).detach())
+        assert estimate <= scale * (1 + 1e-9)  # never above the exact norm
+        assert 1 - estimate / scale <= 0.5 * ratio ** (4 * k - 2) * tan2 + 1e-9, (k, estimate, scale)
+    exact = float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2))
+    assert exact == pytest.approx(scale) and float(ceq.core.targets.exact_spectral_norms(layer)[0]) == \
+        pytest.approx(scale)
+
+
+def test_estimates_trail_a_training_run_but_the_exact_norm_is_measured():
+    # Weights grown fast by a step each call: the estimate is a lower bound of the SVD norm, and catches up once the
+    # weights stop changing (σ₂/σ₁ = 0.5 here: 8 calls leave a relative lag below 0.5 · 0.5³⁰ · tan²φ₀).
+    generator = torch.Generator().manual_seed(3)
+    layer = torch.nn.Linear(4, 4, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(_with_singular_values(4, 4, [1.0, 0.5, 0.25, 0.1], generator))
+    for _ in range(20):
+        with torch.no_grad():
+            layer.weight.add_(_with_singular_values(4, 4, [0.5, 0.25, 0.1, 0.05], generator))
+        assert float(spectral_norm_estimate(layer).detach()) <= float(
+            torch.linalg.matrix_norm(layer.weight.detach(), ord=2))
+    for _ in range(8):
+        estimate = float(spectral_norm_estimate(layer).detach())
+    exact = float(torch.linalg.svdvals(layer.weight.detach())[0])
+    gap = float(torch.linalg.svdvals(layer.weight.detach())[1]) / exact
+    assert estimate == pytest.approx(exact, rel=max(gap ** 30, 1e-12) * 10 + 1e-9)

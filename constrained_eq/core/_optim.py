@@ -267,7 +267,7 @@ def check_dual_maximize(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _dual(params: list[torch.nn.Parameter], scheme: str, dual_lr: float, dual_optimizer: Any,
-          eta_p: float | None = None) -> torch.optim.Optimizer | None:
+          eta_p: float | None = None, primal_lr: float | None = None) -> torch.optim.Optimizer | None:
     """The optimizer of the multipliers λ (``None`` when there are none)."""
     if not params:
         return None
@@ -276,7 +276,7 @@ def _dual(params: list[torch.nn.Parameter], scheme: str, dual_lr: float, dual_op
         raise ValueError("Solver: dual_optimizer='nupi' has no extrapolation step; use the 'simultaneous' or an "
                          "alternating constrained_optimizer")
     if named is not None:
-        optimizer = named(params, dual_lr, eta_p)
+        optimizer = named(params, dual_lr, eta_p, primal_lr=primal_lr)
     elif dual_optimizer in (None, "sgd"):
         cls = cooper.optim.ExtraSGD if scheme == "extrapolation" else torch.optim.SGD
         optimizer = cls(params, lr=dual_lr, maximize=True)
@@ -335,7 +335,7 @@ def build(cmp: cooper.ConstrainedMinimizationProblem, model: torch.nn.Module,
         raise ValueError("Solver: nothing to optimise: the model has no trainable parameters and no slacks")
     plain = variable_opt is not None and type(variable_opt) is torch.optim.SGD and variables
     eta_p = variable_opt.param_groups[0]["lr"] if plain else None
-    dual = _dual(list(cmp.dual_parameters()), scheme, dual_lr, dual_optimizer, eta_p)
+    dual = _dual(list(cmp.dual_parameters()), scheme, dual_lr, dual_optimizer, eta_p, first_lr)
     if dual is None:
         cls = _hooked(cooper.optim.UnconstrainedOptimizer)
         return cls(cmp, primal_optimizers, before_primal_step=before_primal_step), variable_opt

@@ -35,12 +35,18 @@ class NuPI:
 
     A factory: ``NuPI(kappa_p=…)(params, lr, eta_p)`` builds the maximising ``cooper.optim.nuPI``. Pass it
     (or the name ``"nupi"`` for the defaults) as ``Solver(..., dual_optimizer=...)``; the Solver supplies
-    ``lr = dual_lr`` and ``eta_p``, the plain-SGD step size of γ.
+    ``lr = dual_lr``, ``eta_p`` (the plain-SGD step size of γ, when there is one) and ``primal_lr`` (the primal
+    optimizer's first learning rate η_θ).
 
     Args:
         kappa_p (float, optional): Proportional gain κ_p ≥ 0, the damping. ``None`` (default) takes the
             critical damping of the linearised γ–λ system, :math:`\kappa_p = 2\sqrt{\kappa_i/(\eta_p\eta_d)}`
-            (measured best in docs/results/nbody.md), which needs plain SGD on γ (``variable_optimizer="sgd"``).
+            (measured best in docs/results/nbody.md) when γ is stepped by plain SGD at η_p. On a problem
+            without such variables (a weight norm, a rate) η_θ stands in for η_p:
+            :math:`\kappa_p = 2\sqrt{\kappa_i/(\eta_\theta\eta_d)}`, the critical damping of a constraint
+            :math:`g` with :math:`\|\nabla_\theta g\| = 1` under SGD at η_θ, whose linearisation is
+            :math:`\ddot g + \eta_\theta\eta_d\kappa_p\,\dot g + \eta_\theta\eta_d\kappa_i\,g = 0`; set
+            ``kappa_p`` when the gradients are far from unit norm or the primal optimizer is adaptive.
         kappa_i (float, optional): Integral gain κ_i > 0; κ_p = 0, κ_i = 1 is plain ascent (default: :obj:`1.0`).
         ema_nu (float, optional): EMA coefficient ν ∈ [0, 1) of the error (default: :obj:`0.0`).
     """
@@ -52,18 +58,23 @@ class NuPI:
         self.kappa_i = check_number(kappa_i, "kappa_i", "NuPI", above=0.0)
         self.ema_nu = check_number(ema_nu, "ema_nu", "NuPI", at_least=0.0, below=1.0)
 
-    def gain(self, lr: float, eta_p: float | None) -> float:
-        r"""κ_p, the critical value :math:`2\sqrt{\kappa_i/(\eta_p\eta_d)}` when it was left ``None``."""
+    def gain(self, lr: float, eta_p: float | None, primal_lr: float | None = None) -> float:
+        r"""κ_p: the critical value :math:`2\sqrt{\kappa_i/(\eta_p\eta_d)}` when it was left ``None``.
+
+        η_p is γ's plain-SGD step size, else the primal learning rate η_θ (see the class docstring).
+        """
         if self.kappa_p is not None:
             return self.kappa_p
-        if eta_p is None:
-            raise ValueError("NuPI: kappa_p=None (critical damping) needs plain SGD on the constrained variables "
-                             "(variable_optimizer='sgd') to know η_p; pass kappa_p=<number> instead")
-        return 2.0 * math.sqrt(self.kappa_i / (eta_p * lr))
+        eta = eta_p if eta_p is not None else primal_lr
+        if eta is None or not eta > 0:
+            raise ValueError("NuPI: kappa_p=None (critical damping) needs a step size of the primal variables: plain "
+                             "SGD on γ or a primal optimizer with a learning rate > 0; pass kappa_p=<number> instead")
+        return 2.0 * math.sqrt(self.kappa_i / (eta * lr))
 
-    def __call__(self, params: Any, lr: float, eta_p: float | None = None) -> torch.optim.Optimizer:
-        return cooper.optim.nuPI(params, lr=lr, Kp=self.gain(lr, eta_p), Ki=self.kappa_i, ema_nu=self.ema_nu,
-                                 maximize=True)
+    def __call__(self, params: Any, lr: float, eta_p: float | None = None, *,
+                 primal_lr: float | None = None) -> torch.optim.Optimizer:
+        return cooper.optim.nuPI(params, lr=lr, Kp=self.gain(lr, eta_p, primal_lr), Ki=self.kappa_i,
+                                 ema_nu=self.ema_nu, maximize=True)
 
     def __repr__(self) -> str:
         kappa_p = "critical" if self.kappa_p is None else self.kappa_p

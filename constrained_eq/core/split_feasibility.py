@@ -31,7 +31,8 @@ from cooper.utils import ConstraintType
 from constrained_eq.core._loaders import batch_size, to_device
 from constrained_eq.core.formulations.base import ConstraintPlan
 
-__all__ = ["DEFAULT_TOLERANCE", "Measurement", "measure", "counted", "is_homotopy", "element_violations"]
+__all__ = ["DEFAULT_TOLERANCE", "Measurement", "measure", "counted", "is_homotopy", "element_violations",
+           "signed_violations", "split_values"]
 
 DEFAULT_TOLERANCE = 1e-3
 
@@ -46,16 +47,25 @@ def counted(plans: Iterable[ConstraintPlan]) -> list[str]:
     return [p.key for p in plans if not p.constraint.is_penalty and not is_homotopy(p)]
 
 
-def element_violations(plan: ConstraintPlan, values: torch.Tensor, slack: torch.Tensor | None) -> torch.Tensor:
-    r"""Per-element violation ≥ 0: :math:`|h|`, :math:`[g - b]_+` or, with a slack, :math:`[|h| - u]_+`."""
+def signed_violations(plan: ConstraintPlan, values: torch.Tensor,
+                      slack: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    r"""The signed violation per element and whether it is an equality's.
+
+    :math:`h - d`, :math:`g - b` (and :math:`a - g`), or :math:`|h| - u` with a slack; an inequality holds when
+    it is ≤ 0, an equality at 0.
+    """
     constraint = plan.constraint
     if plan.mode == "lagrangian" and plan.base is not None:
-        raw = plan.violation(values, slack)
-        equality = plan.constraint_type == ConstraintType.EQUALITY
-    else:  # a constraint the formulation does not enforce ("none"): judged as declared, without slack
-        raw = constraint.violation(values, torch.zeros_like(values)) if constraint.has_slack \
-            else constraint.violation(values)
-        equality = constraint.is_equality
+        return plan.violation(values, slack), plan.constraint_type == ConstraintType.EQUALITY
+    # a constraint the formulation does not enforce ("none"): judged as declared, without slack
+    raw = constraint.violation(values, torch.zeros_like(values)) if constraint.has_slack \
+        else constraint.violation(values)
+    return raw, constraint.is_equality
+
+
+def element_violations(plan: ConstraintPlan, values: torch.Tensor, slack: torch.Tensor | None) -> torch.Tensor:
+    r"""Per-element violation ≥ 0: :math:`|h|`, :math:`[g - b]_+` or, with a slack, :math:`[|h| - u]_+`."""
+    raw, equality = signed_violations(plan, values, slack)
     return raw.abs() if equality else raw.clamp(min=0.0)
 
 
@@ -104,7 +114,7 @@ class Measurement:
                 "max_violation": self.max_violation(), "value": dict(self.values)}
 
 
-def _split_values(plans: list[ConstraintPlan], problem: Any, model: torch.nn.Module, loader: Any,
+def split_values(plans: list[ConstraintPlan], problem: Any, model: torch.nn.Module, loader: Any,
                   device: torch.device) -> dict[str, torch.Tensor]:
     """Batch-reading targets over the loader: weighted means, or ``from_totals`` of summed totals."""
     sums: dict[str, torch.Tensor] = {}
@@ -150,7 +160,7 @@ def measure(solver: Any, model: torch.nn.Module, loader: Any = None, *,
     values = {p.key: p.constraint.target(model).reshape(-1) for p in plans if not p.constraint.target.needs_batch}
     batch_plans = [p for p in plans if p.constraint.target.needs_batch]
     if batch_plans and loader is not None:
-        values.update(_split_values(batch_plans, solver.problem, model, loader, device))
+        values.update(split_values(batch_plans, solver.problem, model, loader, device))
     violations = {p.key: element_violations(p, values[p.key], solver.slacks.get(p.key)) for p in plans
                   if p.key in values}
     keys = list(values)

@@ -88,6 +88,9 @@ class Target:
         totals: Optional ``totals(model, batch, output) -> Tensor (K,)``: per-batch sums whose total over a
             split defines the target there (with ``from_totals``).
         from_totals: ``from_totals(sums (K,)) -> Tensor (L,)``: the target's value over a split.
+        exact: Optional ``exact(model) -> Tensor (L,)`` for a parameter-only target whose ``fn`` is an estimate
+            (``spectral_norms`` runs one power-iteration step per call): the exact value, measured once when
+            the deployed model is certified (:mod:`constrained_eq.run.certificate`). ``None``: ``fn`` is exact.
 
     Shapes:
         - **output of** ``fn``: ``(L,)``
@@ -105,6 +108,7 @@ class Target:
         from_variables: Callable[[list[torch.nn.Parameter]], torch.Tensor] | None = None,
         totals: Callable[..., torch.Tensor] | None = None,
         from_totals: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        exact: Callable[[torch.nn.Module], torch.Tensor] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected 'fn' to be callable (got {type(fn).__name__})")
@@ -123,6 +127,10 @@ class Target:
             raise ValueError(f"Target {name!r}: 'totals' and 'from_totals' go together")
         self.totals = totals
         self.from_totals = from_totals
+        if exact is not None and (not callable(exact) or self.needs_batch):
+            raise ValueError(f"Target {name!r}: 'exact' is a callable exact(model) of a parameter-only target "
+                             f"(got {exact!r} for a target reading {self.reads})")
+        self.exact = exact
 
     @property
     def needs_batch(self) -> bool:

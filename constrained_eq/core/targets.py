@@ -29,6 +29,7 @@ from constrained_eq.core.constraints import Target, register_target
 __all__ = [
     "weight_layers",
     "spectral_norm_estimate",
+    "exact_spectral_norms",
     "spectral_norms",
     "l1_norms",
     "false_positive_rate",
@@ -55,8 +56,23 @@ def spectral_norm_estimate(module: nn.Module, n_power_iterations: int = 1, eps: 
     r"""Differentiable estimate :math:`\hat\sigma = u^\top W v` of :math:`\|W\|_2` (Miyato et al. 2018).
 
     ``u`` and ``v`` persist on the module as non-persistent buffers (they do not enter the
-    ``state_dict``) and are refined by ``n_power_iterations`` steps of power iteration per call,
-    without gradient; the gradient of :math:`\hat\sigma` is :math:`u v^\top`, as for the true norm.
+    ``state_dict``), so every call — every training step — continues the power iteration of the last
+    instead of starting again: ``n_power_iterations`` steps per call, without gradient
+    (:math:`v \leftarrow W^\top u/\|W^\top u\|`, :math:`u \leftarrow W v/\|W v\|`); the gradient of
+    :math:`\hat\sigma` is :math:`u v^\top`, as for the true norm.
+
+    **Lag.** :math:`\hat\sigma = \|W v\| \le \sigma_1` always: the estimate never overstates the norm. After
+    the weights change (however much) to a W with singular values :math:`\sigma_1 > \sigma_2 \ge \dots` and
+    held there, the k-th call's estimate obeys
+
+    .. math::
+        1 - \hat\sigma_k/\sigma_1 \;\le\; \tfrac12\,(\sigma_2/\sigma_1)^{4k - 2}\,\tan^2\varphi_0 \qquad (k \ge 1,\
+        \text{one iteration per call}),
+
+    with :math:`\varphi_0` the angle between the kept ``u`` and W's top left singular vector: the lag shrinks
+    geometrically, by :math:`(\sigma_2/\sigma_1)^4` per step. With no spectral gap (:math:`\sigma_2 \approx
+    \sigma_1`) it can trail for long; the certificate of the deployed model
+    (:mod:`constrained_eq.run.certificate`) measures :math:`\sigma_1` exactly instead.
 
     Shapes:
         - **output:** ``()``
@@ -83,6 +99,11 @@ def spectral_norm_estimate(module: nn.Module, n_power_iterations: int = 1, eps: 
 
 def _spectral_norms(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
     return torch.stack([spectral_norm_estimate(m) for m in weight_layers(model)])
+
+
+def exact_spectral_norms(model: nn.Module) -> torch.Tensor:
+    r"""The exact :math:`\|W_l\|_2` of every weight layer (largest singular value, ``torch.linalg.matrix_norm``)."""
+    return torch.stack([torch.linalg.matrix_norm(m.weight.detach(), ord=2) for m in weight_layers(model)])
 
 
 def _l1_norms(model: nn.Module, batch: Any = None, output: Any = None) -> torch.Tensor:
@@ -137,7 +158,8 @@ def _false_positive_rate(model: nn.Module, batch: Any = None, output: Any = None
     return fpr_surrogate(output, batch[1])
 
 
-spectral_norms = register_target(Target(_spectral_norms, "spectral_norms", needs_batch=False))
+spectral_norms = register_target(Target(_spectral_norms, "spectral_norms", needs_batch=False,
+                                        exact=exact_spectral_norms))
 spectral_norms.__doc__ = (
     "Per-layer spectral norm estimates ``(L,)``; ``Inequality(spectral_norms, bound=1.0)`` makes each "
     "layer 1-Lipschitz, so the network is 1-Lipschitz for 1-Lipschitz activations."

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core import distributed
+from constrained_eq.core.strategies import get_strategy
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.assemble import AugmentedLoader, Built, build, build_constraints, fail, line_of, seed_everything
+from constrained_eq.run.certificate import certify
 from constrained_eq.run.evaluate import evaluate_split, split_evaluator, test_summary
 from constrained_eq.run.run_dir import ALLOWED_CHANGES, check_run_dir, keep_file_hyperparameters, open_run_dir
 from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
@@ -25,7 +27,7 @@ from constrained_eq.run.selection import objective_column, selection_column
 from constrained_eq.run.selection import selection_mode as _selection_mode
 from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.run.train import fit
-from constrained_eq.tasks import Task
+from constrained_eq.tasks import Task, projected
 
 __all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader", "ALLOWED_CHANGES",
            "build_constraints", "seed_everything", "write_constraint_report", "write_symmetry_report"]
@@ -136,10 +138,24 @@ def _test(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, r
     summary["test"] = test
     summary["measured_constraints"]["test"] = verdict
     summary["test_projected"] = test_projected
+    summary["certificate"] = _certificate(spec, built, summary, relaxed)
     summary.update(strategy=spec["strategy"], formulation=built.formulation,
                    formulation_options=built.solver.formulation.options(), file=spec["file"],
                    metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss")
     return summary
+
+
+def _certificate(spec: Mapping[str, Any], built: Built, summary: Mapping[str, Any], relaxed: bool) -> dict[str, Any]:
+    """Every constraint measured exactly on the deployed model (projected when the strategy deploys f_θ,0)."""
+    model = built.model
+    deploys = relaxed and get_strategy(spec["strategy"]).deploys_projection
+    deployed = projected(model) if deploys else model
+    candidate = summary.get("selected") or "iterate"
+    which = "averaged model" if candidate == "averaged" else "iterate"
+    words = f"selected {which} of epoch {summary.get('best_epoch')}" + (", projected" if deploys else "")
+    return certify(built.solver, deployed, built.test_loader, tolerance=spec["evaluation"]["feasibility_tol"],
+                   split="test", deployed=words, relaxed_model=model if deploys else None,
+                   verdicts=built.solver.feasibility()).as_dict()
 
 
 def write_constraint_report(run_dir: str | Path) -> str | None:

@@ -23,7 +23,9 @@ Mistakes in a problem file or on the command line print ``ceq: error: <file>:<li
 with status 2. A run stopped by a fault (NaN/Inf, diverging duals) prints ``ceq: error: <file>: training
 stopped: …`` and exits with status 1; its last checkpoint is intact. Any other failure (a read-only or
 full disk, out of memory, a bug) prints one line with the path and what to do and exits with status 1;
-``ceq --debug …`` shows its traceback.
+``ceq --debug …`` shows its traceback. A run that finishes but whose deployed model violates a hard constraint
+(its certificate, :mod:`constrained_eq.run.certificate`), or with a constraint judged likely infeasible in
+training, exits with status 3 (:data:`EXIT_INFEASIBLE`); ``ceq run --allow-infeasible`` exits 0 instead.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_INFEASIBLE"]
+
+EXIT_INFEASIBLE = 3  # ceq run: the deployed model violates a hard constraint, or one is likely infeasible
 
 
 def _device(name: str) -> str:
@@ -138,7 +142,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
               f"processes = {shared['max_rank_difference']:g}")
-    return 0
+    return _exit_status(summary, args.allow_infeasible)
+
+
+def _exit_status(summary: dict[str, Any], allow: bool) -> int:
+    """Print the certificate and return the exit status of ``ceq run``.
+
+    :data:`EXIT_INFEASIBLE` when the deployed model violates a hard constraint or a constraint is likely
+    infeasible (0 with ``--allow-infeasible``).
+    """
+    from constrained_eq.run.certificate import certificate_lines
+
+    certificate = summary.get("certificate")
+    if not certificate:
+        return 0
+    for line in certificate_lines(certificate):
+        print(line)
+    if not (certificate["violated"] or certificate["likely_infeasible"]):
+        return 0
+    problems = ([f"the deployed model violates {', '.join(certificate['violated'])}"] if certificate["violated"]
+                else []) + ([f"likely infeasible: {', '.join(certificate['likely_infeasible'])}"]
+                            if certificate["likely_infeasible"] else [])
+    if allow:
+        print(f"ceq: warning: {'; '.join(problems)} (exit status 0: --allow-infeasible)", file=sys.stderr)
+        return 0
+    print(f"ceq: {'; '.join(problems)}; exit status {EXIT_INFEASIBLE} (pass --allow-infeasible for 0)",
+          file=sys.stderr)
+    return EXIT_INFEASIBLE
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -315,6 +345,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a key of the problem file, e.g. --set optimizer.lr=5e-3 (repeatable)")
     run.add_argument("--strategy", default=None, help="override the file's strategy")
+    run.add_argument("--allow-infeasible", action="store_true",
+                     help="exit 0 even when the deployed model violates a hard constraint or one is likely "
+                          f"infeasible (default: exit status {EXIT_INFEASIBLE})")
     sweep = sub.add_parser("sweep", help="run an Optuna sweep over keys of a problem file (the 'sweep' extra)")
     sweep.add_argument("file", help="a problem file, or a sweep file (with 'problem:' and 'params:')")
     sweep.add_argument("--param", action="append", default=[], metavar="KEY=KIND:VALUES",

@@ -15,7 +15,9 @@ from constrained_eq.core.split_feasibility import counted
 from constrained_eq.run.selection import FEASIBLE
 from constrained_eq.run.validation import Evaluator, check_averaging
 
-__all__ = ["FitResult", "FitSettings", "check_settings"]
+__all__ = ["FitResult", "FitSettings", "check_settings", "DEPLOY"]
+
+DEPLOY = ("selected", "projected")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class FitSettings:
     objective_limit: float | None
     on_epoch: Callable[[int, dict[str, Any]], None] | None
     max_consecutive_skips: int
+    deploy: str = "selected"
 
 
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
@@ -65,6 +68,8 @@ def check_settings(s: FitSettings, solver: Solver, has_validation: bool) -> tupl
     if s.select_mode not in ("min", "max"):
         raise ValueError(f"fit: expected 'select_mode' to be 'min' or 'max' (got {s.select_mode!r})")
     check_averaging(s.averaging, s.average_start, s.ema_decay)
+    if s.deploy not in DEPLOY:
+        raise ValueError(f"fit: expected 'deploy' to be one of {', '.join(map(repr, DEPLOY))} (got {s.deploy!r})")
     tol = s.feasibility_tol
     if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol >= 0:
         raise ValueError(f"fit: expected 'feasibility_tol' to be a number ≥ 0 (got {tol!r})")
@@ -96,6 +101,11 @@ class FitResult:
         test: The selected model's test metrics (with ``test_loader``).
         test_feasibility: Its test verdict (with ``test_loader``).
         averaged: The averaged model at the end of training (with ``averaging``), else ``None``.
+        certificate: Every constraint measured exactly on the deployed model
+            (:meth:`~constrained_eq.run.certificate.Certificate.as_dict`), with the training-time verdicts.
+        deployed_feasible: Whether the deployed model meets every hard constraint (``None`` before any epoch).
+        violated: The hard constraints the deployed model violates.
+        likely_infeasible: The constraints training judged likely infeasible.
     """
 
     best_epoch: int | None
@@ -109,3 +119,12 @@ class FitResult:
     test: dict[str, float] = field(default_factory=dict)
     test_feasibility: dict[str, Any] | None = None
     averaged: torch.nn.Module | None = None
+    certificate: dict[str, Any] | None = None
+    deployed_feasible: bool | None = None
+    violated: list[str] = field(default_factory=list)
+    likely_infeasible: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No hard constraint violated by the deployed model, none judged likely infeasible (``ceq run``: exit 0)."""
+        return not self.violated and not self.likely_infeasible

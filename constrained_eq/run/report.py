@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from constrained_eq.core.formulations import FORMULATIONS
+from constrained_eq.run.certificate import certificate_lines
 from constrained_eq.run.diagnostics import (
     RELAXED_RTOL,
     check_resilient,
@@ -363,9 +364,14 @@ def constraint_report(run_dir: str | Path) -> str:
         def said(verdict):
             return "n/a" if not verdict else ("yes" if verdict.get("feasible") else "NO")
         counted = (feasibility.get("best") or {}).get("counted", [])
+        uncounted = [c["name"] for c in described if c.get("homotopy") and c["name"] not in counted]
+        why = (f"; not counted: {', '.join(uncounted)}, homotopy constraints on γ, which the deployed projection "
+               "meets exactly (γ = 0)" if uncounted else "")
         lines.append(f"feasible (every counted constraint's violation ≤ {tolerance:g}; counted: "
-                     f"{', '.join(counted) or 'none'}): validation {said(feasibility.get('best'))}, "
+                     f"{', '.join(counted) or 'none'}{why}): validation {said(feasibility.get('best'))}, "
                      f"test {said(feasibility.get('test'))}")
     if summary.get("selection"):
         lines.append(f"selected: {summary['selection']}")
+    if summary.get("certificate"):
+        lines += certificate_lines(summary["certificate"])
     return "\n".join(lines)

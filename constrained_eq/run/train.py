@@ -34,6 +34,7 @@ The loop is here; its parts are in :mod:`~constrained_eq.run.fit_settings`, :mod
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections.abc import Callable, Mapping
@@ -49,6 +50,8 @@ from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.core.feasibility import warn_new_infeasible
 from constrained_eq.core.split_feasibility import DEFAULT_TOLERANCE
 from constrained_eq.core.structure import describe
+from constrained_eq.homotopy import is_relaxed, project
+from constrained_eq.run.certificate import certify
 from constrained_eq.run.checkpointing import (
     check_finite_state,
     last_checkpoint_note,
@@ -59,7 +62,7 @@ from constrained_eq.run.checkpointing import (
 )
 from constrained_eq.run.fit_settings import FitResult, FitSettings, check_settings
 from constrained_eq.run.monitoring import DivergenceError, check_divergence, constraint_columns, magnitudes, postfix
-from constrained_eq.run.runs import CsvStream, atomic_torch_save, locked, read_json, write_json
+from constrained_eq.run.runs import CsvStream, atomic_torch_save, load_checkpoint, locked, read_json, write_json
 from constrained_eq.run.selection import FEASIBLE, describe_selection, selection_key
 from constrained_eq.run.validation import (
     FEASIBILITY_RULE,
@@ -119,6 +122,7 @@ def _fit(
     objective_limit: float | None = 1e6,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     max_consecutive_skips: int = 100,
+    deploy: str = "selected",
 ) -> FitResult:
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
@@ -176,6 +180,11 @@ def _fit(
             learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
         max_consecutive_skips (int, optional): With ``on_nonfinite="skip"``, stop with :class:`NonFiniteError`
             after this many skipped batches in a row (default: 100).
+        deploy (str, optional): The model that is deployed: ``"selected"`` (the selected iterate or averaged
+            model) or ``"projected"`` (its projection f_{θ,0} when it is relaxed; homotopy constraints are then
+            discharged by projection). At the end it is certified: every constraint measured exactly on it,
+            data targets over the whole test split (else validation), in ``FitResult.certificate`` and
+            ``metrics.json`` ``certificate`` (:mod:`constrained_eq.run.certificate`) (default: ``"selected"``).
 
     A run folder is locked (:class:`~constrained_eq.run.runs.RunLock`) while ``fit`` writes it: a second
     writer is refused naming the holder's pid.
@@ -198,7 +207,7 @@ def _fit(
         select=select, select_mode=select_mode, objective=objective, feasibility_tol=feasibility_tol,
         averaging=averaging, average_start=average_start, ema_decay=ema_decay, test_loader=test_loader, plot=plot,
         divergence_limit=divergence_limit, objective_limit=objective_limit, on_epoch=on_epoch,
-        max_consecutive_skips=max_consecutive_skips)
+        max_consecutive_skips=max_consecutive_skips, deploy=deploy)
     return _Fit(solver, train_loader, val_loader, settings).run()
 
 
@@ -226,7 +235,7 @@ class _Fit:
         self.checkpoint_path = self.run_dir / "checkpoint.pt" if self.run_dir else None
         self.infeasible_seen: set[str] = set()
         self.verdicts: dict = {}
-        self.best_state: dict[str, torch.Tensor] | None = None  # in memory only when testing without a run folder
+        self.best_state: dict[str, torch.Tensor] | None = None  # in memory when there is no run folder
         self.consecutive_skips = 0
 
     def run(self) -> FitResult:
@@ -359,7 +368,7 @@ class _Fit:
             if self.writes:
                 atomic_torch_save({"model": judged_model.state_dict(), "epoch": epoch, "metrics": metrics_row,
                                    "candidate": candidate}, self.run_dir / "best.pt")
-            elif self.o.test_loader is not None:
+            else:  # kept in memory for the test split and the certificate
                 self.best_state = {k: v.detach().clone() for k, v in judged_model.state_dict().items()}
 
     # ------------------------------------------------------------------ the end
@@ -373,6 +382,8 @@ class _Fit:
         if o.test_loader is not None and self.main and state["best_epoch"] is not None:
             tested = test_selected(self.solver, self.model, self.run_dir if self.writes else None, self.best_state,
                                    o.test_loader, self.evaluate, o.metrics, o.feasibility_tol)
+        if self.main and state["epoch"] >= 0:
+            self._certify(result)
         if self.writes:
             self._write_summary(result, tested)
             if o.plot:
@@ -384,6 +395,27 @@ class _Fit:
         averaged = self.averaged
         result.averaged = averaged.module if averaged is not None and int(averaged.n_averaged) > 0 else None
         return result
+
+    def _certify(self, result: FitResult) -> None:
+        """Measure every constraint exactly on the deployed model (selected, averaged or projected)."""
+        selected = copy.deepcopy(self.model)
+        state = (load_checkpoint(self.run_dir / "best.pt", map_location=self.device)["model"]
+                 if self.writes and (self.run_dir / "best.pt").exists() else self.best_state)
+        if state is not None:
+            selected.load_state_dict(state)
+        epoch = self.state["best_epoch"] if state is not None else self.state["epoch"]
+        which = "averaged model" if (self.state["best_candidate"] or "iterate") == "averaged" else "iterate"
+        words = f"selected {which} of epoch {epoch}" if state is not None else f"last iterate (epoch {epoch})"
+        relaxed = selected if self.o.deploy == "projected" and is_relaxed(selected) else None
+        deployed = project(selected, inplace=False) if relaxed is not None else selected
+        loader, split = ((self.o.test_loader, "test") if self.o.test_loader is not None else
+                         (self.val_loader, "validation") if self.val_loader is not None else (None, None))
+        certificate = certify(self.solver, deployed, loader, tolerance=self.o.feasibility_tol, split=split,
+                              deployed=words + (", projected" if relaxed is not None else ""),
+                              relaxed_model=relaxed, verdicts=self.solver.feasibility())
+        result.certificate = certificate.as_dict()
+        result.deployed_feasible = certificate.holds
+        result.violated, result.likely_infeasible = certificate.violated, certificate.likely_infeasible
 
     def _write_summary(self, result: FitResult, tested: tuple[dict, dict] | None) -> None:
         """Merge this run's outcome into ``metrics.json``.
@@ -408,6 +440,8 @@ class _Fit:
             summary["objective"] = o.objective
         if tested is not None:
             summary["test"], summary["measured_constraints"]["test"] = tested
+        if result.certificate is not None:
+            summary["certificate"] = result.certificate
         summary["seconds"] = self._seconds()
         write_json(path, summary)
 

@@ -88,9 +88,26 @@ def test_nupi_by_name_takes_the_critical_gain_of_the_linearised_dynamics():
     assert float(explicit.optimizer.dual_optimizers[0].param_groups[0]["Kp"]) == 3.0
 
 
-def test_critical_gain_needs_plain_sgd_on_gamma():
-    with pytest.raises(ValueError, match=r"kappa_p=None \(critical damping\) needs plain SGD"):
-        _relaxed_solver("nupi", variable_optimizer="primal")
+def test_without_plain_sgd_on_gamma_the_primal_learning_rate_stands_in():
+    solver = _relaxed_solver("nupi", variable_optimizer="primal")  # γ in Adam (lr 1e-3): no plain-SGD η_p
+    group = solver.optimizer.dual_optimizers[0].param_groups[0]
+    assert float(group["Kp"]) == pytest.approx(2.0 / (1e-3 * 0.01) ** 0.5)
+
+
+def test_nupi_by_name_damps_a_problem_without_gamma():
+    # max x s.t. x ≤ 1 by SGD (η_θ = 0.05), dual η_d = 0.05: plain ascent orbits (x*, λ*) = (1, 1) for ever; the
+    # default gain 2 √(κ_i / (η_θ η_d)) = 40 is the critical damping of g = x (‖∇g‖ = 1): x settles on the bound.
+    x = ceq.Target(lambda m: m.x[:1], "x")
+    problem = ceq.ConstrainedProblem(lambda out, batch: -out.sum(), [ceq.Inequality(x, bound=1.0)])
+    model = VectorModel(1, torch.ones(1))
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 0.05), 0.05,
+                        dual_optimizer="nupi")
+    assert float(solver.optimizer.dual_optimizers[0].param_groups[0]["Kp"]) == pytest.approx(40.0)
+    for _ in range(1536):
+        solver.step()
+    assert float(model.x.detach()[0]) == pytest.approx(1.0, abs=1e-3)
+    assert float(solver.multipliers()["inequality_x"][0]) == pytest.approx(1.0, abs=1e-2)  # λ* = 1
+    assert solver.feasibility()["inequality_x"].verdict == "feasible"
 
 
 def test_unknown_dual_optimizer_name_is_refused():
