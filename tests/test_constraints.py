@@ -79,3 +79,58 @@ def test_violation_maps():
 def test_register_target_refuses_a_different_target_under_a_taken_name():
     with pytest.raises(ValueError, match="A different target is already registered as 'gammas'"):
         ceq.register_target(ceq.Target(lambda m, b, o: torch.zeros(1), "gammas"))
+
+
+def test_parse_reads_a_bare_name_as_a_string_for_name():
+    parsed = parse("Inequality(target=spectral_norms, bound=1.5, name=first_l1)")
+    assert parsed == ceq.Inequality(ceq.spectral_norms, bound=1.5, name="first_l1")
+    assert parsed.name == "first_l1" and parsed.key == "first_l1"
+    assert parse("Equality(gammas, name=tied)").key == "tied"  # the positional target too
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Inequality(target=gammas, bound=big)",
+     "Unable to parse constraint 'Inequality(target=gammas, bound=big)': bound=big is not a number, a list of "
+     "numbers or a quoted string; to give text, quote it: bound='big'"),
+    ("Equality(target=gammas, name=first.layer)",
+     "name=first.layer is not a number, a list of numbers or a quoted string; to give text, quote it: "
+     "name='first.layer'"),
+    ("Equality(gammas, target=gammas)", "Unable to parse constraint 'Equality(gammas, target=gammas)': 'target' is "
+                                        "given twice"),
+])
+def test_parse_says_how_to_quote_a_bare_name_where_none_is_allowed(text, message):
+    with pytest.raises(ValueError) as err:
+        parse(text)
+    assert message in str(err.value) and "ast." not in str(err.value)
+
+
+def test_problem_file_entries_read_bare_names_the_same_way_for_every_kind():
+    from constrained_eq.run.constraint_entries import parse_entry
+
+    assert parse_entry("Inequality(target=spectral_norms, bound=1.5, name=first_l1)").key == "first_l1"
+    lie = parse_entry("LieDerivative(weight=0.01, name=lie)")
+    assert lie.key == "lie" and lie.weight == 0.01
+    with pytest.raises(ValueError, match=r"weight=heavy is not a number, a list of numbers or a quoted string; to "
+                                         r"give text, quote it: weight='heavy'"):
+        parse_entry("LieDerivative(weight=heavy)")
+    with pytest.raises(ValueError, match=r"Unable to parse constraint 'LieDerivative\(0.01\)': give every field by "
+                                         r"name"):
+        parse_entry("LieDerivative(0.01)")
+
+
+def test_a_problem_file_constraint_with_an_unquoted_name_loads(tmp_path):
+    from pathlib import Path
+
+    from constrained_eq.run.constraint_entries import parse_entry
+    from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+
+    text = (Path(__file__).resolve().parents[1] / "problems" / "lipschitz.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("Inequality(target=spectral_norms, bound=1.0)",
+                                 "Inequality(target=spectral_norms, bound=1.5, name=first_l1)"))
+    (entry,) = load_problem_file(path)["constraints"]
+    assert parse_entry(entry) == ceq.Inequality(ceq.spectral_norms, bound=1.5, name="first_l1")
+    path.write_text(text.replace("bound=1.0)", "bound=one)"))
+    with pytest.raises(ProblemFileError, match=r"p\.yaml:13: .*bound=one is not a number, a list of numbers or a "
+                                               r"quoted string; to give text, quote it: bound='one'"):
+        load_problem_file(path)

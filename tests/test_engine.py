@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import constrained_eq as ceq
+from constrained_eq.core.formulations import Lagrangian
 from constrained_eq.core.testing import VectorModel
 
 
@@ -98,6 +99,24 @@ def test_bad_solver_arguments_fail_at_construction(kwargs, error, message):
     kwargs = {"formulation": "lagrangian", **kwargs}
     with pytest.raises(error, match=message):
         ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), Relaxed(), **kwargs)
+
+
+@pytest.mark.parametrize(("formulation", "kwargs", "message"), [
+    ("lagrangian", {"dual_lrr": 0.1},
+     r"^Solver\(\) got an unexpected keyword argument 'dual_lrr' \(did you mean 'dual_lr'.*\?\); the Solver takes "
+     r"formulation, primal_optimizer, dual_lr, primal_lr, .*, compile, and formulation 'lagrangian' takes no options$"),
+    ("resilient", {"rh": 2.0},
+     r"^Solver\(\) got an unexpected keyword argument 'rh' \(did you mean 'rho'\?\); .*formulation 'resilient' "
+     r"takes rho$"),
+    (Lagrangian(), {"primal_lrr": 0.1},
+     r"unexpected keyword argument 'primal_lrr' \(did you mean 'primal_lr'.*the formulation Lagrangian takes no options"),
+])
+def test_an_unknown_keyword_is_a_type_error_naming_it(formulation, kwargs, message):
+    with pytest.raises(TypeError, match=message) as err:
+        ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), Relaxed(), formulation, **kwargs)
+    assert "takes no arguments" not in str(err.value)
+    solver = ceq.Solver(_mse_problem(ceq.Equality(ceq.gammas)), Relaxed(), "resilient", rho=2.0)  # a real option
+    assert solver.formulation.rho == 2.0
 
 
 def test_targets_with_wrong_shape_or_dtype_are_rejected_at_construction():

@@ -80,7 +80,7 @@ CASES = [
     (lambda: _solver(formulation="schedule", epochs=-3), ValueError, "epochs"),
     (lambda: _solver(formulation="augmented_lagrangian", penalty_coefficient=-1), ValueError, "penalty_coefficient"),
     (lambda: _solver(formulation="penalty", coefficient=float("inf")), ValueError, "coefficient"),
-    (lambda: _solver(formulation="lagrangian", rho=1.0), ValueError, "lagrangian"),
+    (lambda: _solver(formulation="lagrangian", rho=1.0), TypeError, "'rho'"),  # an unknown keyword, as in Python
     (lambda: _solver(dual_lr=-1e-3), ValueError, "dual_lr"),
     (lambda: _solver(dual_lr=float("nan")), ValueError, "dual_lr"),
     (lambda: _solver(dual_lr="1e-3"), ValueError, "dual_lr"),

@@ -113,9 +113,15 @@ def test_step_without_a_batch_says_so_when_something_reads_it():
     problem = ceq.ConstrainedProblem(lambda out, batch: out.sum(), [ceq.Equality(reads)])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.1),
                         example_batch=torch.ones(1))
-    with pytest.raises(TypeError, match="'NoneType' object is not subscriptable") as err:
-        solver.step()
-    assert note in err.value.__notes__
+    before = {k: v.clone() for k, v in solver.state_dict()["model"].items()}
+    for call in (solver.step, lambda: solver.step(None)):
+        with pytest.raises(TypeError, match=r"^Solver\.step\(\) was called without a batch, but the targets of the "
+                                            r"constraints \['equality_x times the batch'\] read it; pass one: "
+                                            r"solver\.step\(batch\)$"):
+            call()
+    assert solver.step_count == 0  # refused before any work: no step taken, nothing moved
+    assert all(torch.equal(v, before[k]) for k, v in solver.state_dict()["model"].items())
+    assert solver.step(torch.ones(1)).step == 0
     objective_reads = ceq.ConstrainedProblem(lambda out, batch: (out - batch[1]).sum(), [])
     solver = ceq.Solver(objective_reads, model, "none", torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(TypeError) as err:

@@ -119,3 +119,21 @@ def test_ceq_run_set_reaches_the_run(tmp_path, capsys):
                                                "'training.batch_size' to be an integer in [1, 65536] (got 0)")
     assert main(["run", str(path), "--epochs", "0", "--out", str(tmp_path / "r3")]) == 2
     assert "--epochs 0: Expected 'training.epochs' to be an integer in [1, 100000] (got 0)" in capsys.readouterr().err
+
+
+def test_the_docs_say_what_the_loader_does_with_1e_3(tmp_path):
+    """troubleshooting.md and running.md agree with the loader: ``1e-3`` is a float in files and ``--set``."""
+    from pathlib import Path
+
+    spec = load_problem_file(_file(tmp_path, TOY.replace("dual_lr: 1E-4", "dual_lr: 1e-3")),
+                             [parse_set("optimizer.lr=1e-3")])
+    assert type(spec["dual_lr"]) is float and spec["dual_lr"] == 1e-3 and spec["optimizer"]["lr"] == 1e-3
+    assert yaml.safe_load("x: 1e-3")["x"] == "1e-3"  # plain YAML 1.1, which the pages name as the exception
+    with pytest.raises(ProblemFileError, match=r"Expected 'dual_lr' to be a number > 0 \(got '1e-3'\)"):
+        load_problem_file(_file(tmp_path), {"dual_lr": "1e-3"})  # a string in the Python mapping stays one
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    troubleshooting, running = ((docs / name).read_text() for name in ("troubleshooting.md", "running.md"))
+    for text in (troubleshooting, running):
+        assert "reads `1e-3` as a string" not in text and "write `1.0e-3`" not in text
+    assert "read `1e-3`, `1E-4` and `1e5` as floats (YAML 1.2" in troubleshooting
+    assert "`5e-3`, `1E-4`, `1e5`\nand `.5` are floats" in running

@@ -114,6 +114,31 @@ def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, mo
     assert len({(line.get_linestyle(), line.get_marker()) for line in loss_lines}) == len(loss_lines)
 
 
+def test_the_accuracy_panel_stays_within_zero_and_one(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from constrained_eq.run.plots import plot_run
+
+    rows = ["epoch,train_loss,val_loss,val_accuracy,val_class_accuracy,val_error_rate"]
+    rows += [f"{e},{1.0 / (e + 1)},{1.2 / (e + 1)},{min(1.0, 0.6 + 0.1 * e)},{0.5 + 0.1 * e},{max(0.0, 0.3 - 0.1 * e)}"
+             for e in range(6)]  # the accuracy reaches 1.0, the error rate 0.0
+    (tmp_path / "history.csv").write_text("\n".join(rows) + "\n")
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig) or close(fig))
+    paths = plot_run(tmp_path)
+    assert [p.stem for p in paths] == ["curves"]
+    limits = {ax.get_ylabel(): ax.get_ylim() for ax in figures[0].axes}
+    assert set(limits) == {"loss", "accuracy", "class accuracy", "error rate"}
+    low, high = limits["accuracy"]
+    assert high == 1.0 and 0.55 <= low < 0.6  # [min, 1]: the autoscale margin, but never past 1.0
+    assert limits["class accuracy"][1] == 1.0 and limits["error rate"][0] == 0.0
+    assert limits["loss"][1] > 1.2  # other panels keep their autoscaled range
+
+
 def test_relaxed_means_significant_against_the_objective():
     T = 20
     lam = np.tile([0.01, 0.001, 0.0], (T, 1))

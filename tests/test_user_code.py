@@ -55,7 +55,8 @@ def test_ceq_run_imports_the_user_package_from_the_current_folder(tmp_path):
     write_user_package(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-P", "-m", "constrained_eq.run.cli", "run", "lab.yaml", "--quiet",
-                          "--set", "training.epochs=2", "--set", "optimizer.lr=5e-3", "--set", "logging.tensorboard=true"],
+                          "--set", "training.epochs=2", "--set", "optimizer.lr=5e-3", "--set", "logging.tensorboard=true",
+                          "--allow-infeasible"],  # two epochs do not meet the user's bound; the imports are tested
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = tmp_path / "runs" / "lab"
@@ -108,7 +109,7 @@ def test_user_target_model_and_optimizer_are_the_ones_built(lab):
      "'constraints[1]': cannot import the constraint target 'labmodels.targets:nope'"),
     ("labmodels.targets:first_layer_norm", "labmodels.nets:Mix", 9,
      "'constraints[1]': Expected the constraint target 'labmodels.nets:Mix' to be a Target or a function "
-     "fn(model, batch, output) -> Tensor (L,) (got the class Mix)"),
+     "fn(model) or fn(model, batch, output) -> Tensor (L,) (got the class Mix)"),
     ("torch.optim:RAdam", "torch.nn:Linear", 12,
      "'optimizer.name': Expected the optimizer 'torch.nn:Linear' to be a torch.optim.Optimizer subclass"),
     ("torch.optim:RAdam", "torch.optim:SGD", 12, "'optimizer.name': the optimizer 'torch.optim:SGD' has signature"),
@@ -122,11 +123,31 @@ def test_a_bad_import_path_is_one_line_naming_file_and_line(lab, old, new, line,
 
 
 def test_a_target_with_the_wrong_signature_is_refused(lab):
-    (lab / "labmodels" / "targets.py").write_text("def two(model, batch):\n    return model.first.gamma\n")
-    path = _edit(lab, "labmodels.targets:first_layer_norm", "labmodels.targets:two")
+    (lab / "labmodels" / "targets.py").write_text("def four(model, batch, output, scale):\n    return model.first.gamma\n"
+                                                  "def none():\n    return 1\n")
+    path = _edit(lab, "labmodels.targets:first_layer_norm", "labmodels.targets:four")
     with pytest.raises(ProblemFileError, match=r"bad\.yaml:9: 'constraints\[1\]': the constraint target "
-                                               r"'labmodels\.targets:two' has signature two\(model, batch\)"):
+                                               r"'labmodels\.targets:four' has signature four\(model, batch, output, "
+                                               r"scale\), which does not accept \(…, …, …\)"):
         load_problem_file(path)
+    path = _edit(lab, "labmodels.targets:first_layer_norm", "labmodels.targets:none")
+    with pytest.raises(ProblemFileError, match=r"the constraint target 'labmodels\.targets:none' has signature "
+                                               r"none\(\), which does not accept \(…\)"):
+        load_problem_file(path)
+
+
+def test_a_target_of_the_model_alone_is_taken_by_import_path_as_in_python(lab):
+    """``fn(model)`` by import path is ``ceq.Target(fn, name)``: it reads the parameters, and no batch."""
+    (lab / "labmodels" / "norms.py").write_text("def first_norm(model):\n"
+                                                "    return model.first.eq.weight.norm().reshape(1)\n")
+    path = _edit(lab, "labmodels.targets:first_layer_norm", "labmodels.norms:first_norm")
+    built = build(load_problem_file(path, {"optimizer.lr": 5e-3}))
+    (constraint,) = [c for c in built.solver.problem.constraints if c.key == "inequality_first_norm"]
+    assert constraint.target.reads == ("parameters",) and not constraint.target.needs_batch
+    expected = built.model.first.eq.weight.detach().norm()
+    record = built.solver.step(next(iter(built.train_loader)))
+    assert torch.allclose(record.values["inequality_first_norm"], expected.reshape(1))
+    assert torch.allclose(record.violations["inequality_first_norm"], expected.reshape(1) - 1.5)
 
 
 def test_a_module_that_raises_on_import_is_named(lab):

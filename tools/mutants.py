@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE_TESTS = ("tests/test_engine.py", "tests/formulations", "tests/test_constraints.py")
 SYMMETRY_TESTS = ("tests/symmetry",)
 NBODY_TESTS = ("tests/data/test_nbody.py", "tests/data/test_nbody_protocol.py")
+SEGNN_TESTS = ("tests/models/test_segnn.py",)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,27 @@ MUTANTS: list[Mutant] = [
       '"val": 2_000, "test": 2_000}', '"val": 1_000, "test": 2_000}', NBODY_TESTS),
     M("nbody: target is the input frame", "constrained_eq/data/nbody.py",
       'f"{split}_target": xs[1]}', 'f"{split}_target": xs[0]}', NBODY_TESTS),
+    # --- SEGNN's reference initialisation and encoding (issue 27) -----------------------------------
+    M("segnn: weight scaling divides the output", "constrained_eq/models/segnn.py",
+      "out = out * self.root_fan_in", "out = out / self.root_fan_in", SEGNN_TESTS),
+    M("segnn: uniform weights on (-1/2, 1/2)", "constrained_eq/models/segnn.py",
+      "self.tp.weight.uniform_(-1.0, 1.0)", "self.tp.weight.uniform_(-0.5, 0.5)", SEGNN_TESTS),
+    M("segnn: stored weights divided by fan_in", "constrained_eq/models/segnn.py",
+      "weight.div_(self.root_fan_in[starts[ins.i_out]])", "weight.div_(self.root_fan_in[starts[ins.i_out]] ** 2)",
+      SEGNN_TESTS),
+    M("segnn: fan-in counts the first input only", "constrained_eq/models/segnn.py",
+      "fan_in[ins.i_out] += tp.irreps_in1[ins.i_in1].mul * tp.irreps_in2[ins.i_in2].mul",
+      "fan_in[ins.i_out] += tp.irreps_in1[ins.i_in1].mul", SEGNN_TESTS),
+    M("segnn: uniform bias bound 1/fan_in", "constrained_eq/models/segnn.py",
+      "bound = 1.0 / self.root_fan_in[self.bias_index]", "bound = 1.0 / self.root_fan_in[self.bias_index] ** 2",
+      SEGNN_TESTS),
+    M("segnn: x_j - x_i is x_i - x_j", "constrained_eq/models/segnn.py",
+      'rel = loc[row] - loc[col] if edge_vector == "x_i-x_j" else loc[col] - loc[row]',
+      "rel = loc[row] - loc[col]", SEGNN_TESTS),
+    M("segnn: distance norm is the square", "constrained_eq/models/segnn.py",
+      'dist2 if distance == "squared" else dist2.sqrt()', "dist2", SEGNN_TESTS),
+    M("segnn: attr_scalar ignored", "constrained_eq/models/segnn.py",
+      "    if attr_scalar is not None:\n", "    if False:\n", SEGNN_TESTS),
 ]
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "register_target",
     "registered_targets",
     "parse",
+    "parse_call",
 ]
 
 @dataclass(frozen=True, eq=True)
@@ -301,12 +302,35 @@ _KINDS: dict[str, type[Constraint]] = {
 }
 
 
-def parse(text: str) -> Constraint:
-    """Parse the repr of a constraint back into the constraint (targets must be registered).
+def _value(node: Any, key: str, text: str, bare: tuple[str, ...]) -> Any:
+    """A keyword's value: a literal, or for the keywords in ``bare`` a bare name read as a string."""
+    import ast
+
+    if isinstance(node, ast.Name) and key in bare:
+        return node.id
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        shown = ast.unparse(node)
+        raise ValueError(f"Unable to parse constraint {text!r}: {key}={shown} is not a number, a list of numbers or "
+                         f"a quoted string; to give text, quote it: {key}={shown!r}") from None
+
+
+def parse_call(text: str, kinds: Any, *, bare: tuple[str, ...] = ("target", "name"),
+               positional: str | None = "target") -> tuple[str, dict[str, Any]]:
+    """Split a constraint string ``Kind(key=value, ...)`` into its kind and its keyword arguments.
+
+    Values are Python literals; the keywords in ``bare`` also take a bare name as a string
+    (``target=gammas``, ``name=first_l1``), and an import path ``package.module:attribute`` is quoted
+    for any keyword. ``positional`` names the one argument that may come first without its keyword
+    (``None``: none may). :func:`parse` and the problem files' ``LieDerivative(...)`` both read strings here.
+
+    Raises:
+        ValueError: If the text is not such a call, or a value is not a literal (saying how to quote it).
 
     Examples:
-        >>> parse("Resilient(target=gammas, rho=1.0)")
-        Resilient(target=gammas, rho=1.0)
+        >>> parse_call("Inequality(target=norms, bound=1.5, name=first_l1)", ["Inequality"])
+        ('Inequality', {'target': 'norms', 'bound': 1.5, 'name': 'first_l1'})
     """
     import ast
 
@@ -314,19 +338,32 @@ def parse(text: str) -> Constraint:
         call = ast.parse(quote_import_paths(text.strip()), mode="eval").body
     except SyntaxError as err:
         raise ValueError(f"Unable to parse constraint {text!r}: {err.msg}") from None
-    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in _KINDS:
-        raise ValueError(f"Unable to parse constraint {text!r}: expected one of {', '.join(_KINDS)}(...)")
-    kwargs: dict[str, Any] = {}
-    positional = [*call.args]
-    for kw in call.keywords:
-        if kw.arg == "target" and isinstance(kw.value, ast.Name):
-            kwargs["target"] = kw.value.id
-        else:
-            kwargs[kw.arg] = ast.literal_eval(kw.value)
-    if positional:
-        first = positional.pop(0)
-        kwargs["target"] = first.id if isinstance(first, ast.Name) else ast.literal_eval(first)
-    if positional:
-        raise ValueError(f"Unable to parse constraint {text!r}: give every field but the target by name")
-    return _KINDS[call.func.id](**kwargs)
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.func.id not in kinds:
+        raise ValueError(f"Unable to parse constraint {text!r}: expected one of {', '.join(kinds)}(...)")
+    if any(kw.arg is None for kw in call.keywords) or any(isinstance(a, ast.Starred) for a in call.args):
+        raise ValueError(f"Unable to parse constraint {text!r}: expected key=value arguments (no * or **)")
+    kwargs = {kw.arg: _value(kw.value, kw.arg, text, bare) for kw in call.keywords}
+    positional_args = [*call.args]
+    if positional_args and positional is not None:
+        if positional in kwargs:
+            raise ValueError(f"Unable to parse constraint {text!r}: '{positional}' is given twice")
+        kwargs[positional] = _value(positional_args.pop(0), positional, text, bare)
+    if positional_args:
+        but = f"every field but the {positional}" if positional is not None else "every field"
+        raise ValueError(f"Unable to parse constraint {text!r}: give {but} by name")
+    return call.func.id, kwargs
 
+
+def parse(text: str) -> Constraint:
+    """Parse the repr of a constraint back into the constraint (targets must be registered).
+
+    ``target`` and ``name`` may be bare names (``name=first_l1``); other text values are quoted.
+
+    Examples:
+        >>> parse("Resilient(target=gammas, rho=1.0)")
+        Resilient(target=gammas, rho=1.0)
+        >>> parse("Equality(target=gammas, name=tied)").key
+        'tied'
+    """
+    kind, kwargs = parse_call(text, _KINDS)
+    return _KINDS[kind](**kwargs)

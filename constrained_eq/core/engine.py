@@ -15,6 +15,8 @@ finiteness flag when ``check_finite=True``.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -26,7 +28,7 @@ from constrained_eq.core.checks import check_int, check_number
 from constrained_eq.core.compiled import compile_solver_step
 from constrained_eq.core.distributed import all_reduce_mean_, is_distributed
 from constrained_eq.core.feasibility import FeasibilityMonitor, Verdict
-from constrained_eq.core.formulations import Formulation, resolve_formulation
+from constrained_eq.core.formulations import Formulation, formulation_class, resolve_formulation
 from constrained_eq.core.formulations.base import ConstraintPlan
 from constrained_eq.core.problem import ConstrainedProblem
 from constrained_eq.core.solver_state import load_solver_state, solver_state_dict
@@ -74,6 +76,40 @@ def _check_types(problem: Any, model: Any) -> None:
         raise TypeError(f"Solver: expected 'problem' to be a ConstrainedProblem (got {type(problem).__name__})")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
+
+
+def _check_keywords(formulation: Any, options: dict[str, Any]) -> None:
+    """Refuse a keyword that neither the Solver nor the formulation takes, naming it (``dual_lrr=`` for ``dual_lr=``).
+
+    Raises:
+        TypeError: Naming the unknown keyword, the close matches, and the keywords accepted.
+    """
+    if not options:
+        return
+    if isinstance(formulation, Formulation):
+        cls, label = type(formulation), f"the formulation {type(formulation).__name__}"
+    elif isinstance(formulation, str):
+        cls, label = formulation_class(formulation), f"formulation {formulation!r}"
+    else:
+        return  # resolve_formulation says what is wrong with it
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    taken = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in options if k not in taken]
+    if not unknown:
+        return
+    solver = [p.name for p in inspect.signature(Solver.__init__).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "problem", "model")]
+    close = difflib.get_close_matches(unknown[0], [*solver, *taken], n=3)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise TypeError(f"Solver() got an unexpected keyword argument{plural} {', '.join(map(repr, unknown))}{hint}; "
+                    f"the Solver takes {', '.join(solver)}, and {label} takes "
+                    f"{', '.join(taken) if taken else 'no options'}")
 
 
 def _check_choice(value: Any, field_name: str, choices: tuple[str, ...]) -> str:
@@ -152,11 +188,14 @@ class Solver:
         self.compile = _check_bool(compile, "compile")
         self.problem = problem
         self.model = model
+        _check_keywords(formulation, formulation_options)
         self.formulation = resolve_formulation(formulation, **formulation_options)
         self._check_settings(dual_lr, constrained_optimizer, on_nonfinite, dual_every, check_finite)
         self.step_count = 0
         self.epoch = 0
         self.plans: list[ConstraintPlan] = [self.formulation.plan(c) for c in problem.constraints]
+        # the constraints whose targets read the batch: step() refuses to run without one
+        self._batch_readers = [p.key for p in self.plans if "batch" in p.constraint.target.reads]
         self._build_constraints(example_batch)
         self.variables = self._constrained_variables()
         self.formulation.attach_variables(self.variables, model)  # e.g. the schedule freezes γ here
@@ -223,13 +262,18 @@ class Solver:
         """Take one primal–dual step on ``batch`` and return what it measured.
 
         ``batch`` may be left out when neither the objective nor any target reads one (a problem on
-        the parameters alone): the model is then called as ``model(None)``; should something read it
-        after all, its error carries a note saying the step got no batch.
+        the parameters alone): the model is then called as ``model(None)``. Without a batch, a step whose
+        constraint targets read one (``"batch" in target.reads``) is refused before any work; should the
+        objective or the model read it after all, its error carries a note saying the step got no batch.
 
         Raises:
+            TypeError: If ``batch`` is ``None`` and a constraint's target reads the batch.
             NonFiniteError: If the loss, a violation or a gradient is NaN/Inf (``on_nonfinite="raise"``);
                 model, multipliers, slacks and optimizer states are left as they were before the step.
         """
+        if batch is None and self._batch_readers:
+            raise TypeError(f"Solver.step() was called without a batch, but the targets of the constraints "
+                            f"{self._batch_readers} read it; pass one: solver.step(batch)")
         self.formulation.before_step(self.variables, self.epoch)  # e.g. the schedule sets γ = c(epoch)
         self.cmp.step_index = self.step_count
         self.cmp.dual_update = self.step_count % self.dual_every == 0

@@ -191,20 +191,22 @@ def as_target(target: Any, field_name: str = "target") -> Target:
 
 
 def load_target(path: str) -> Any:
-    """Import a constraint target: a :class:`Target` or a function ``fn(model, batch, output)``.
+    """Import a constraint target: a :class:`Target` or a function ``fn(model)`` or ``fn(model, batch, output)``.
 
-    A function becomes ``Target(fn, name=<attribute>)``, which reads the batch (the solver evaluates it on
-    an example batch to learn its size ``L``).
+    A function becomes ``Target(fn, name=<attribute>)``, as in Python: called with as many of
+    ``(model, batch, output)`` as it takes, so ``fn(model)`` reads the parameters alone (no batch needed to
+    size or measure it) and ``fn(model, batch, output)`` reads the batch too (the solver evaluates it on an
+    example batch to learn its size ``L``).
 
     Raises:
-        ImportPathError: If the attribute is neither, or the function does not take ``(model, batch, output)``.
+        ImportPathError: If the attribute is neither, or the function cannot be called that way.
     """
     obj = load_object(path, "constraint target")
     if isinstance(obj, Target):
         return obj
     if not callable(obj) or isinstance(obj, type):
         raise ImportPathError(f"Expected the constraint target {path!r} to be a Target or a function "
-                              f"fn(model, batch, output) -> Tensor (L,) (got {describe_kind(obj)})")
-    check_call(obj, path, "constraint target", None, None, None)
+                              f"fn(model) or fn(model, batch, output) -> Tensor (L,) (got {describe_kind(obj)})")
+    check_call(obj, path, "constraint target", *(None, None, None)[:max(_positional(obj)[1], 1)])
     name = path.rpartition(":")[2].rpartition(".")[2]
     return Target(obj, name)

@@ -8,7 +8,6 @@ and the builder (:mod:`constrained_eq.run.assemble`) both read the entries here.
 
 from __future__ import annotations
 
-import ast
 from typing import Any
 
 from constrained_eq.core import constraints as kinds
@@ -25,14 +24,15 @@ def entry_kind(item: Any) -> Any:
 
 
 def _lie_derivative(item: Any) -> Any:
-    """``LieDerivative(name=value, ...)`` from a mapping or a string of keyword arguments (literals or names)."""
+    """``LieDerivative(key=value, ...)`` from a mapping or a string of keyword arguments.
+
+    The string is read by :func:`constrained_eq.core.constraints.parse_call`, as the other kinds: literals, and
+    bare names for ``group`` and ``name`` (``name=lie``).
+    """
     if isinstance(item, dict):
         return LieDerivative(**{k: v for k, v in item.items() if k != "kind"})
-    call = ast.parse(item.strip(), mode="eval").body
-    if not isinstance(call, ast.Call) or call.args:
-        raise ValueError("expected LieDerivative(name=value, ...)")
-    return LieDerivative(**{kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
-                            for kw in call.keywords})
+    _, kwargs = kinds.parse_call(item, ("LieDerivative",), bare=("group", "name"), positional=None)
+    return LieDerivative(**kwargs)
 
 
 def parse_entry(item: Any) -> Any:

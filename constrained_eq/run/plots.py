@@ -24,6 +24,7 @@ _STYLES = ["-", "--", "-.", ":"]
 _MARKERS = ["o", "s", "^", "v", "D", "x", "+", "*"]
 _TRAIN = re.compile(r"(.+)\.(value|lambda|slack|contribution)\.(\d+)")
 _SPLIT = re.compile(r"(val|val_avg)/(.+)/(value|violation)\[(\d+)\]")
+_FRACTION = re.compile(r"(^|_)(accuracy|error_rate)$")  # metrics in [0, 1]: their panel stays within it
 
 
 def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
@@ -121,6 +122,10 @@ def _curves_panel(plt: Any, save: _Saver, history: dict[str, list[float]]) -> No
             ax.plot(*_finite(epochs, history[key]), label=key, **style)
         if unit == "loss" and all(v > 0 for k in keys for v in history[k] if not math.isnan(v)):
             ax.set_yscale("log")
+        values = [v for k in keys for v in history[k] if not math.isnan(v)]
+        if _FRACTION.search(unit) and values and all(0.0 <= v <= 1.0 for v in values):
+            low, high = ax.get_ylim()  # the autoscale margin would run past 1.0 (or below 0) for an accuracy near 1
+            ax.set_ylim(max(low, 0.0), min(high, 1.0))
         ax.set(xlabel="epoch", ylabel=unit.replace("_", " "), title=unit.replace("_", " "))
         ax.legend(fontsize=7)
     save(fig, "curves")
