@@ -82,8 +82,13 @@ REFERENCE_INIT = ["model.options.weight_init=uniform", "model.options.weight_sca
                   "model.options.bias_init=uniform"]
 REFERENCE_ENCODING = ["model.options.edge_vector=x_j-x_i", "model.options.distance=norm",
                       "model.options.attr_scalar=1.0"]
+# The SEGNN options before the problem files took SEGNN's own initialisation and encoding.
+PREVIOUS_DEFAULTS = ["model.options.weight_init=normal", "model.options.weight_scaling=false",
+                     "model.options.bias_init=zero", "model.options.edge_vector=x_i-x_j",
+                     "model.options.distance=squared", "model.options.attr_scalar=null"]
 VARIANTS = {
     "default": [],
+    "previous_defaults": PREVIOUS_DEFAULTS,
     "weight_scaling": ["model.options.weight_scaling=true"],
     "weight_init": ["model.options.weight_init=uniform"],
     "bias_init": ["model.options.bias_init=uniform"],
@@ -99,6 +104,9 @@ VARIANTS.update({f"reference_init-{name}": [s for s in REFERENCE_INIT if name no
                  for name in ("weight_init", "weight_scaling", "bias_init")})
 VARIANTS.update({f"reference_init+{name}": REFERENCE_INIT + VARIANTS[name]
                  for name in ("edge_vector", "distance", "attr_scalar")})
+# Every named variant but "default" starts from the previous defaults, so its name keeps its meaning
+# whatever the problem files say (they now carry "reference_all").
+VARIANTS = {name: sets if name == "default" else [*PREVIOUS_DEFAULTS, *sets] for name, sets in VARIANTS.items()}
 SPLITS = {"train": 1000, "val": 500, "test": 500}
 
 

@@ -280,3 +280,15 @@ def test_bad_reference_choices_raise():
         SEGNN(**SMALL, distance="cubed")
     with pytest.raises(ValueError, match="'attr_scalar'"):
         SEGNN(**SMALL, attr_scalar="one")
+
+
+def test_problem_files_carry_segnns_own_initialisation_and_encoding():
+    """The shipped SEGNN problem files train the model the way SEGNN's own code does (reference-parity.md)."""
+    from pathlib import Path
+
+    from constrained_eq.run.problem_file import load_problem_file
+
+    problems = Path(__file__).resolve().parents[2] / "problems"
+    for name in ("nbody_segnn.yaml", "nbody_segnn_cr.yaml"):
+        options = load_problem_file(problems / name)["model"]["options"]
+        assert {key: options[key] for key in REFERENCE_CHOICES} == REFERENCE_CHOICES, name
