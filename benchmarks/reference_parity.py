@@ -267,20 +267,47 @@ def table(out: Path, plot: Path | None) -> None:
               f" {statistics.mean(r['best_val'] for r in recs):9.5f}"
               f" {statistics.mean(r['seconds'] for r in recs):6.0f}")
     if plot is not None:
-        import matplotlib
+        _plot(groups, plot)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (code, model, variant), recs in sorted(groups.items()):
-            epochs = sorted(set.intersection(*(set(map(int, r["val_curve"])) for r in recs)))
-            mean = [statistics.mean(r["val_curve"][str(e)] for r in recs) for e in epochs]
-            ax.plot(epochs, mean, "--" if code == "reference" else "-", label=f"{code} {model} {variant}")
-        ax.set(yscale="log", xlabel="epoch", ylabel="validation MSE (mean over seeds)")
-        ax.legend(fontsize=7)
-        fig.savefig(plot, dpi=110, bbox_inches="tight")
-        print(f"wrote {plot}")
+def _curve(recs: list[dict]) -> tuple[list[int], np.ndarray]:
+    """Epochs every run evaluated, and the validation MSE per run (runs × epochs)."""
+    epochs = sorted(set.intersection(*(set(map(int, r["val_curve"])) for r in recs)))
+    return epochs, np.array([[r["val_curve"][str(e)] for e in epochs] for r in recs])
+
+
+def _plot(groups: dict[tuple[str, str, str], list[dict]], plot: Path) -> None:
+    """Left: the parity runs (each code as is / as committed), mean ± std over seeds. Right: the ablation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    colours = {"vanilla": "tab:blue", "cr": "tab:orange", "ace": "tab:green"}
+    for (code, model, variant), recs in sorted(groups.items()):
+        if (code, variant) not in (("reference", "as-is"), ("project", "reference_all")):
+            continue
+        epochs, values = _curve(recs)
+        mean, std = values.mean(0), values.std(0)
+        label = f"{'SEGNN/CR code' if code == 'reference' else 'project'}: {model} ({len(recs)} seeds)"
+        left.plot(epochs, mean, "--" if code == "reference" else "-", color=colours[model], label=label)
+        left.fill_between(epochs, mean - std, mean + std, color=colours[model], alpha=0.12)
+    left.set(yscale="log", xlabel="epoch", ylabel="validation MSE", title="parity: mean ± std over seeds")
+    left.legend(fontsize=8)
+    for (code, model, variant), recs in sorted(groups.items()):
+        seed0 = [r for r in recs if r["seed"] == 0]
+        if model != "vanilla" or not seed0:
+            continue
+        epochs, values = _curve(seed0)
+        style = "--" if code == "reference" else "-"
+        right.plot(epochs, values[0], style, lw=1.2, label=f"{'SEGNN code' if code == 'reference' else 'project'}:"
+                                                             f" {variant}")
+    right.set(yscale="log", xlabel="epoch", title="ablation: vanilla SEGNN, seed 0")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plot, dpi=110)
+    print(f"wrote {plot}")
 
 
 def main(argv: list[str] | None = None) -> None:
