@@ -2,10 +2,16 @@
 
 Used by the run folder (:mod:`constrained_eq.run.runs`) and by the dataset caches of
 :mod:`constrained_eq.data`, which must not import the run layer.
+
+Nothing is ever written through a symbolic link: an atomic write replaces a link by the new file
+(:func:`os.replace` replaces the link, it does not follow it), a file opened in place (a lock,
+a CSV appended to) is opened with ``O_NOFOLLOW`` (:func:`open_nofollow`), and a folder written into
+(``plots/``) is refused when it is a link (:func:`refuse_link`).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -14,13 +20,50 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "LinkRefusedError", "refuse_link",
+           "open_nofollow"]
+
+
+class LinkRefusedError(ValueError):
+    """A file or folder the project writes is a symbolic link; the one-line message names it and its target."""
+
+
+def _refused(path: Path) -> LinkRefusedError:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return LinkRefusedError(f"{path} is a symbolic link (to {target}); refusing to write through it: "
+                            "remove the link")
+
+
+def refuse_link(path: str | os.PathLike) -> None:
+    """Raise :class:`LinkRefusedError` if ``path`` itself is a symbolic link (a dangling one too)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise _refused(path)
+
+
+def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW, mode)``: a descriptor, never one of a link's target.
+
+    Raises:
+        LinkRefusedError: If ``path`` is a symbolic link.
+    """
+    path = Path(path)
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP or (err.errno == errno.EEXIST and path.is_symlink()):
+            raise _refused(path) from None
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and move it into place with :func:`os.replace`.
 
-    A reader never sees a partial file, and an interrupted write leaves the old file intact.
+    A reader never sees a partial file, and an interrupted write leaves the old file intact. A
+    symbolic link at ``path`` is replaced by the file; its target is never written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

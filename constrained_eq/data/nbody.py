@@ -8,6 +8,7 @@ Five unit-mass particles with charges :math:`q_i \in \{-1, +1\}` move under
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -211,6 +212,29 @@ def nbody_cache_path(root: str | os.PathLike | None = None, **params: Any) -> Pa
     return folder / f"nbody_{key}.npz"
 
 
+def _cache_mismatch(arrays: dict[str, np.ndarray], params: dict[str, Any]) -> str | None:
+    """What in a cache's arrays differs from what ``params`` ask for (``None``: nothing).
+
+    Each split holds as many trajectories as asked (``n_train``/``n_val``/``n_test``) of ``n_balls``
+    particles (``loc``/``vel``/``target`` ``(n, N, 3)``, ``charges`` ``(n, N)``), in float32 or wider,
+    every value finite.
+    """
+    defaults = inspect.signature(simulate_nbody).parameters
+    n_balls = params.get("n_balls", defaults["n_balls"].default)
+    for split in ("train", "val", "test"):
+        rows = params.get(f"n_{split}", defaults[f"n_{split}"].default)
+        for name in ("loc", "vel", "charges", "target"):
+            key, array = f"{split}_{name}", arrays[f"{split}_{name}"]
+            shape = (rows, n_balls) if name == "charges" else (rows, n_balls, 3)
+            if array.shape != shape:
+                return f"key {key!r}: shape {tuple(array.shape)}, expected {shape}"
+            if array.dtype.itemsize < 4:
+                return f"key {key!r}: dtype {array.dtype}, expected float32 or float64"
+            if not np.isfinite(array).all():
+                return f"key {key!r}: {int((~np.isfinite(array)).sum())} non-finite values"
+    return None
+
+
 def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str, np.ndarray]:
     """Return :func:`simulate_nbody` arrays, cached in ``root`` under a hash of all parameters.
 
@@ -229,7 +253,11 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
                         for name in ("loc", "vel", "charges", "target")}
             if set(arrays) != expected or any(a.dtype.kind != "f" for a in arrays.values()):
                 raise KeyError(f"arrays {sorted(arrays)} instead of {sorted(expected)} (float)")
-            return arrays
+            mismatch = _cache_mismatch(arrays, params)
+            if mismatch is None:
+                return arrays
+            warnings.warn(f"{path}: not the N-body cache these parameters ask for ({mismatch}); simulating again",
+                          RuntimeWarning, stacklevel=2)
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
             warnings.warn(f"{path}: not a plain N-body cache ({type(err).__name__}: {err}); nothing in it was run, "
                           "simulating again", RuntimeWarning, stacklevel=2)

@@ -22,7 +22,7 @@ from constrained_eq.run.assemble import AugmentedLoader, Built, build, build_con
 from constrained_eq.run.certificate import certify
 from constrained_eq.run.evaluate import evaluate_split, split_evaluator, test_summary
 from constrained_eq.run.run_dir import ALLOWED_CHANGES, check_run_dir, keep_file_hyperparameters, open_run_dir
-from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
+from constrained_eq.run.runs import RunLock, atomic_write_text, load_checkpoint, read_json, write_json
 from constrained_eq.run.selection import objective_column, selection_column
 from constrained_eq.run.selection import selection_mode as _selection_mode
 from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
@@ -80,6 +80,7 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     tensorboard = _check_tensorboard(spec)
     changes = distributed.on_main(lambda: check_run_dir(spec, run_dir, resume, overwrite, allow_change))
     began = time.perf_counter()
+    before = distributed.on_main(lambda: read_json(run_dir / "metrics.json") if resume else {}) or {}
     built = build(spec, device, context)
     if changes:
         keep_file_hyperparameters(built.solver)
@@ -95,6 +96,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         return {}
     summary = _test(spec, built, run_dir, evaluate, relaxed, device)
     summary["wall_seconds"] = time.perf_counter() - began
+    if "wall_seconds" in before and before.get("epochs") == summary.get("epochs"):
+        summary["wall_seconds"] = before["wall_seconds"]  # a resume of a finished run trained nothing: keep its time
     if agreement is not None:
         summary["distributed"] = agreement
     write_json(run_dir / "metrics.json", summary)
@@ -166,7 +169,7 @@ def write_constraint_report(run_dir: str | Path) -> str | None:
     if not read_json(run_dir / "metrics.json").get("structure", {}).get("constraints"):
         return None
     text = constraint_report(run_dir)
-    (run_dir / "constraint_report.txt").write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(run_dir / "constraint_report.txt", text + "\n")  # replaces a link, never follows it
     return text
 
 
@@ -194,5 +197,5 @@ def write_symmetry_report(run_dir: str | Path) -> Any:
     except ValueError:  # a run without per-layer γ (vanilla): nothing to report
         return None
     write_json(run_dir / "symmetry_report.json", json.loads(report.to_json()))
-    (run_dir / "symmetry_report.txt").write_text(str(report) + "\n", encoding="utf-8")
+    atomic_write_text(run_dir / "symmetry_report.txt", str(report) + "\n")
     return report

@@ -23,10 +23,11 @@ import torch
 from constrained_eq.core.atomic_io import atomic_write_bytes
 from constrained_eq.core.distributed import is_distributed
 from constrained_eq.core.engine import NonFiniteError, Solver
-from constrained_eq.run.runs import RunFolderError, load_checkpoint, write_json
+from constrained_eq.run.runs import RunFolderError, load_checkpoint, read_json, write_json
 
 __all__ = ["save_checkpoint", "restore_checkpoint", "apply_checkpoint", "loader_generator", "resume_fit",
-           "start_fresh", "save_fit_checkpoint", "last_checkpoint_note", "check_finite_state"]
+           "start_fresh", "save_fit_checkpoint", "last_checkpoint_note", "check_finite_state", "problem_hashes",
+           "check_problem_hash"]
 
 
 def _previous(path: Path) -> Path:
@@ -154,6 +155,34 @@ def apply_checkpoint(checkpoint: Any, solver: Solver, generator: torch.Generator
         generator.set_state(rng.cpu())
 
 
+def problem_hashes(run_dir: Path | None) -> tuple[str | None, set[str]]:
+    """The SHA-256 of the run folder's problem (``problem.json``) and every one a checkpoint may record.
+
+    A run resumed with ``--allow-change`` records the hash it was changed from (``changes[].from_sha256``);
+    checkpoints written before the change carry that one. ``(None, set())`` without ``problem.json``.
+    """
+    if run_dir is None:
+        return None, set()
+    stored = read_json(run_dir / "problem.json")
+    current = stored.get("sha256") if isinstance(stored.get("sha256"), str) else None
+    earlier = {c.get("from_sha256") for c in stored.get("changes", []) if isinstance(c, dict)}
+    return current, ({current} | {h for h in earlier if isinstance(h, str)}) if current else set()
+
+
+def check_problem_hash(checkpoint: Mapping[str, Any], run_dir: Path | None) -> None:
+    """Refuse a checkpoint that records another problem's SHA-256 than the run folder's ``problem.json``.
+
+    Checkpoints written before the hash was recorded (no ``problem_sha256``) and folders without
+    ``problem.json`` (``fit`` from Python) are not checked.
+    """
+    recorded = checkpoint.get("problem_sha256")
+    current, accepted = problem_hashes(run_dir)
+    if recorded is None or current is None or recorded in accepted:
+        return
+    raise RunFolderError(f"key 'problem_sha256': the checkpoint belongs to another problem (sha256 {recorded}), "
+                         f"not to this run folder's problem (sha256 {current} in {run_dir / 'problem.json'})")
+
+
 def resume_fit(solver: Solver, checkpoint_path: Path | None, generator: torch.Generator | None,
                device: torch.device, state: dict[str, Any], averaged: Any, streams: tuple[Any, Any]) -> None:
     """Restore the latest usable checkpoint into the solver, the loader RNG, fit's ``state`` and the averaged model.
@@ -167,8 +196,14 @@ def resume_fit(solver: Solver, checkpoint_path: Path | None, generator: torch.Ge
     if checkpoint_path is None or not any(p.exists() for p in (checkpoint_path, _previous(checkpoint_path))):
         raise ValueError(f"fit: resume=True needs a checkpoint at {checkpoint_path} (found none); "
                          "run without resume=True first")
-    checkpoint = restore_checkpoint(checkpoint_path, lambda c: apply_checkpoint(c, solver, generator),
-                                    map_location=device)
+    run_dir = checkpoint_path.parent
+
+    def apply(checkpoint: Any) -> None:
+        if isinstance(checkpoint, dict):
+            check_problem_hash(checkpoint, run_dir)
+        apply_checkpoint(checkpoint, solver, generator)
+
+    checkpoint = restore_checkpoint(checkpoint_path, apply, map_location=device)
     state.update({k: checkpoint.get(k, state[k]) for k in state})
     if averaged is not None and checkpoint.get("averaged") is not None:
         averaged.load_state_dict(checkpoint["averaged"])
@@ -188,9 +223,10 @@ def start_fresh(run_dir: Path, checkpoint_path: Path, streams: tuple[Any, Any]) 
 
 
 def save_fit_checkpoint(path: Path, solver: Solver, state: dict[str, Any], averaged: Any,
-                        generator: torch.Generator | None, history: Any, steps: Any) -> None:
-    """Write the checkpoint at the end of an epoch (keeping the one before it)."""
-    save_checkpoint({"solver": solver.state_dict(), **state,
+                        generator: torch.Generator | None, history: Any, steps: Any,
+                        problem_sha256: str | None = None) -> None:
+    """Write the checkpoint at the end of an epoch (keeping the one before it), with its problem's SHA-256."""
+    save_checkpoint({"solver": solver.state_dict(), **state, "problem_sha256": problem_sha256,
                      "averaged": averaged.state_dict() if averaged is not None else None,
                      "loader_rng": generator.get_state() if generator is not None else None,
                      "history_rows": len(history), "steps_rows": len(steps) if steps else 0}, path)

@@ -210,14 +210,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Path]:
     """Write ``<stem>.csv`` and ``<stem>.md`` (a Markdown table) of ``rows``; return both paths."""
     import csv
+    import io
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([header, *rows])
+    from constrained_eq.core.atomic_io import atomic_write_text
+
+    table = io.StringIO()
+    csv.writer(table).writerows([header, *rows])
+    atomic_write_text(stem.with_suffix(".csv"), table.getvalue())  # a link is replaced, never followed
     cells = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header),
              *("| " + " | ".join(row) + " |" for row in cells[1:])]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 
@@ -241,7 +244,12 @@ def _sweep_of(args: argparse.Namespace) -> Any:
     if args.epochs is not None:
         overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
     named = {p.name: p for p in params}
-    named.update({p.name: p for p in (parse_param(text) for text in args.param)})  # --param wins
+    given = [parse_param(text) for text in args.param]
+    for i, param in enumerate(given):
+        twice = [p for p in given[:i] if p.name == param.name]
+        if twice:
+            raise ValueError(f"Expected each --param key once (got '{twice[0].origin}' and '{param.origin}')")
+    named.update({p.name: p for p in given})  # --param wins over the sweep file's params
     if args.seeds is not None:
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -9,6 +9,7 @@ apart by colour, style and marker. The γ vocabulary is used for homotopy constr
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -16,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.run.runs import read_csv
+from constrained_eq.run.runs import atomic_write_bytes, read_csv, refuse_link
 
 __all__ = ["plot_run"]
 
@@ -94,6 +95,7 @@ class _Saver:
 
     def __init__(self, plt: Any, out: Path) -> None:
         self.plt, self.out, self.written = plt, out, []
+        refuse_link(out)  # a `plots` link: its target is never written into
         out.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, fig: Any, name: str) -> None:
@@ -103,8 +105,10 @@ class _Saver:
         for ax in fig.axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=100, format="png")
         self.plt.close(fig)
+        atomic_write_bytes(path, buffer.getvalue())  # a link at `path` is replaced, never followed
         self.written.append(path)
 
 

@@ -1,7 +1,10 @@
 """Reading a problem file's YAML so that every mapping and sequence remembers its lines.
 
-The loader is libyaml's safe loader when present; it refuses duplicate and complex keys, and reads
-``5e-3``, ``1E-4`` and ``1e5`` as floats (YAML 1.2), not strings. :class:`ProblemFileError` is the
+The loader is libyaml's safe loader when present; it refuses duplicate and complex keys, and resolves
+plain scalars by the YAML 1.2 core schema, not PyYAML's YAML 1.1 one: ``5e-3``, ``1E-4`` and ``1e5`` are
+floats; only ``true``/``false`` (any case spelling ``True``, ``TRUE``) are booleans, so ``yes``, ``no``,
+``on``, ``off`` are strings; ``010`` is the integer 10 (no octal without ``0o``), ``1:30`` is a string (no
+base 60); ``_`` may separate digits (``1_000`` is 1000), as before. :class:`ProblemFileError` is the
 one error of problem files, ``<file>:<line>: <message>``. Shared by :mod:`constrained_eq.run.problem_file`
 and :mod:`constrained_eq.run.overrides` (which parses ``--set`` values with the same loader).
 """
@@ -71,14 +74,40 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
-# YAML 1.1 reads `5e-3`, `1E-4` and `1e5` as strings (its floats need a dot and a signed exponent);
-# this resolver, checked before the standard one, reads them as floats as YAML 1.2 does.
-_Loader.yaml_implicit_resolvers = {key: list(value) for key, value in _Loader.yaml_implicit_resolvers.items()}
-for _first in "-+0123456789.":
-    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:float", re.compile(
-        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""", re.X)))
+# The YAML 1.2 core schema in place of PyYAML's YAML 1.1 resolvers: YAML 1.1 reads `yes`/`no`/`on`/`off`
+# as booleans, `010` as octal 8, `1:30` as base-60 90 and `5e-3` as a string; a reader of YAML 1.2 (and
+# of this project's files) sees the strings 'yes', 'no', 'on', 'off', '1:30', the integer 10 and the float
+# 0.005. Digits may be separated by `_` (`1_000`), as PyYAML and ruamel's YAML 1.2 mode read them.
+# Timestamps keep their YAML 1.1 resolver only to be refused by `check_plain` (a date is never silently a
+# string or a date).
+_CORE = {
+    "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    "tag:yaml.org,2002:null": (r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    "tag:yaml.org,2002:int": (r"^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    "tag:yaml.org,2002:float": (r"""^(?:[-+]?(?:\.[0-9_]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                                   |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789."),
+}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _CORE and tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag, (_pattern, _firsts) in reversed(_CORE.items()):  # first checked: bool, null, int (before float)
+    for _first in _firsts:
+        _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (_tag, re.compile(_pattern, re.X)))
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 core integer: decimal (``010`` is 10), ``0o17`` octal, ``0x1f`` hexadecimal."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        if text[:2] in ("0o", "0x"):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
+    except ValueError:  # an explicit `!!int` on something else
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer (YAML 1.2)",
+                                                node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ from constrained_eq.run.runs import (
     is_run_folder,
     mark_run_folder,
     read_json,
+    remove_stale_temporaries,
     write_json,
 )
 
@@ -104,15 +105,19 @@ def keep_file_hyperparameters(solver: Solver) -> None:
 
 def open_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
                   allow_change: tuple[str, ...] = ()) -> RunLock:
-    """Lock the run folder, check it again under the lock, clear it (``--overwrite``), write marker and problem.json."""
+    """Lock the run folder, check it again under the lock, clear it (``--overwrite``), write marker and problem.json.
+
+    Temporary files an interrupted atomic write left (``.checkpoint.pt.*.tmp``) are removed first.
+    """
     lock = RunLock(run_dir).acquire()
     try:
         changes = check_run_dir(spec, run_dir, resume, overwrite, allow_change)
+        remove_stale_temporaries(run_dir)  # `.checkpoint.pt.*.tmp` of a write a crash interrupted
         problem = {k: v for k, v in spec.items() if k not in LOCATION_KEYS}
         if resume:
             if changes:  # the run records every change it was resumed with
                 stored = read_json(run_dir / "problem.json")
-                history = [*stored.get("changes", []), {"changes": changes}]
+                history = [*stored.get("changes", []), {"changes": changes, "from_sha256": stored.get("sha256")}]
                 write_json(run_dir / "problem.json", {"sha256": problem_hash(spec), "problem": problem,
                                                       "changes": history})
             return lock

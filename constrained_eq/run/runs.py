@@ -35,11 +35,19 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.atomic_io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from constrained_eq.core.atomic_io import (
+    LinkRefusedError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+    open_nofollow,
+    refuse_link,
+)
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
            "read_json", "CsvStream", "read_csv", "run_name", "run_folder", "RunLock", "RunFolderError", "MARKER",
-           "is_run_folder", "mark_run_folder", "clear_run_folder"]
+           "is_run_folder", "mark_run_folder", "clear_run_folder", "remove_stale_temporaries", "LinkRefusedError",
+           "refuse_link", "open_nofollow"]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
@@ -110,6 +118,7 @@ class CsvStream:
         self.path = Path(path)
         self.columns: list[str] | None = None
         self._rows: int | None = None  # counted on first use
+        refuse_link(self.path)  # a link's target is neither read as the header nor appended to
         if self.path.exists() and self.path.stat().st_size > 0:
             try:
                 with self.path.open(newline="", encoding="utf-8") as handle:
@@ -142,7 +151,8 @@ class CsvStream:
         if new:
             self._rewrite(self.columns + new, self._read_rows())
         count = len(self)
-        with self.path.open("a", newline="", encoding="utf-8") as handle:
+        fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerow([_format(row.get(k)) for k in self.columns])
         self._rows = count + 1
 
@@ -250,7 +260,8 @@ def mark_run_folder(folder: str | os.PathLike) -> None:
 def clear_run_folder(folder: str | os.PathLike) -> None:
     """Delete the contents of a run folder except its lock; refused unless it carries the run marker.
 
-    Symbolic links inside are removed, never followed.
+    Symbolic links inside are removed, never followed. The marker is removed last, so that a crash part
+    way leaves a folder that is still marked (``--overwrite`` clears it again).
 
     Raises:
         RunFolderError: If ``folder`` is not a run folder of this project.
@@ -260,12 +271,28 @@ def clear_run_folder(folder: str | os.PathLike) -> None:
         raise RunFolderError(f"{folder}: refusing to delete it: it is not a run folder of constrained_eq (no "
                              f"{MARKER} marker in it); choose another --out, or move it away yourself")
     for child in folder.iterdir():
-        if child.name == LOCK:
+        if child.name in (LOCK, MARKER):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+    (folder / MARKER).unlink()
+
+
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write_bytes's `.<name>.XXXXXXXX.tmp`
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files interrupted atomic writes left (``.checkpoint.pt.ab12cd34.tmp``); under the lock."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [child for child in folder.iterdir() if _TEMPORARY.match(child.name)
+             and (child.is_symlink() or child.is_file())]
+    for child in stale:
+        child.unlink(missing_ok=True)
+    return stale
 
 
 def _holder(path: Path) -> str:
@@ -320,7 +347,7 @@ class RunLock:
             self._shared = True
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            fd = open_nofollow(self.path, os.O_RDWR | (os.O_CREAT if create else 0))
         except FileNotFoundError:
             return self
         try:

@@ -30,6 +30,7 @@ Optuna is an optional extra: ``pip install 'constrained_eq[sweep]'``.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import multiprocessing
@@ -38,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text
 from constrained_eq.run.sweep_file import KINDS, Param, Sweep, check_sweep, load_sweep, parse_param
 
 __all__ = ["Param", "Sweep", "parse_param", "load_sweep", "check_sweep", "run_sweep", "require_optuna",
@@ -220,14 +222,15 @@ def write_results(sweep: Sweep, study: Any) -> list[Path]:
 
     header, rows = results_table(sweep, study)
     csv_path, md_path = sweep.folder / "results.csv", sweep.folder / "results.md"
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([header, *rows])
+    table = io.StringIO()
+    csv.writer(table).writerows([header, *rows])
+    atomic_write_text(csv_path, table.getvalue())  # links in the sweep folder are replaced, never followed
     text = [_cell(c) for c in header]
     lines = ["| " + " | ".join(text) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     direction = "largest" if study.direction.name == "MAXIMIZE" else "smallest"
-    md_path.write_text(f"Sweep `{sweep.name}` of `{sweep.problem}`: objective = mean over seeds of the run's "
-                       f"selection metric ({direction} is best).\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(md_path, f"Sweep `{sweep.name}` of `{sweep.problem}`: objective = mean over seeds of the "
+                               f"run's selection metric ({direction} is best).\n\n" + "\n".join(lines) + "\n")
     return [csv_path, md_path, plot_sweep(sweep, header, rows)]
 
 
@@ -271,6 +274,8 @@ def plot_sweep(sweep: Sweep, header: Sequence[str], rows: Sequence[Sequence[Any]
     fig.suptitle(f"{sweep.name}: {len(done)} finished trials", fontsize=10)
     fig.tight_layout()
     path = sweep.folder / "sweep.png"
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

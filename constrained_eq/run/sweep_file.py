@@ -118,8 +118,11 @@ def parse_param(text: str, flag: str = "--param") -> Param:
     parse_set(f"{name}=0", flag)  # the key must be a dotted name
     if kind == "choice":
         values = tuple(parse_value(v.strip(), origin) for v in rest.split(","))
-        if len(set(map(repr, values))) != len(values):
-            raise ValueError(f"{origin}: Expected distinct choices (got {list(values)})")
+        same = [(a, b) for i, a in enumerate(values) for b in values[i + 1:] if a == b or repr(a) == repr(b)]
+        if same:  # `1,1.0` too: the same value to the problem, one trial twice
+            a, b = same[0]
+            raise ValueError(f"{origin}: Expected distinct choices (got {list(values)}: {a!r} and {b!r} are the "
+                             "same value)")
         return Param(name.strip(), kind, values, origin)
     bounds = tuple(parse_value(v.strip(), origin) for v in rest.split(":"))
     number = int if kind == "int" else (int, float)
@@ -183,6 +186,14 @@ def check_sweep(sweep: Sweep) -> None:
         raise ValueError("Expected at least one '--param KEY=KIND:VALUES' (or 'params' in the sweep file)")
     if len({p.name for p in sweep.params}) != len(sweep.params):
         raise ValueError("Expected each swept key once (got " + ", ".join(p.name for p in sweep.params) + ")")
+    repeated = sorted({s for s in sweep.seeds or [] if list(sweep.seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f"Expected distinct seeds (got {', '.join(map(str, repeated))} more than once in "
+                         f"{list(sweep.seeds)}): each seed is one run of every trial")
+    seeded = [p for p in sweep.params if p.name == "training.seed"]
+    if seeded and sweep.seeds:
+        raise ValueError(f"Expected either seeds or a swept 'training.seed', not both (got '{seeded[0].origin}' "
+                         f"and seeds {list(sweep.seeds)}): each seed sets training.seed")
     for param in sweep.params:
         for value in param.values:
             load_problem_file(sweep.problem, [*sweep.overrides, Override(tuple(param.name.split(".")), value,

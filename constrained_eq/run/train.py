@@ -56,6 +56,7 @@ from constrained_eq.run.checkpointing import (
     check_finite_state,
     last_checkpoint_note,
     loader_generator,
+    problem_hashes,
     resume_fit,
     save_fit_checkpoint,
     start_fresh,
@@ -237,6 +238,7 @@ class _Fit:
         self.verdicts: dict = {}
         self.best_state: dict[str, torch.Tensor] | None = None  # in memory when there is no run folder
         self.consecutive_skips = 0
+        self.trained = False  # whether this process trained an epoch (a resume of a finished run trains none)
 
     def run(self) -> FitResult:
         """Resume or start, train the remaining epochs, then test the selected model and write the summary."""
@@ -301,7 +303,8 @@ class _Fit:
         if self.writes and ((epoch + 1) % self.o.checkpoint_every == 0 or epoch == self.o.epochs - 1):
             self.state["seconds"] = self._seconds()
             save_fit_checkpoint(self.checkpoint_path, self.solver, self.state, self.averaged, self.generator,
-                                self.history, self.steps)
+                                self.history, self.steps, problem_sha256=problem_hashes(self.run_dir)[0])
+        self.trained = True
 
     def _train_epoch(self, epoch: int) -> tuple[StepRecord | None, torch.Tensor]:
         """One pass over the train loader; returns the last step's record and the mean loss (on the device)."""
@@ -421,10 +424,12 @@ class _Fit:
         """Merge this run's outcome into ``metrics.json``.
 
         Its ``seconds`` add up over resumes: those of the epochs up to the checkpoint resumed from (kept in the
-        checkpoint, so a killed run loses only the epochs it redoes), plus this process's.
+        checkpoint, so a killed run loses only the epochs it redoes), plus this process's. A resume that trains
+        no epoch (the run had finished) keeps the ``feasibility`` verdicts the run ended with.
         """
         state, o, path = self.state, self.o, self.run_dir / "metrics.json"
         summary = read_json(path)
+        kept = summary.get("feasibility") if not self.trained and summary.get("feasibility") else None
         summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
                        epochs=result.epochs, select=self.select, select_mode=o.select_mode,
                        skipped_steps=state["skipped_steps"],
@@ -442,6 +447,8 @@ class _Fit:
             summary["test"], summary["measured_constraints"]["test"] = tested
         if result.certificate is not None:
             summary["certificate"] = result.certificate
+        if kept is not None:
+            summary["feasibility"] = kept
         summary["seconds"] = self._seconds()
         write_json(path, summary)
 

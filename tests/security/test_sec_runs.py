@@ -256,6 +256,7 @@ def test_a_deleted_history_is_not_resumed_silently(_two_checkpoints_run, capsys)
 def test_resume_with_allowed_changes_extends_the_run_and_records_them(tmp_path, capsys):
     path, out = _write(tmp_path), tmp_path / "runs"
     assert _run(path, out) == 0
+    first_sha = json.loads((out / "small" / "problem.json").read_text())["sha256"]
     path.write_text(SMALL.replace("lr: 0.01", "lr: 0.002").replace("epochs: 2", "epochs: 3"))
     capsys.readouterr()
     assert _run(path, out, "--resume") == 2
@@ -264,7 +265,8 @@ def test_resume_with_allowed_changes_extends_the_run_and_records_them(tmp_path, 
     assert _run(path, out, "--resume", "--allow-change", "optimizer.lr,training.epochs") == 0
     run = out / "small"
     stored = json.loads((run / "problem.json").read_text())
-    assert stored["changes"] == [{"changes": ["optimizer.lr: 0.01 -> 0.002", "training.epochs: 2 -> 3"]}]
+    assert stored["changes"] == [{"changes": ["optimizer.lr: 0.01 -> 0.002", "training.epochs: 2 -> 3"],
+                                  "from_sha256": first_sha}]
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
     groups = [g for opt in checkpoint["solver"]["optimizer"]["primal_optimizer_states"]
