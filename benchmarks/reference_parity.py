@@ -295,6 +295,7 @@ def _plot(groups: dict[tuple[str, str, str], list[dict]], plot: Path) -> None:
         left.fill_between(epochs, mean - std, mean + std, color=colours[model], alpha=0.12)
     left.set(yscale="log", xlabel="epoch", ylabel="validation MSE", title="parity: mean ± std over seeds")
     left.legend(fontsize=8)
+    right.set_prop_cycle(color=plt.cm.tab20.colors)
     for (code, model, variant), recs in sorted(groups.items()):
         seed0 = [r for r in recs if r["seed"] == 0]
         if model != "vanilla" or not seed0:

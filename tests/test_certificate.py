@@ -160,3 +160,21 @@ def test_ceq_run_of_a_projected_gamma_problem_exits_0_and_says_why(tmp_path, cap
     assert "not counted: equality_gammas, homotopy constraints on γ, which the deployed projection meets exactly" \
            in report
     assert "equality_gammas (Equality): discharged by projection: the deployed model is projected" in report
+
+
+@pytest.mark.parametrize("excess, holds", [(-0.3e-3, True), (0.0, True), (0.4e-3, True), (0.9e-3, True),
+                                           (1.3e-3, False), (0.05, False)])
+def test_an_entry_holds_exactly_when_its_violation_is_within_the_tolerance(excess, holds):
+    """v⁺ = [g − b]_+ ≤ τ holds (τ = 1e-3), v⁺ > τ does not; the margin is b − g."""
+    from constrained_eq.run.certificate import certify
+
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0 + excess)
+    weight = ceq.Target(lambda m: m.weight.reshape(1), "weight")
+    problem = ceq.ConstrainedProblem(_mse, [ceq.Inequality(weight, bound=2.0, name="cap")])
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 0.1), 0.1)
+    entry = certify(solver, model, tolerance=1e-3).constraints["cap"]
+    assert entry["holds"] is holds
+    assert entry["violations"][0] == pytest.approx(max(excess, 0.0), abs=1e-7)
+    assert entry["margins"][0] == pytest.approx(-excess, abs=1e-7)

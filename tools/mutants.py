@@ -36,6 +36,7 @@ ENGINE_TESTS = ("tests/test_engine.py", "tests/formulations", "tests/test_constr
 SYMMETRY_TESTS = ("tests/symmetry",)
 NBODY_TESTS = ("tests/data/test_nbody.py", "tests/data/test_nbody_protocol.py")
 SEGNN_TESTS = ("tests/models/test_segnn.py",)
+CERTIFICATE_TESTS = ("tests/test_certificate.py",)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,22 @@ MUTANTS: list[Mutant] = [
       'dist2 if distance == "squared" else dist2.sqrt()', "dist2", SEGNN_TESTS),
     M("segnn: attr_scalar ignored", "constrained_eq/models/segnn.py",
       "    if attr_scalar is not None:\n", "    if False:\n", SEGNN_TESTS),
+    # --- the certificate of the deployed model and the recent-steps verdicts (issue 28) --------------
+    M("certificate: an inequality's violation not clamped", "constrained_eq/run/certificate.py",
+      "violation = raw.abs() if equality else raw.clamp(min=0.0)", "violation = raw.abs()", CERTIFICATE_TESTS),
+    M("certificate: margins of an inequality with the wrong sign", "constrained_eq/run/certificate.py",
+      "margins=(-raw.abs() if equality else -raw).tolist(),", "margins=(-raw.abs() if equality else raw).tolist(),",
+      CERTIFICATE_TESTS),
+    M("certificate: an entry holds strictly below the tolerance", "constrained_eq/run/certificate.py",
+      "holds=bool((violation <= tolerance).all()))", "holds=bool((violation < 0.1 * tolerance).all()))",
+      CERTIFICATE_TESTS),
+    M("certificate: the power-iteration estimate instead of the exact norm", "constrained_eq/run/certificate.py",
+      "exact = target.exact is not None", "exact = False", CERTIFICATE_TESTS),
+    M("feasibility: feasible needs no hold at the last step", "constrained_eq/core/feasibility.py",
+      'held = ~often & (recent["last"] <= tol)', "held = ~often", ("tests/test_feasibility.py",)),
+    M("feasibility: crossings not needed to oscillate", "constrained_eq/core/feasibility.py",
+      'oscillating = often & (recent["flips"] >= self.min_crossings)', "oscillating = often",
+      ("tests/test_feasibility.py",)),
 ]
 
 
