@@ -82,3 +82,13 @@ def test_page_runs_as_written(page, tmp_path, monkeypatch, registries):
         for name in set(sys.modules) - before:  # modules the page wrote and imported
             if str(tmp_path) in str(getattr(sys.modules[name], "__file__", "") or ""):
                 del sys.modules[name]
+
+
+def test_blocks_written_as_files_show_their_file_name():
+    """A ``file=PATH`` fence is invisible once rendered: the line above the block names the file in bold."""
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for _, words, _, line in blocks(page):
+            name = _file_of(words)
+            if name is not None:
+                assert lines[line - 2] == f"**`{name}`**", f"{page.name}:{line}: no caption naming {name}"
