@@ -183,6 +183,26 @@ def run_reference(reference: Path, model: str, seed: int, args: argparse.Namespa
             "val_curve": curves["val"], "train_curve": curves["train"], "seconds": time.perf_counter() - start}
 
 
+def ceq_run(problem: Path, folder: Path, sets: list[str], *flags: str) -> tuple[dict, list[dict], float]:
+    """``ceq run problem --out folder --set …`` in one thread (resuming a run stopped part-way).
+
+    Returns metrics.json, the rows of history.csv and the seconds the command took.
+    """
+    stopped = folder.exists() and any(folder.glob("*/checkpoint.pt"))
+    cmd = [sys.executable, "-m", "constrained_eq", "run", str(problem), "--out", str(folder),
+           "--resume" if stopped else "--overwrite", *flags]
+    for item in sets:
+        cmd += ["--set", item]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        raise RuntimeError(f"ceq run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    run_dir = next(folder.iterdir())
+    with open(run_dir / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return json.loads((run_dir / "metrics.json").read_text()), rows, time.perf_counter() - start
+
+
 def run_project(model: str, variant: str, seed: int, args: argparse.Namespace) -> dict:
     """``ceq run`` on the model's problem file with the harness's data, budget and the variant's overrides."""
     problem, extra = PROBLEMS[model]
@@ -191,26 +211,15 @@ def run_project(model: str, variant: str, seed: int, args: argparse.Namespace) -
             f"task.options.n_train={args.n_train}", f"task.options.n_val={SPLITS['val']}",
             f"task.options.n_test={SPLITS['test']}", f"training.seed={seed}", f"training.epochs={args.epochs}",
             f"optimizer.lr={args.lr}", "training.eval_every=1"]
-    stopped = folder.exists() and any(folder.glob("*/checkpoint.pt"))  # a run stopped part-way resumes
-    cmd = [sys.executable, "-m", "constrained_eq", "run", str(ROOT / problem), "--out", str(folder),
-           "--resume" if stopped else "--overwrite", "--allow-infeasible"]  # a verdict is read, not an error
-    for item in sets:
-        cmd += ["--set", item]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode:
-        raise RuntimeError(f"ceq run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    run_dir = next(folder.iterdir())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics, rows, seconds = ceq_run(ROOT / problem, folder, sets, "--allow-infeasible")  # a verdict is read
     column = "val_loss" if model == "vanilla" else "val_projected_loss"
-    with open(run_dir / "history.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get(column)]
+    rows = [r for r in rows if r.get(column)]
     val = {int(r["epoch"]): float(r[column]) for r in rows}
     deployed = metrics["test_projected"] if "test_projected" in metrics else metrics["test"]
     return {"code": "project", "model": model, "variant": "+".join([variant, *args.set]) if args.set else variant,
             "seed": seed, "test": deployed["loss"], "best_val": min(val.values()), "best_epoch": min(val, key=val.get),
             "val_curve": val, "train_curve": {int(r["epoch"]): float(r["train_loss"]) for r in rows},
-            "equivariance_error": deployed.get("equivariance_error"), "seconds": time.perf_counter() - start}
+            "equivariance_error": deployed.get("equivariance_error"), "seconds": seconds}
 
 
 def _save(out: Path, record: dict) -> None:

@@ -35,7 +35,6 @@ The test suite never needs the reference: this script is the only place that rea
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -48,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.reference_parity import LAUNCHER, SPLITS, _save, table  # noqa: E402
+from benchmarks.reference_parity import LAUNCHER, SPLITS, _save, ceq_run, table  # noqa: E402
 
 # The EGNN paper's N-body arguments (its README, main_nbody.py defaults), minus what the harness sets.
 REFERENCE_ARGS = ["--model", "egnn_vel", "--nf", "64", "--n_layers", "4", "--batch_size", "100",
@@ -94,23 +93,12 @@ def run_project(seed: int, args: argparse.Namespace) -> dict:
             f"task.options.n_test={SPLITS['test']}", f"training.seed={seed}", f"training.epochs={args.epochs}",
             f"optimizer.lr={args.lr}", "optimizer.weight_decay=1e-12", "training.batch_size=100",
             f"training.eval_every={EVAL_EVERY}", f"training.checkpoint_every={args.epochs}"]
-    cmd = [sys.executable, "-m", "constrained_eq", "run", str(ROOT / PROBLEM), "--out", str(folder), "--overwrite",
-           "--quiet"]
-    for item in sets:
-        cmd += ["--set", item]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode:
-        raise RuntimeError(f"ceq run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    run_dir = next(folder.iterdir())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    with open(run_dir / "history.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    metrics, rows, seconds = ceq_run(ROOT / PROBLEM, folder, sets, "--quiet")
     val = {int(r["epoch"]) + 1: float(r["val_loss"]) for r in rows if r.get("val_loss")}  # epoch e: e + 1 trained
     return {"code": "project", "model": "egnn", "variant": variant, "seed": seed, "test": metrics["test"]["loss"],
             "best_val": min(val.values()), "best_epoch": min(val, key=val.get), "val_curve": val,
             "train_curve": {int(r["epoch"]) + 1: float(r["train_loss"]) for r in rows},
-            "equivariance_error": metrics["test"].get("equivariance_error"), "seconds": time.perf_counter() - start}
+            "equivariance_error": metrics["test"].get("equivariance_error"), "seconds": seconds}
 
 
 def check_forward(reference: Path, args: argparse.Namespace) -> None:
