@@ -170,6 +170,18 @@ def run_reference(reference: Path, model: str, seed: int, args: argparse.Namespa
         cmd.append(f"--exp_name={name}-s{seed}")
     if model == "cr":
         cmd.append("--cycle")
+    curves, best, seconds = run_reference_script(cmd, src)
+    return {"code": "reference", "model": model, "variant": "+".join(sorted(args.fix)) or "as-is", "seed": seed,
+            "test": best[1], "best_val": best[0], "best_epoch": int(best[2]),
+            "val_curve": curves["val"], "train_curve": curves["train"], "seconds": seconds}
+
+
+def run_reference_script(cmd: list[str], src: Path) -> tuple[dict[str, dict[int, float]], tuple, float]:
+    """Run a reference's training script in ``src`` (one thread) and parse what it prints.
+
+    Returns the ``train/val/test`` curves (epoch as it prints it → MSE), the last ``(best val, best test,
+    best epoch)`` line, and the seconds it took.
+    """
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=src, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
@@ -178,9 +190,7 @@ def run_reference(reference: Path, model: str, seed: int, args: argparse.Namespa
     for split, epoch, loss in re.findall(r"(train|val|test) epoch (\d+) avg loss: ([\d.]+)", proc.stdout):
         curves[split][int(epoch)] = float(loss)
     best = re.findall(r"Best Val Loss: ([\d.]+)\s+Best Test Loss: ([\d.]+)\s+Best epoch (\d+)", proc.stdout)[-1]
-    return {"code": "reference", "model": model, "variant": "+".join(sorted(args.fix)) or "as-is", "seed": seed,
-            "test": float(best[1]), "best_val": float(best[0]), "best_epoch": int(best[2]),
-            "val_curve": curves["val"], "train_curve": curves["train"], "seconds": time.perf_counter() - start}
+    return curves, (float(best[0]), float(best[1]), int(best[2])), time.perf_counter() - start
 
 
 def ceq_run(problem: Path, folder: Path, sets: list[str], *flags: str) -> tuple[dict, list[dict], float]:

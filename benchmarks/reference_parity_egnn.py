@@ -39,15 +39,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.reference_parity import LAUNCHER, SPLITS, _save, ceq_run, table  # noqa: E402
+from benchmarks.reference_parity import LAUNCHER, SPLITS, _save, ceq_run, run_reference_script, table  # noqa: E402
 
 # The EGNN paper's N-body arguments (its README, main_nbody.py defaults), minus what the harness sets.
 REFERENCE_ARGS = ["--model", "egnn_vel", "--nf", "64", "--n_layers", "4", "--batch_size", "100",
@@ -71,17 +69,11 @@ def run_reference(reference: Path, seed: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "parity_launcher.py", str(seed), *REFERENCE_ARGS, "--epochs", str(args.epochs),
            "--lr", str(args.lr), "--seed", str(seed), "--max_training_samples", str(args.n_train),
            "--exp_name", f"s{seed}", "--outf", str(args.out / "reference_logs")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=src, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode:
-        raise RuntimeError(f"the reference failed:\n{proc.stderr[-3000:]}")
-    curves: dict[str, dict[int, float]] = {"train": {}, "val": {}, "test": {}}
-    for split, epoch, loss in re.findall(r"(train|val|test) epoch (\d+) avg loss: ([\d.]+)", proc.stdout):
-        curves[split][int(epoch) + 1] = float(loss)  # its epoch e has trained e + 1 epochs
-    best = re.findall(r"Best Val Loss: ([\d.]+)\s+Best Test Loss: ([\d.]+)\s+Best epoch (\d+)", proc.stdout)[-1]
-    return {"code": "reference", "model": "egnn", "variant": "as-is", "seed": seed, "test": float(best[1]),
-            "best_val": float(best[0]), "best_epoch": int(best[2]) + 1, "val_curve": curves["val"],
-            "test_curve": curves["test"], "train_curve": curves["train"], "seconds": time.perf_counter() - start}
+    printed, best, seconds = run_reference_script(cmd, src)
+    curves = {split: {e + 1: v for e, v in c.items()} for split, c in printed.items()}  # its epoch e trained e + 1
+    return {"code": "reference", "model": "egnn", "variant": "as-is", "seed": seed, "test": best[1],
+            "best_val": best[0], "best_epoch": best[2] + 1, "val_curve": curves["val"],
+            "test_curve": curves["test"], "train_curve": curves["train"], "seconds": seconds}
 
 
 def run_project(seed: int, args: argparse.Namespace) -> dict:

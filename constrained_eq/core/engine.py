@@ -15,7 +15,6 @@ finiteness flag when ``check_finite=True``.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, NamedTuple
 
@@ -28,8 +27,9 @@ from constrained_eq.core.checks import check_int, check_number
 from constrained_eq.core.compiled import compile_solver_step
 from constrained_eq.core.distributed import all_reduce_mean_, is_distributed
 from constrained_eq.core.feasibility import FeasibilityMonitor, Verdict
-from constrained_eq.core.formulations import Formulation, formulation_class, resolve_formulation
+from constrained_eq.core.formulations import Formulation, resolve_formulation
 from constrained_eq.core.formulations.base import ConstraintPlan
+from constrained_eq.core.keywords import check_keywords
 from constrained_eq.core.problem import ConstrainedProblem
 from constrained_eq.core.solver_state import load_solver_state, solver_state_dict
 from constrained_eq.core.target_sizes import constraint_sizes
@@ -78,38 +78,10 @@ def _check_types(problem: Any, model: Any) -> None:
         raise TypeError(f"Solver: expected 'model' to be a torch.nn.Module (got {type(model).__name__})")
 
 
-def _check_keywords(formulation: Any, options: dict[str, Any]) -> None:
-    """Refuse a keyword that neither the Solver nor the formulation takes, naming it (``dual_lrr=`` for ``dual_lr=``).
-
-    Raises:
-        TypeError: Naming the unknown keyword, the close matches, and the keywords accepted.
-    """
-    if not options:
-        return
-    if isinstance(formulation, Formulation):
-        cls, label = type(formulation), f"the formulation {type(formulation).__name__}"
-    elif isinstance(formulation, str):
-        cls, label = formulation_class(formulation), f"formulation {formulation!r}"
-    else:
-        return  # resolve_formulation says what is wrong with it
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    taken = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = [k for k in options if k not in taken]
-    if not unknown:
-        return
-    solver = [p.name for p in inspect.signature(Solver.__init__).parameters.values()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "problem", "model")]
-    close = difflib.get_close_matches(unknown[0], [*solver, *taken], n=3)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-    plural = "s" if len(unknown) > 1 else ""
-    raise TypeError(f"Solver() got an unexpected keyword argument{plural} {', '.join(map(repr, unknown))}{hint}; "
-                    f"the Solver takes {', '.join(solver)}, and {label} takes "
-                    f"{', '.join(taken) if taken else 'no options'}")
+def _solver_keywords() -> list[str]:
+    """The Solver's own keyword arguments (what an unknown keyword is compared with)."""
+    return [p.name for p in inspect.signature(Solver.__init__).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "problem", "model")]
 
 
 def _check_choice(value: Any, field_name: str, choices: tuple[str, ...]) -> str:
@@ -188,7 +160,7 @@ class Solver:
         self.compile = _check_bool(compile, "compile")
         self.problem = problem
         self.model = model
-        _check_keywords(formulation, formulation_options)
+        check_keywords(formulation, formulation_options, _solver_keywords())
         self.formulation = resolve_formulation(formulation, **formulation_options)
         self._check_settings(dual_lr, constrained_optimizer, on_nonfinite, dual_every, check_finite)
         self.step_count = 0

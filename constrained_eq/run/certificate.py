@@ -21,6 +21,8 @@ its hard constraints** when every counted constraint (not a penalty, not a homot
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +31,9 @@ import torch
 
 from constrained_eq.core.feasibility import INFEASIBLE
 from constrained_eq.core.split_feasibility import counted, is_homotopy, signed_violations, split_values
+from constrained_eq.homotopy import is_relaxed, project
 
-__all__ = ["Certificate", "certify", "certificate_lines"]
+__all__ = ["Certificate", "certify", "certify_selected", "certificate_lines", "exit_status"]
 
 _SHOWN = 8  # entries printed per constraint (metrics.json holds them all)
 
@@ -207,3 +210,45 @@ def certificate_lines(certificate: Mapping[str, Any] | Certificate) -> list[str]
     if data.get("likely_infeasible"):
         lines.append(f"training judged likely infeasible: {', '.join(data['likely_infeasible'])}")
     return lines
+
+
+def certify_selected(solver: Any, model: torch.nn.Module, state: Mapping[str, Any] | None, *, epoch: int,
+                     averaged: bool, projected: bool, loader: Any, split: str | None,
+                     tolerance: float) -> Certificate:
+    """:func:`certify` the model ``fit`` deploys.
+
+    That is ``model`` with the selected ``state`` (``None``: as it is), projected when ``projected`` and the
+    model is relaxed.
+    """
+    selected = copy.deepcopy(model)
+    if state is not None:
+        selected.load_state_dict(state)
+    which = "averaged model" if averaged else "iterate"
+    words = f"selected {which} of epoch {epoch}" if state is not None else f"last iterate (epoch {epoch})"
+    relaxed = selected if projected and is_relaxed(selected) else None
+    deployed = project(selected, inplace=False) if relaxed is not None else selected
+    return certify(solver, deployed, loader, tolerance=tolerance, split=split,
+                   deployed=words + (", projected" if relaxed is not None else ""), relaxed_model=relaxed,
+                   verdicts=solver.feasibility())
+
+
+def exit_status(certificate: Mapping[str, Any] | None, allow: bool, code: int) -> int:
+    """Print the certificate and return the exit status of ``ceq run``.
+
+    ``code`` when the deployed model violates a hard constraint or one is likely infeasible (0 with ``allow``,
+    after a warning on stderr), else 0.
+    """
+    if not certificate:
+        return 0
+    for line in certificate_lines(certificate):
+        print(line)
+    problems = ([f"the deployed model violates {', '.join(certificate['violated'])}"] if certificate["violated"]
+                else []) + ([f"likely infeasible: {', '.join(certificate['likely_infeasible'])}"]
+                            if certificate["likely_infeasible"] else [])
+    if not problems:
+        return 0
+    if allow:
+        print(f"ceq: warning: {'; '.join(problems)} (exit status 0: --allow-infeasible)", file=sys.stderr)
+        return 0
+    print(f"ceq: {'; '.join(problems)}; exit status {code} (pass --allow-infeasible for 0)", file=sys.stderr)
+    return code

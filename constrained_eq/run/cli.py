@@ -142,33 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
               f"processes = {shared['max_rank_difference']:g}")
-    return _exit_status(summary, args.allow_infeasible)
+    from constrained_eq.run.certificate import exit_status
 
-
-def _exit_status(summary: dict[str, Any], allow: bool) -> int:
-    """Print the certificate and return the exit status of ``ceq run``.
-
-    :data:`EXIT_INFEASIBLE` when the deployed model violates a hard constraint or a constraint is likely
-    infeasible (0 with ``--allow-infeasible``).
-    """
-    from constrained_eq.run.certificate import certificate_lines
-
-    certificate = summary.get("certificate")
-    if not certificate:
-        return 0
-    for line in certificate_lines(certificate):
-        print(line)
-    if not (certificate["violated"] or certificate["likely_infeasible"]):
-        return 0
-    problems = ([f"the deployed model violates {', '.join(certificate['violated'])}"] if certificate["violated"]
-                else []) + ([f"likely infeasible: {', '.join(certificate['likely_infeasible'])}"]
-                            if certificate["likely_infeasible"] else [])
-    if allow:
-        print(f"ceq: warning: {'; '.join(problems)} (exit status 0: --allow-infeasible)", file=sys.stderr)
-        return 0
-    print(f"ceq: {'; '.join(problems)}; exit status {EXIT_INFEASIBLE} (pass --allow-infeasible for 0)",
-          file=sys.stderr)
-    return EXIT_INFEASIBLE
+    return exit_status(summary.get("certificate"), args.allow_infeasible, EXIT_INFEASIBLE)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

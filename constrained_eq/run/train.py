@@ -28,16 +28,15 @@ At every evaluation each constraint is measured over the whole validation split
 (:mod:`constrained_eq.core.split_feasibility`); ``select="feasible"`` keeps the best feasible evaluation
 (:mod:`constrained_eq.run.selection`); ``averaging`` adds the average of the iterates as a candidate.
 
-The loop is here; its parts are in :mod:`~constrained_eq.run.fit_settings`, :mod:`~constrained_eq.run.checkpointing`,
-:mod:`~constrained_eq.run.validation` and :mod:`~constrained_eq.run.monitoring`.
+The loop is here; its parts are in :mod:`~constrained_eq.run.fit_settings` (the settings and their
+documentation), :mod:`~constrained_eq.run.checkpointing`, :mod:`~constrained_eq.run.validation`,
+:mod:`~constrained_eq.run.monitoring`, :mod:`~constrained_eq.run.certificate` and :mod:`~constrained_eq.run.summary`.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +47,9 @@ from constrained_eq.core._loaders import to_device
 from constrained_eq.core.distributed import all_reduce_mean, is_main_process, unwrap
 from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.core.feasibility import warn_new_infeasible
-from constrained_eq.core.split_feasibility import DEFAULT_TOLERANCE
-from constrained_eq.core.structure import describe
-from constrained_eq.homotopy import is_relaxed, project
-from constrained_eq.run.certificate import certify
+from constrained_eq.run.certificate import certify_selected
 from constrained_eq.run.checkpointing import (
+    _set_sampler_epoch,
     check_finite_state,
     last_checkpoint_note,
     loader_generator,
@@ -61,14 +58,13 @@ from constrained_eq.run.checkpointing import (
     save_fit_checkpoint,
     start_fresh,
 )
-from constrained_eq.run.fit_settings import FitResult, FitSettings, check_settings
+from constrained_eq.run.fit_settings import FitResult, FitSettings, check_settings, fit_settings
 from constrained_eq.run.monitoring import DivergenceError, check_divergence, constraint_columns, magnitudes, postfix
-from constrained_eq.run.runs import CsvStream, atomic_torch_save, load_checkpoint, locked, read_json, write_json
-from constrained_eq.run.selection import FEASIBLE, describe_selection, selection_key
+from constrained_eq.run.runs import CsvStream, atomic_torch_save, load_checkpoint, locked, read_json
+from constrained_eq.run.selection import describe_selection, selection_key
+from constrained_eq.run.summary import write_fit_summary
 from constrained_eq.run.validation import (
-    FEASIBILITY_RULE,
     Candidate,
-    Evaluator,
     averaged_model,
     check_selection_columns,
     model_device,
@@ -81,135 +77,12 @@ from constrained_eq.run.validation import (
 __all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
 
 
-def _set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Reshuffle a ``DistributedSampler`` (or any sampler with ``set_epoch``) for ``epoch``."""
-    sampler = getattr(loader, "sampler", None)
-    if callable(getattr(sampler, "set_epoch", None)):
-        sampler.set_epoch(epoch)
-
-
 def fit(solver: Solver, train_loader: Any, val_loader: Any = None, **options: Any) -> FitResult:
-    """Train ``solver`` holding the run folder's lock (the full docstring is set below, from ``_fit``)."""
-    run_dir = options.get("run_dir")
+    """Train ``solver`` holding the run folder's lock (the full docstring is set below, from ``fit_settings``)."""
+    settings = fit_settings(**options)
+    run_dir = settings.run_dir
     with locked(run_dir if run_dir is not None and is_main_process() else None):  # one writer per run folder
-        return _fit(solver, train_loader, val_loader, **options)
-
-
-def _fit(
-    solver: Solver,
-    train_loader: Any,
-    val_loader: Any = None,
-    *,
-    epochs: int,
-    run_dir: str | Path | None = None,
-    evaluate: Evaluator | None = None,
-    metrics: Mapping[str, Callable[[torch.nn.Module, Any], float]] | None = None,
-    checkpoint_every: int = 1,
-    eval_every: int = 1,
-    log_every: int = 10,
-    steps_every: int | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    select: str | None = None,
-    select_mode: str = "min",
-    objective: str = "val_loss",
-    feasibility_tol: float = DEFAULT_TOLERANCE,
-    averaging: str = "none",
-    average_start: int = 0,
-    ema_decay: float = 0.99,
-    test_loader: Any = None,
-    plot: bool = True,
-    divergence_limit: float | None = 1e6,
-    objective_limit: float | None = 1e6,
-    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-    max_consecutive_skips: int = 100,
-    deploy: str = "selected",
-) -> FitResult:
-    """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
-
-    At every evaluation each constraint is measured over the whole validation split
-    (:func:`constrained_eq.core.split_feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
-    ``val/<constraint>/violation[i]``, and a feasibility verdict under ``feasibility_tol``.
-
-    Args:
-        solver (Solver): The solver (model, problem, formulation, optimizers).
-        train_loader (iterable): Training batches. For exact resume give it a seeded
-            ``torch.Generator`` (``DataLoader(..., shuffle=True, generator=g)``); its state is checkpointed.
-        val_loader (iterable, optional): Validation batches (default: none; selection then uses
-            ``train_loss``).
-        epochs (int): Total number of epochs (including those done before a resume).
-        run_dir (str or Path, optional): Run folder for history, checkpoints, ``best.pt``, metrics and plots
-            (default: none, nothing is written and ``resume`` is unavailable).
-        evaluate (callable, optional): ``evaluate(model, loader) -> dict[str, float]`` (default: the
-            problem's objective averaged over the loader, ``{"loss": …}``); keys get a ``val_`` prefix.
-        metrics (mapping, optional): Extra ``name -> fn(model, loader) -> float`` validation metrics
-            (e.g. an equivariance error); logged as ``val_<name>``.
-        checkpoint_every (int, optional): Write ``checkpoint.pt`` every N epochs and at the end (default: 1).
-        eval_every (int, optional): Validate every N epochs and at the end (default: 1).
-        log_every (int, optional): Refresh the progress bar every N steps (default: 10).
-        steps_every (int, optional): Append to ``steps.csv`` every N steps (default: none).
-        resume (bool, optional): Continue from ``run_dir/checkpoint.pt`` (default: :obj:`False`).
-        progress (bool, optional): Show a tqdm progress bar (default: :obj:`True`).
-        select (str, optional): ``"feasible"`` — the best ``objective`` among evaluations whose validation
-            violations are within ``feasibility_tol``, else the least-violating one
-            (:mod:`constrained_eq.run.selection`) — or a history column that picks the best epoch alone
-            (default: ``"feasible"`` when the problem has constraints a deployed model must meet, else
-            ``"val_loss"``).
-        select_mode (str, optional): ``"min"`` (losses, errors) or ``"max"`` (accuracies) of the selection
-            column (default: ``"min"``).
-        objective (str, optional): The column ``select="feasible"`` ranks feasible evaluations by
-            (default: ``"val_loss"``).
-        feasibility_tol (float, optional): Largest validation violation of a feasible model, in each
-            target's units (default: ``1e-3``).
-        averaging (str, optional): ``"none"``, ``"uniform"`` or ``"ema"``: also keep an average of the
-            iterates from epoch ``average_start`` (``torch.optim.swa_utils.AveragedModel``, updated after
-            every step; its update reads its counter back to the host, one sync per step on a GPU),
-            evaluated as its own candidate (columns ``val_avg_*``) (default: ``"none"``).
-        average_start (int, optional): First epoch whose iterates enter the average (default: 0).
-        ema_decay (float, optional): Decay d of ``averaging="ema"`` (default: 0.99).
-        test_loader (iterable, optional): Evaluate the selected model on it at the end (``test`` and
-            ``feasibility.test`` in ``metrics.json``; default: none).
-        plot (bool, optional): Write ``plots/*.png`` at the end (default: :obj:`True`).
-        divergence_limit (float, optional): Largest max|λ| allowed at a logging point before
-            :class:`DivergenceError`; ``None`` turns the check off. Target values are never judged: a
-            satisfied constraint may take any value (default: ``1e6``).
-        objective_limit (float, optional): Largest growth factor of the objective over
-            ``max(1, |J₀ at the first logging point|)`` before :class:`DivergenceError` (a blow-up); ``None``
-            turns the check off (default: ``1e6``).
-        on_epoch (callable, optional): ``on_epoch(epoch, row)`` after each epoch on every rank, with the
-            epoch's ``history.csv`` row, before it is written (it may add ``"<a>.<b>"`` columns, e.g. a
-            learning rate); e.g. a TensorBoard writer or an LR schedule (default: none).
-        max_consecutive_skips (int, optional): With ``on_nonfinite="skip"``, stop with :class:`NonFiniteError`
-            after this many skipped batches in a row (default: 100).
-        deploy (str, optional): The model that is deployed: ``"selected"`` (the selected iterate or averaged
-            model) or ``"projected"`` (its projection f_{θ,0} when it is relaxed; homotopy constraints are then
-            discharged by projection). At the end it is certified: every constraint measured exactly on it,
-            data targets over the whole test split (else validation), in ``FitResult.certificate`` and
-            ``metrics.json`` ``certificate`` (:mod:`constrained_eq.run.certificate`) (default: ``"selected"``).
-
-    A run folder is locked (:class:`~constrained_eq.run.runs.RunLock`) while ``fit`` writes it: a second
-    writer is refused naming the holder's pid.
-
-    Returns:
-        FitResult: best epoch and metrics, final metrics, run folder.
-
-    Raises:
-        NonFiniteError: A loss, violation or gradient was NaN/Inf (solver with ``on_nonfinite="raise"``);
-            the message names the step, the epoch and the last checkpoint, which is intact.
-        DivergenceError: max|λ| or the objective passed ``divergence_limit``; names the learning rates to lower.
-        RunFolderError: Another process writes ``run_dir``; or no checkpoint of the folder can be resumed
-            (the latest damaged and the previous one too: both named).
-        ValueError: On bad arguments, a missing checkpoint with ``resume=True``, a run folder that already
-            holds a checkpoint with ``resume=False``, or a ``select`` column that is never logged.
-    """
-    settings = FitSettings(
-        epochs=epochs, run_dir=run_dir, evaluate=evaluate, metrics=metrics, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, log_every=log_every, steps_every=steps_every, resume=resume, progress=progress,
-        select=select, select_mode=select_mode, objective=objective, feasibility_tol=feasibility_tol,
-        averaging=averaging, average_start=average_start, ema_decay=ema_decay, test_loader=test_loader, plot=plot,
-        divergence_limit=divergence_limit, objective_limit=objective_limit, on_epoch=on_epoch,
-        max_consecutive_skips=max_consecutive_skips, deploy=deploy)
-    return _Fit(solver, train_loader, val_loader, settings).run()
+        return _Fit(solver, train_loader, val_loader, settings).run()
 
 
 class _Fit:
@@ -388,7 +261,9 @@ class _Fit:
         if self.main and state["epoch"] >= 0:
             self._certify(result)
         if self.writes:
-            self._write_summary(result, tested)
+            write_fit_summary(self.run_dir / "metrics.json", result, tested, state=self.state, settings=self.o,
+                              select=self.select, verdicts=self.verdicts, solver=self.solver, trained=self.trained,
+                              seconds=self._seconds())
             if o.plot:
                 from constrained_eq.run.plots import plot_run
 
@@ -401,57 +276,21 @@ class _Fit:
 
     def _certify(self, result: FitResult) -> None:
         """Measure every constraint exactly on the deployed model (selected, averaged or projected)."""
-        selected = copy.deepcopy(self.model)
-        state = (load_checkpoint(self.run_dir / "best.pt", map_location=self.device)["model"]
-                 if self.writes and (self.run_dir / "best.pt").exists() else self.best_state)
-        if state is not None:
-            selected.load_state_dict(state)
-        epoch = self.state["best_epoch"] if state is not None else self.state["epoch"]
-        which = "averaged model" if (self.state["best_candidate"] or "iterate") == "averaged" else "iterate"
-        words = f"selected {which} of epoch {epoch}" if state is not None else f"last iterate (epoch {epoch})"
-        relaxed = selected if self.o.deploy == "projected" and is_relaxed(selected) else None
-        deployed = project(selected, inplace=False) if relaxed is not None else selected
+        best = self.run_dir / "best.pt" if self.writes else None
+        state = (load_checkpoint(best, map_location=self.device)["model"] if best is not None and best.exists()
+                 else self.best_state)
         loader, split = ((self.o.test_loader, "test") if self.o.test_loader is not None else
                          (self.val_loader, "validation") if self.val_loader is not None else (None, None))
-        certificate = certify(self.solver, deployed, loader, tolerance=self.o.feasibility_tol, split=split,
-                              deployed=words + (", projected" if relaxed is not None else ""),
-                              relaxed_model=relaxed, verdicts=self.solver.feasibility())
+        epoch = self.state["best_epoch"] if state is not None else self.state["epoch"]
+        certificate = certify_selected(
+            self.solver, self.model, state, epoch=epoch, averaged=self.state["best_candidate"] == "averaged",
+            projected=self.o.deploy == "projected", loader=loader, split=split, tolerance=self.o.feasibility_tol)
         result.certificate = certificate.as_dict()
         result.deployed_feasible = certificate.holds
         result.violated, result.likely_infeasible = certificate.violated, certificate.likely_infeasible
 
-    def _write_summary(self, result: FitResult, tested: tuple[dict, dict] | None) -> None:
-        """Merge this run's outcome into ``metrics.json``.
 
-        Its ``seconds`` add up over resumes: those of the epochs up to the checkpoint resumed from (kept in the
-        checkpoint, so a killed run loses only the epochs it redoes), plus this process's. A resume that trains
-        no epoch (the run had finished) keeps the ``feasibility`` verdicts the run ended with.
-        """
-        state, o, path = self.state, self.o, self.run_dir / "metrics.json"
-        summary = read_json(path)
-        kept = summary.get("feasibility") if not self.trained and summary.get("feasibility") else None
-        summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
-                       epochs=result.epochs, select=self.select, select_mode=o.select_mode,
-                       skipped_steps=state["skipped_steps"],
-                       feasibility={k: v.as_dict() for k, v in self.verdicts.items()},
-                       selected=result.candidate, selection=result.selection,
-                       feasible=(state["best_feasibility"] or {}).get("feasible"),
-                       measured_constraints={"tolerance": float(o.feasibility_tol), "rule": FEASIBILITY_RULE,
-                                             "best": state["best_feasibility"], "final": state["final_feasibility"]},
-                       averaging={"kind": o.averaging, "start": o.average_start, "decay": o.ema_decay},
-                       formulation=self.solver.formulation.name, formulation_options=self.solver.formulation.options(),
-                       structure=describe(self.solver))
-        if self.select == FEASIBLE:
-            summary["objective"] = o.objective
-        if tested is not None:
-            summary["test"], summary["measured_constraints"]["test"] = tested
-        if result.certificate is not None:
-            summary["certificate"] = result.certificate
-        if kept is not None:
-            summary["feasibility"] = kept
-        summary["seconds"] = self._seconds()
-        write_json(path, summary)
-
-
-fit.__doc__ = _fit.__doc__
-fit.__signature__ = inspect.signature(_fit)  # type: ignore[attr-defined]
+fit.__doc__ = fit_settings.__doc__
+_HEAD = list(inspect.signature(fit).parameters.values())[:3]  # solver, train_loader, val_loader
+fit.__signature__ = inspect.signature(fit).replace(  # type: ignore[attr-defined]
+    parameters=[*_HEAD, *inspect.signature(fit_settings).parameters.values()])

@@ -8,10 +8,9 @@ from constrained_eq.models.segnn import (
     SEGNN,
     SEGNNBranch,
     SEGNNProductBranch,
-    SteerableLinear,
-    balanced_irreps,
     nbody_segnn_inputs,
 )
+from constrained_eq.models.steerable import SteerableLinear, balanced_irreps
 from constrained_eq.symmetry import E, IrrepsRep, assert_equivariant, cartesian_generators
 
 SMALL = dict(hidden_nf=8, n_layers=2)
