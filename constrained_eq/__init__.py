@@ -4,38 +4,63 @@ Write a training problem as data (an objective and constraints), pick how to sol
 and let one Lagrangian engine run the primal–dual loop.
 """
 
-from constrained_eq import homotopy, symmetry
-from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
-from constrained_eq.core.dual_optimizers import NuPI
-from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
-from constrained_eq.core.formulations import Formulation, register_formulation, resolve_formulation
-from constrained_eq.core.problem import ConstrainedProblem, Objective
-from constrained_eq.core.strategies import Strategy, register_strategy
-from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
-from constrained_eq.homotopy import (
-    HomotopicLayer,
-    LieDerivative,
-    LinearBranch,
-    branch_contributions,
-    gammas,
-    is_relaxed,
-    project,
-    recording,
-    relax,
-    set_recording,
-)
-from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
-from constrained_eq.run.train import FitResult, fit
-from constrained_eq.symmetry import register_group
-from constrained_eq.tasks import Task, register_task
+from __future__ import annotations
 
-# The names that moved from ``symmetry`` to ``homotopy`` (they need relaxed models, and symmetry sits below
-# homotopy) stay reachable as ``ceq.symmetry.<name>``: attached here, at the top, so that no lower module
-# imports upwards.
-for _name in ("LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer", "projection_error",
-              "branch_contributions"):
-    setattr(symmetry, _name, getattr(homotopy, _name))
-del _name
+from typing import TYPE_CHECKING
+
+from constrained_eq.core.lazy import lazy_names
+
+# Where each public name lives. Nothing is imported until a name is first used (PEP 562), so
+# ``import constrained_eq`` and ``ceq --version`` cost almost nothing; ``ceq.Solver`` imports the engine
+# (and torch) on first access, ``ceq.relax`` the homotopy layer, and so on.
+_HOME = {
+    "homotopy": "constrained_eq.homotopy",
+    "symmetry": "constrained_eq.symmetry",
+    **dict.fromkeys(("Equality", "Inequality", "Penalty", "Resilient", "Target", "register_target"),
+                    "constrained_eq.core.constraints"),
+    "NuPI": "constrained_eq.core.dual_optimizers",
+    **dict.fromkeys(("NonFiniteError", "Solver", "StepRecord"), "constrained_eq.core.engine"),
+    **dict.fromkeys(("Formulation", "register_formulation", "resolve_formulation"), "constrained_eq.core.formulations"),
+    **dict.fromkeys(("ConstrainedProblem", "Objective"), "constrained_eq.core.problem"),
+    **dict.fromkeys(("Strategy", "register_strategy"), "constrained_eq.core.strategies"),
+    **dict.fromkeys(("false_positive_rate", "l1_norms", "positive_rate_gap", "spectral_norms"),
+                    "constrained_eq.core.targets"),
+    **dict.fromkeys(("HomotopicLayer", "LieDerivative", "LinearBranch", "branch_contributions", "gammas",
+                     "is_relaxed", "project", "recording", "relax", "set_recording"), "constrained_eq.homotopy"),
+    **dict.fromkeys(("FeatureSpec", "register_relaxable"), "constrained_eq.homotopy.relax"),
+    **dict.fromkeys(("FitResult", "fit"), "constrained_eq.run.train"),
+    "register_group": "constrained_eq.symmetry",
+    **dict.fromkeys(("Task", "register_task"), "constrained_eq.tasks"),
+}
+# imported with the first public name: they register the built-in targets ("gammas", "false_positive_rate", …)
+_REGISTERING = ("constrained_eq.core.targets", "constrained_eq.homotopy")
+__getattr__, __dir__ = lazy_names(__name__, _HOME, _REGISTERING)
+
+if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
+    from constrained_eq import homotopy, symmetry
+    from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
+    from constrained_eq.core.dual_optimizers import NuPI
+    from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
+    from constrained_eq.core.formulations import Formulation, register_formulation, resolve_formulation
+    from constrained_eq.core.problem import ConstrainedProblem, Objective
+    from constrained_eq.core.strategies import Strategy, register_strategy
+    from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
+    from constrained_eq.homotopy import (
+        HomotopicLayer,
+        LieDerivative,
+        LinearBranch,
+        branch_contributions,
+        gammas,
+        is_relaxed,
+        project,
+        recording,
+        relax,
+        set_recording,
+    )
+    from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
+    from constrained_eq.run.train import FitResult, fit
+    from constrained_eq.symmetry import register_group
+    from constrained_eq.tasks import Task, register_task
 
 __version__ = "0.1.0"
 
@@ -79,4 +104,5 @@ __all__ = [
     "fit",
     "FitResult",
     "symmetry",
+    "homotopy",
 ]

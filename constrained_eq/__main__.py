@@ -1,8 +1,6 @@
 """``python -m constrained_eq …`` is the ``ceq`` command."""
 
-import sys
-
-from constrained_eq.run.cli import main
+from constrained_eq.run.console import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

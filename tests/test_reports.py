@@ -85,23 +85,25 @@ def test_a_rate_constraint_gets_a_constraint_report_and_no_symmetry_report(tmp_p
     assert test["counted"] == ["inequality_false_positive_rate"] and isinstance(test["feasible"], bool)
 
 
+def _drawn_figures(monkeypatch) -> list:
+    """The figures ``plot_run`` writes, in order (each is kept when it is saved)."""
+    from constrained_eq.run import plots
+
+    figures, save = [], plots._Saver.__call__
+    monkeypatch.setattr(plots._Saver, "__call__", lambda self, fig, name: figures.append(fig) or save(self, fig, name))
+    return figures
+
+
 def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     from constrained_eq.run.plots import plot_run
 
     run_problem(_fpr(tmp_path), tmp_path / "run", progress=False)
-    figures = {}
-    close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: figures.setdefault(len(figures), fig) and close(fig))
+    figures = _drawn_figures(monkeypatch)
     paths = plot_run(tmp_path / "run")
     names = [p.stem for p in paths]
     assert {"curves", "inequality_false_positive_rate_value", "inequality_false_positive_rate_violation",
             "inequality_false_positive_rate_lambda"} <= set(names)
-    figs = dict(zip(names, figures.values(), strict=True))
+    figs = dict(zip(names, figures, strict=True))
     for name, fig in figs.items():
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel(), name
@@ -110,25 +112,21 @@ def test_plots_label_their_axes_draw_the_bound_and_tell_lines_apart(tmp_path, mo
     value = figs["inequality_false_positive_rate_value"].axes[0]
     flat = [line for line in value.lines if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"]
     assert any(line.get_ydata()[0] == 0.05 for line in flat)  # the bound, drawn at the bound
-    loss_lines = curves[[ax.get_ylabel() for ax in curves].index("loss")].lines
+    loss_axis = curves[[ax.get_ylabel() for ax in curves].index("loss")]
+    labels = [t.get_text() for t in loss_axis.get_yticklabels() + loss_axis.get_yticklabels(minor=True)]
+    assert loss_axis.get_yscale() == "log" and any(labels) and not any("$" in t for t in labels)  # plain, no mathtext
+    loss_lines = loss_axis.lines
     assert len({(line.get_linestyle(), line.get_marker()) for line in loss_lines}) == len(loss_lines)
 
 
 def test_the_accuracy_panel_stays_within_zero_and_one(tmp_path, monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     from constrained_eq.run.plots import plot_run
 
     rows = ["epoch,train_loss,val_loss,val_accuracy,val_class_accuracy,val_error_rate"]
     rows += [f"{e},{1.0 / (e + 1)},{1.2 / (e + 1)},{min(1.0, 0.6 + 0.1 * e)},{0.5 + 0.1 * e},{max(0.0, 0.3 - 0.1 * e)}"
              for e in range(6)]  # the accuracy reaches 1.0, the error rate 0.0
     (tmp_path / "history.csv").write_text("\n".join(rows) + "\n")
-    figures = []
-    close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig) or close(fig))
+    figures = _drawn_figures(monkeypatch)
     paths = plot_run(tmp_path)
     assert [p.stem for p in paths] == ["curves"]
     limits = {ax.get_ylabel(): ax.get_ylim() for ax in figures[0].axes}

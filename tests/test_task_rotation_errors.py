@@ -134,3 +134,30 @@ def test_modelnet_invariance_error_by_hand(quarter_turn):
     points = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]], dtype=F64)
     error = ModelNet(source="synthetic").equivariance_error(SumPoints(), [(points, torch.tensor([0]))])
     assert error == pytest.approx(0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["egnn", "segnn"])
+def test_nbody_stacked_forward_gives_the_two_forwards_error(name):
+    """x and Rx in one stacked forward (``join_batches``) give the error of two separate forwards."""
+    import constrained_eq as ceq
+    from constrained_eq.data.nbody import join_batches
+
+    torch.manual_seed(0)
+    task = NBody()
+    model = task.model(name, hidden_nf=8, n_layers=2).double()  # both are built relaxed
+    for parameter in ceq.gammas(model):  # γ ≠ 0: a clearly non-equivariant model
+        parameter.data.fill_(0.7)
+    batches = []
+    for seed in range(2):
+        g = torch.Generator().manual_seed(seed)
+        samples = [tuple(torch.randn(5, k, generator=g, dtype=F64) for k in (3, 3, 1, 3)) for _ in range(3)]
+        batches.append(NBodyDataset.collate(samples))
+    turn = lambda batch, rot: batch._replace(loc=batch.loc @ rot.T, vel=batch.vel @ rot.T)  # noqa: E731
+    sums = lambda out, turned, rot, batch: ((turned - out @ rot.T).norm(dim=-1).sum(),  # noqa: E731
+                                            (out - batch.loc).norm(dim=-1).sum())
+    separate = task.rotation_error(model, batches, turn, sums)
+    assert separate > 1e-3
+    assert task.equivariance_error(model, batches) == pytest.approx(separate, rel=1e-12)
+    both = join_batches(batches[0], batches[1])
+    assert both.num_graphs == 6 and both.batch.tolist() == [g for g in range(6) for _ in range(5)]
+    assert torch.equal(both.edge_index[:, both.edge_index.shape[1] // 2:] - 15, batches[1].edge_index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -61,12 +62,18 @@ def register_relaxable(layer_type: type[nn.Module] | str, feature_spec: Callable
     _RELAXABLE[layer_type] = feature_spec
 
 
-def _resolved() -> list[tuple[type, Callable[[nn.Module], FeatureSpec]]]:
-    """The registered layer types, importing those given by path (skipping a package that is not installed)."""
+def _resolved(imported_only: bool = False) -> list[tuple[type, Callable[[nn.Module], FeatureSpec]]]:
+    """The registered layer types, importing those given by path (skipping a package that is not installed).
+
+    With ``imported_only`` a type given by path is left out while its module is not imported yet: no model
+    can hold an instance of it then, and ``relax`` need not import e3nn (~1 s) for a model without it.
+    """
     out = []
     for key, spec in list(_RELAXABLE.items()):
         if isinstance(key, str):
             module_name, _, attr = key.partition(":")
+            if imported_only and module_name not in sys.modules:
+                continue
             try:
                 layer_type = getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError):  # an optional package that is not installed
@@ -116,7 +123,7 @@ def _declares_spec(module: nn.Module) -> bool:
 
 def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...], Any, Any, bool]:
     """(input tails, output tail, rep_in, rep_out, can_dry_run): a registered layer's, or read off its sizes."""
-    for layer_type, feature_spec in _resolved():
+    for layer_type, feature_spec in _resolved(imported_only=True):
         if isinstance(module, layer_type):
             spec = feature_spec(module)
             return [tuple(t) for t in spec.in_tails], tuple(spec.out_tail), spec.rep_in, spec.rep_out, True
@@ -189,7 +196,7 @@ def _wrap(module: nn.Module, neq_factory: Callable | None, scale: str, gamma_ini
 
 def _resolve_layers(layers: Any) -> Callable[[nn.Module], bool]:
     if layers is None:
-        types = relaxable_types()
+        types = tuple(t for t, _ in _resolved(imported_only=True))
         return lambda m: isinstance(m, types)
     if isinstance(layers, type):
         layers = [layers]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.assemble import AugmentedLoader, Built, build, build_constraints, fail, line_of, seed_everything
 from constrained_eq.run.certificate import certify
 from constrained_eq.run.evaluate import evaluate_split, split_evaluator, test_summary
+from constrained_eq.run.plots import plot_run
 from constrained_eq.run.run_dir import ALLOWED_CHANGES, check_run_dir, keep_file_hyperparameters, open_run_dir
 from constrained_eq.run.runs import RunLock, atomic_write_text, load_checkpoint, read_json, write_json
 from constrained_eq.run.selection import objective_column, selection_column
@@ -58,7 +59,8 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
 
 def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                 device: str = "cpu", progress: bool = True, context: distributed.Context | None = None,
-                allow_change: tuple[str, ...] = ()) -> dict[str, Any]:
+                allow_change: tuple[str, ...] = (), on_summary: Callable[[dict[str, Any]], None] | None = None
+                ) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
 
     Under ``torchrun`` pass the ``context`` of :func:`constrained_eq.core.distributed.init_from_env`: every
@@ -70,6 +72,8 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     refused naming the holder's pid), marked as a run folder and, with ``overwrite``, cleared (only a
     folder carrying the marker). ``allow_change`` lists the dotted keys (among :data:`ALLOWED_CHANGES`)
     that may differ from the stored problem on ``resume``; each such resume is recorded in problem.json.
+    ``on_summary(summary)`` is called once the summary is written and before the plots are drawn (~1 s), so
+    a caller can show the results first.
 
     Returns:
         dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
@@ -105,6 +109,9 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     write_symmetry_report(run_dir)
     if log is not None:
         log.close(spec, summary)
+    if on_summary is not None:
+        on_summary(summary)
+    plot_run(run_dir)
     for lock in held:
         lock.release()
     return summary
@@ -126,7 +133,7 @@ def _train(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, 
         select=selection_column(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
         objective=objective_column(spec, relaxed), feasibility_tol=evaluation["feasibility_tol"],
         averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"],
-        on_epoch=end_epoch)
+        on_epoch=end_epoch, plot=False)  # run_problem draws them once the summary is out
 
 
 def _test(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, relaxed: bool,

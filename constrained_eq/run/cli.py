@@ -55,9 +55,13 @@ def _device(name: str) -> str:
 
 def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
     from constrained_eq.run.overrides import Override, parse_set
-    from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.problem_yaml import read_yaml
 
     overrides = [parse_set(text) for text in getattr(args, "set", None) or []]
+    read_yaml(Path(file))  # a missing, oversized or malformed file is reported before torch is imported
+
+    from constrained_eq.run.problem_file import load_problem_file
+
     if getattr(args, "epochs", None) is not None:
         overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
     if getattr(args, "seed", None) is not None:
@@ -113,19 +117,8 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
         dist.destroy_process_group()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from constrained_eq.run.build import run_problem
-
-    spec = _load(args.file, args, args.strategy)
-    run_dir = _run_dir(args.out, args.file, args.strategy)
-    allow_change = _allow_change(args.allow_change)
-    if allow_change and not args.resume:
-        raise ValueError("Expected '--allow-change' together with '--resume' (it lists what a resumed run may change)")
-    with _torchrun(_device(args.device)) as (context, device):
-        summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                              progress=not args.quiet, context=context, allow_change=allow_change)
-    if not summary:  # ranks other than 0 print nothing
-        return 0
+def _print_run(run_dir: Path, summary: dict[str, Any]) -> None:
+    """What ``ceq run`` prints of a finished run: the folder, best epoch, selection, test figures, verdicts."""
     print(f"run folder: {run_dir}")
     print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
           + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
@@ -142,12 +135,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         shared = summary["distributed"]
         print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
               f"processes = {shared['max_rank_difference']:g}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load(args.file, args, args.strategy)
+
+    from constrained_eq.run.build import run_problem
+
+    run_dir = _run_dir(args.out, args.file, args.strategy)
+    allow_change = _allow_change(args.allow_change)
+    if allow_change and not args.resume:
+        raise ValueError("Expected '--allow-change' together with '--resume' (it lists what a resumed run may change)")
+    with _torchrun(_device(args.device)) as (context, device):
+        summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
+                              progress=not args.quiet, context=context, allow_change=allow_change,
+                              on_summary=lambda summary: _print_run(run_dir, summary))  # before the plots
+    if not summary:  # ranks other than 0 print nothing
+        return 0
     from constrained_eq.run.certificate import exit_status
 
     return exit_status(summary.get("certificate"), args.allow_infeasible, EXIT_INFEASIBLE)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from constrained_eq.run.problem_yaml import read_yaml
+
+    for file in args.files:  # a missing or malformed file is reported before torch is imported
+        read_yaml(Path(file))
     from constrained_eq.core import distributed
     from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import STRATEGIES
@@ -239,17 +253,9 @@ def _sweep_of(args: argparse.Namespace) -> Any:
 
 
 def _is_sweep_file(file: str) -> bool:
-    import yaml
+    from constrained_eq.run.problem_yaml import read_yaml
 
-    from constrained_eq.run.problem_file import _Loader
-
-    path = Path(file)
-    if not path.exists():
-        raise ValueError(f"{file}: no such file")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    except (yaml.YAMLError, ValueError):  # not valid YAML: loading it as a problem file says where
-        return False
+    raw = read_yaml(Path(file))  # missing, too large, too deep, an alias bomb: refused here, naming the line
     return isinstance(raw, dict) and "problem" in raw
 
 
@@ -361,35 +367,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
-        print("ceq: interrupted; continue with `ceq run <file> --resume`", file=sys.stderr)
+        again = ("run the same `ceq sweep` command again (the stopped trials run again)" if args.command == "sweep"
+                 else f"continue with `ceq run {getattr(args, 'file', '<file>')} --resume`" if args.command == "run"
+                 else "run the same command again")
+        print(f"ceq: interrupted; {again}", file=sys.stderr)
         return 130
     except Exception as err:
         if args.debug:
             raise
-        status, message = _one_line(err, args)
+        from constrained_eq.run.cli_errors import one_line
+
+        status, message = one_line(err, getattr(args, "file", None) or getattr(args, "run_dir", None)
+                                   or ", ".join(getattr(args, "files", [])))
         print(f"ceq: error: {message}", file=sys.stderr)
         return status
-
-
-def _one_line(err: BaseException, args: argparse.Namespace) -> tuple[int, str]:
-    """Exit status and one-line message of any error (``--debug`` shows the traceback instead)."""
-    where = getattr(args, "file", None) or getattr(args, "run_dir", None) or ", ".join(getattr(args, "files", []))
-    text = " ".join(str(err).split())
-    if isinstance(err, FloatingPointError):  # NonFiniteError, DivergenceError: training stopped, checkpoint intact
-        return 1, f"{where}: training stopped: {text}"
-    if isinstance(err, ValueError | TypeError):
-        return 2, text
-    if isinstance(err, OSError):
-        path = err.filename or where
-        reason = err.strerror or text
-        return 1, (f"{path}: {reason}; check that the folder exists and is writable and that the disk has space, "
-                   "or choose another --out (the last checkpoint is intact)")
-    if isinstance(err, MemoryError):
-        return 1, (f"{where}: out of memory; lower training.batch_size, the model's width (hidden, ...) or the "
-                   "dataset size (n_train, limit, ...)")
-    if isinstance(err, RecursionError):
-        return 2, f"{where}: nesting too deep ({text}); simplify the file"
-    return 1, f"{where}: {type(err).__name__}: {text[:500]}; rerun with --debug for the traceback"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from constrained_eq.core import constraints as kinds
+from constrained_eq.core import targets as _builtin_targets  # noqa: F401  (registers spectral_norms, … by name)
 from constrained_eq.homotopy import LieDerivative
 
 __all__ = ["CONSTRAINT_KINDS", "entry_kind", "parse_entry"]

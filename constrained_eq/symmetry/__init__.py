@@ -3,10 +3,13 @@
 This layer sits below :mod:`constrained_eq.homotopy` and imports nothing from it. What needs a relaxed
 model — the Lie penalty :func:`~constrained_eq.homotopy.lie_penalty.LieDerivative` and its targets, and
 :func:`~constrained_eq.homotopy.metrics.projection_error` / ``branch_contributions`` — lives in
-:mod:`constrained_eq.homotopy`; ``constrained_eq`` also attaches those names here when it is imported,
-so ``ceq.symmetry.LieDerivative`` keeps working.
+:mod:`constrained_eq.homotopy`. Their older names here (``ceq.symmetry.LieDerivative``, …) keep working:
+the module's ``__getattr__`` (:func:`~constrained_eq.core.lazy.lazy_names`) resolves them from
+:mod:`constrained_eq.homotopy` on first use, and this module never
+imports that layer when it is loaded.
 """
 
+from constrained_eq.core.lazy import lazy_names
 from constrained_eq.symmetry.bounds import (
     equivariance_error_bound,
     equivariance_error_bound_from_activations,
@@ -28,6 +31,13 @@ from constrained_eq.symmetry.reps import (
     linear_part,
 )
 from constrained_eq.symmetry.testing import assert_equivariant
+
+# names that moved up to constrained_eq.homotopy (they need relaxed models); reachable here by their old names
+_MOVED = ("LieDerivative", "lie_derivative_norms", "branch_norms", "lie_regularizer", "projection_error",
+          "branch_contributions")
+
+
+__getattr__, __dir__ = lazy_names(__name__, dict.fromkeys(_MOVED, "constrained_eq.homotopy"))
 
 __all__ = [
     "Group",

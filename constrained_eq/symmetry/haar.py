@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from e3nn import o3
 
 __all__ = ["random_rotation"]
 
@@ -37,6 +36,8 @@ def random_rotation(
         >>> random_rotation(torch.Generator().manual_seed(0), torch.float64, batch=2).shape
         torch.Size([2, 3, 3])
     """
+    from e3nn import o3  # imported on first use: e3nn pulls in torch._dynamo (~1 s)
+
     shape = () if batch is None else (batch,)
     if generator is None:
         return o3.rand_matrix(*shape, dtype=dtype, device=device)

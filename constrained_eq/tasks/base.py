@@ -107,7 +107,9 @@ class Task(ABC):
 
     @torch.no_grad()
     def rotation_error(self, model: nn.Module, loader: Any, turn: Callable[[Any, torch.Tensor], Any],
-                       compare: Callable[[Any, Any, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]) -> float:
+                       compare: Callable[[Any, Any, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]],
+                       join: Callable[[Any, Any], tuple[Any, Callable[[Any], tuple[Any, Any]]]] | None = None
+                       ) -> float:
         r"""A relative rotation error :math:`\sum_b \text{num}_b / \sum_b \text{den}_b` over ``loader``.
 
         One Haar rotation R per batch, drawn from a generator seeded 0 (the same rotations on every call).
@@ -118,17 +120,26 @@ class Task(ABC):
             turn: ``turn(batch, R)`` — the batch with its inputs rotated.
             compare: ``compare(out, turned_out, R, batch) -> (num, den)`` — the batch's sums, e.g.
                 ``Σ‖f(Rx) − R f(x)‖`` and ``Σ‖f(x)‖``.
+            join: Optional ``join(batch, turned) -> (both, split)``: one batch holding the two, and
+                ``split(f(both)) -> (f(batch), f(turned))``. Then x and Rx go through the model in one
+                stacked forward instead of two (for models whose samples do not interact).
         """
         from constrained_eq.core._loaders import to_device
 
         generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
+        parameter = next(model.parameters())
         num = den = 0.0
         for batch in loader:
-            batch = to_device(batch, device)
-            out = self.forward(model, batch)
-            rotation = random_rotation(generator, out.dtype, device)
-            batch_num, batch_den = compare(out, self.forward(model, turn(batch, rotation)), rotation, batch)
+            batch = to_device(batch, parameter.device)
+            if join is None:
+                out = self.forward(model, batch)
+                rotation = random_rotation(generator, out.dtype, parameter.device)
+                turned_out = self.forward(model, turn(batch, rotation))
+            else:
+                rotation = random_rotation(generator, parameter.dtype, parameter.device)
+                both, split = join(batch, turn(batch, rotation))
+                out, turned_out = split(self.forward(model, both))
+            batch_num, batch_den = compare(out, turned_out, rotation, batch)
             num, den = num + batch_num, den + batch_den  # device tensors: one read at the end
         return float(num) / max(float(den), 1e-12)
 

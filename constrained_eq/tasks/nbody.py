@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from constrained_eq.core.distributed import unwrap
-from constrained_eq.data.nbody import NBodyBatch, NBodyDataset
+from constrained_eq.data.nbody import NBodyBatch, NBodyDataset, join_batches
 from constrained_eq.models.egnn import EGNN, nbody_egnn_inputs
 from constrained_eq.tasks.base import Loaders, Task, random_rotation
 
@@ -99,4 +99,5 @@ class NBody(Task):
         return self.rotation_error(
             model, loader, lambda batch, rot: batch._replace(loc=batch.loc @ rot.T, vel=batch.vel @ rot.T),
             lambda out, turned, rot, batch: ((turned - out @ rot.T).norm(dim=-1).sum(),
-                                             (out - batch.loc).norm(dim=-1).sum()))
+                                             (out - batch.loc).norm(dim=-1).sum()),
+            join=lambda batch, turned: (join_batches(batch, turned), lambda out: out.split(len(batch.loc))))
