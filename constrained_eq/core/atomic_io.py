@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "LinkRefusedError", "refuse_link",
-           "open_nofollow"]
+           "open_nofollow", "NotRegularFileError", "require_regular_file"]
 
 
 class LinkRefusedError(ValueError):
@@ -35,6 +36,28 @@ def _refused(path: Path) -> LinkRefusedError:
         target = "?"
     return LinkRefusedError(f"{path} is a symbolic link (to {target}); refusing to write through it: "
                             "remove the link")
+
+
+class NotRegularFileError(ValueError):
+    """A file the project reads is a FIFO, a device, a socket or a folder: reading it could block forever."""
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`NotRegularFileError` if ``path`` exists and is not a regular file (after links).
+
+    A FIFO blocks a reader until something writes to it, and ``/dev/zero`` never ends: both are refused
+    before they are opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise NotRegularFileError(f"{path} is {kind}, not a regular file; refusing to read it: replace it with the "
+                                  "file, or remove it")
 
 
 def refuse_link(path: str | os.PathLike) -> None:

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from constrained_eq.core.atomic_io import atomic_write_bytes
+from constrained_eq.core.atomic_io import atomic_write_bytes, require_regular_file
 
 __all__ = [
     "NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody",
-    "nbody_cache_path",
+    "nbody_cache_path", "join_batches",
 ]
 
 _CLIPS = ("axis", "norm", "none")
@@ -245,6 +245,7 @@ def load_nbody(root: str | os.PathLike | None = None, **params: Any) -> dict[str
     never unpickled.
     """
     path = nbody_cache_path(root, **params)
+    require_regular_file(path)  # a FIFO or a device in its place would block or never end
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:  # never unpickles: object arrays are refused
@@ -287,6 +288,14 @@ def fully_connected_edges(num_graphs: int, n_nodes: int, device: torch.device | 
     one = torch.stack([row[mask], col[mask]])
     offset = (torch.arange(num_graphs, device=device) * n_nodes).repeat_interleave(one.shape[1])
     return one.repeat(1, num_graphs) + offset
+
+
+def join_batches(first: NBodyBatch, second: NBodyBatch) -> NBodyBatch:
+    """One batch holding the graphs of ``first`` then those of ``second`` (node and graph indices shifted)."""
+    nodes = first.loc.shape[0]
+    return NBodyBatch(*(torch.cat([a, b]) for a, b in zip(first[:4], second[:4], strict=True)),
+                      torch.cat([first.edge_index, second.edge_index + nodes], dim=1),
+                      torch.cat([first.batch, second.batch + first.num_graphs]), first.num_graphs + second.num_graphs)
 
 
 class NBodyDataset(Dataset):

@@ -39,14 +39,12 @@ def parse_value(text: str, origin: str) -> Any:
     Raises:
         ValueError: If ``text`` is not valid YAML (names ``origin``).
     """
-    import yaml
-
-    from constrained_eq.run.problem_yaml import _Loader, _plain
+    from constrained_eq.run.problem_yaml import ProblemFileError, _plain, parse_yaml
 
     try:
-        return _plain(yaml.load(text, Loader=_Loader))  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        return _plain(parse_yaml(text, origin))  # the problem files' limits: size, depth, aliases, plain values
+    except ProblemFileError as err:
+        problem = err.message.removeprefix("invalid YAML: ")
         raise ValueError(f"{origin}: Expected a YAML value after '=' ({problem})") from None
 
 
@@ -60,12 +58,12 @@ def parse_set(text: str, flag: str = "--set") -> Override:
     Raises:
         ValueError: If there is no ``=``, the key is not a dotted name, or the value is not YAML.
     """
-    origin = f"{flag} {text}"
+    origin = f"{flag} {text if len(text) <= 200 else text[:200] + f'… ({len(text)} characters)'}"
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not _KEY.match(key):
         raise ValueError(f"{origin}: Expected {flag} KEY=VALUE with a dotted KEY such as 'training.epochs=3' or "
-                         f"'optimizer.lr=5e-3' (got {text!r})")
+                         f"'optimizer.lr=5e-3' (got {text[:200]!r})")
     return Override(tuple(key.split(".")), parse_value(value, origin), origin)
 
 

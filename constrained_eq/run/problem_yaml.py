@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ProblemFileError", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_yaml", "check_plain"]
+__all__ = ["ProblemFileError", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_yaml", "parse_yaml", "check_plain"]
 
 
 class ProblemFileError(ValueError):
@@ -149,6 +149,21 @@ def read_yaml(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise ProblemFileError(path, _line_of_byte(data, err.start),
                                f"the file is not UTF-8 (byte 0x{data[err.start]:02x}); save it as UTF-8") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path | str) -> Any:
+    """Parse YAML ``text`` within :data:`MAX_BYTES`, :data:`MAX_DEPTH` and :data:`MAX_NODES`.
+
+    The one limited reader of every user text (problem files, sweep files, ``--set`` values); ``path``
+    names it in errors.
+
+    Raises:
+        ProblemFileError: Naming ``path`` and the line of the first offending node.
+    """
+    if len(text) > MAX_BYTES:
+        raise ProblemFileError(path, None, f"the text has {len(text)} characters, more than the {MAX_BYTES} "
+                                           "allowed; is it the right file?")
     try:
         _check_shape(path, text)
         raw = yaml.load(text, Loader=lambda stream: _named(stream, path))  # noqa: S506 (a SafeLoader)

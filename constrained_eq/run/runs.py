@@ -42,6 +42,7 @@ from constrained_eq.core.atomic_io import (
     atomic_write_text,
     open_nofollow,
     refuse_link,
+    require_regular_file,
 )
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
@@ -51,16 +52,12 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """Load a checkpoint written by :func:`atomic_torch_save` without ever executing code from it.
+    """Load a checkpoint without ever executing code from it (``torch.load(..., weights_only=True)``).
 
-    Uses ``torch.load(..., weights_only=True)``: only tensors, numbers, strings and containers are
-    accepted; a file that pickles any other object is refused.
-
-    Raises:
-        ValueError: If the file is not a readable checkpoint or holds something other than plain data
-            (the message names the file).
+    Raises ``ValueError`` naming the file if it is missing, damaged, not a regular file or pickles objects.
     """
     path = Path(path)
+    require_regular_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -83,6 +80,7 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         return {}
+    require_regular_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -119,6 +117,7 @@ class CsvStream:
         self.columns: list[str] | None = None
         self._rows: int | None = None  # counted on first use
         refuse_link(self.path)  # a link's target is neither read as the header nor appended to
+        require_regular_file(self.path)  # nor is a FIFO read (it would block)
         if self.path.exists() and self.path.stat().st_size > 0:
             try:
                 with self.path.open(newline="", encoding="utf-8") as handle:
@@ -196,6 +195,7 @@ def read_csv(path: str | os.PathLike) -> dict[str, list[float]]:
     path = Path(path)
     if not path.exists():
         return {}
+    require_regular_file(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows: Sequence[dict[str, str]] = list(csv.DictReader(handle))

@@ -34,7 +34,10 @@ import io
 import itertools
 import math
 import multiprocessing
+import os
+import socket
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,9 @@ from constrained_eq.run.sweep_file import KINDS, Param, Sweep, check_sweep, load
 
 __all__ = ["Param", "Sweep", "parse_param", "load_sweep", "check_sweep", "run_sweep", "require_optuna",
            "results_table", "KINDS"]
+
+_WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded on each trial: a rerun knows whose it is
+_INTERRUPTED = 130  # a worker's exit status after Ctrl-C (as a shell's)
 
 
 def require_optuna() -> Any:
@@ -147,9 +153,13 @@ def _work(sweep: Sweep, worker: int) -> None:
             trial = _ask(optuna, study, sweep, total)
             if trial is None:
                 return
+            trial.set_user_attr("worker", _WORKER)
             values = {p.name: p.suggest(trial) for p in sweep.params}
         try:
             value, details = run_trial(sweep, trial.number, values)
+        except KeyboardInterrupt:  # failed without an "error": the next run of the sweep runs its point again
+            study.tell(trial, state=states.FAIL)
+            raise
         except (FloatingPointError, ValueError) as err:  # a diverging configuration is a result, not a crash
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             study.tell(trial, state=states.FAIL)
@@ -162,6 +172,38 @@ def _work(sweep: Sweep, worker: int) -> None:
         else:
             study.tell(trial, state=states.FAIL)
         print(f"trial {trial.number}: {_fmt_values(values)} -> {value:.6g}", flush=True)
+
+
+def _worker_alive(worker: str) -> bool:
+    """Whether the process that marked a trial ``host:pid`` may still run it (any process on another host)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return bool(host)  # another host's worker is not ours to judge; a trial without the record is stale
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there is, run by someone else
+        return True
+    return True
+
+
+def requeue_stale_trials(optuna: Any, study: Any) -> list[int]:
+    """Fail the RUNNING trials whose process is gone (killed, or stopped by Ctrl-C before it could say so).
+
+    A trial failed without an ``error`` is not counted by :func:`_ask`, so its point is run again. Trials
+    of a process that is still alive, or of another host sharing the storage, are left alone.
+
+    Returns:
+        The numbers of the trials that were re-queued.
+    """
+    stale = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+             if not _worker_alive(str(t.user_attrs.get("worker", "")))]
+    for number in stale:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return stale
 
 
 def _fmt_values(values: Mapping[str, Any]) -> str:
@@ -178,24 +220,59 @@ def run_sweep(sweep: Sweep) -> Path:
     check_sweep(sweep)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     direction = _direction(_trial_spec(sweep, {p.name: p.values[0] for p in sweep.params}, None))
-    optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
-                        direction=direction, load_if_exists=True)
+    study = optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
+                                direction=direction, load_if_exists=True)
+    stale = requeue_stale_trials(optuna, study)
+    if stale:
+        print(f"trials {', '.join(map(str, stale))} were left running by a stopped sweep: running their points again",
+              flush=True)
     if sweep.workers == 1:
         _work(sweep, 0)
     else:
-        context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_work, args=(sweep, worker)) for worker in range(sweep.workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-        crashed = [p.exitcode for p in processes if p.exitcode]
-        if crashed:
-            raise RuntimeError(f"{len(crashed)} of {sweep.workers} sweep workers exited with an error "
-                               f"(exit codes {crashed}); see their output above")
+        _run_workers(sweep)
     study = optuna.load_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()))
     write_results(sweep, study)
+    _check_complete(optuna, study, sweep.n_trials())
     return sweep.folder
+
+
+def _run_workers(sweep: Sweep) -> None:
+    """``sweep.workers`` spawned processes; Ctrl-C stops them all (each fails its running trial quietly)."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_quiet_work, args=(sweep, worker)) for worker in range(sweep.workers)]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:  # they received the same Ctrl-C; wait until each has failed its trial
+            process.join()
+        raise
+    crashed = [p.exitcode for p in processes if p.exitcode not in (0, _INTERRUPTED)]
+    if crashed:
+        raise RuntimeError(f"{len(crashed)} of {sweep.workers} sweep workers exited with an error "
+                           f"(exit codes {crashed}); see their output above")
+    if any(p.exitcode == _INTERRUPTED for p in processes):
+        raise KeyboardInterrupt
+
+
+def _quiet_work(sweep: Sweep, worker: int) -> None:
+    """:func:`_work` in a spawned process: Ctrl-C ends it with :data:`_INTERRUPTED`, not a traceback."""
+    try:
+        _work(sweep, worker)
+    except KeyboardInterrupt:
+        sys.exit(_INTERRUPTED)
+
+
+def _check_complete(optuna: Any, study: Any, total: int) -> None:
+    """Raise if fewer than ``total`` trials finished (complete, or failed with a recorded error)."""
+    states = optuna.trial.TrialState
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == states.COMPLETE or (t.state == states.FAIL and "error" in t.user_attrs)]
+    if len(done) < total:
+        raise RuntimeError(f"{study.study_name}: {len(done)} of {total} trials finished; run the same `ceq sweep` "
+                           "command again to run the others")
 
 
 def results_table(sweep: Sweep, study: Any) -> tuple[list[str], list[list[Any]]]:

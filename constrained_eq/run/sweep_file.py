@@ -139,14 +139,15 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ProblemFileError: On an unknown key or a value of the wrong type, naming the file and the line.
     """
-    import yaml
-
     from constrained_eq.run.problem_schema import Checker
-    from constrained_eq.run.problem_yaml import ProblemFileError, _Loader, _plain
+    from constrained_eq.run.problem_yaml import ProblemFileError, _plain, read_yaml
 
     path = Path(path)
-    raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    raw = read_yaml(path)  # the problem files' limits: size, depth, alias expansion, plain values only
     checker = Checker(str(path))
+    if not isinstance(raw, dict):
+        raise checker.fail(1, f"Expected the sweep file to be a mapping with keys problem, params, ... "
+                              f"(got {type(raw).__name__})")
     allowed = {"problem": None, "params": None, "seeds": None, "trials": None, "set": None, "study": None}
     checker.keys(raw, allowed, "")
     lines = getattr(raw, "key_lines", {})
