@@ -194,7 +194,8 @@ def simulate_nbody(
 
 
 def _default_root() -> Path:
-    return Path(os.environ.get("CEQ_CACHE", Path.home() / ".cache" / "constrained_eq"))
+    """``$CEQ_CACHE``, or ``~/.cache/constrained_eq`` when it is unset or empty (never the current folder)."""
+    return Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq")
 
 
 def nbody_cache_path(root: str | os.PathLike | None = None, **params: Any) -> Path:

@@ -33,10 +33,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from constrained_eq.run.cli_output import fmt, print_feasibility, print_run
 
 __all__ = ["main", "EXIT_INFEASIBLE"]
 
@@ -51,6 +54,13 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("Expected '--device' to be 'cpu' on this machine (got 'cuda': CUDA is not available)")
     return name
+
+
+def _folder(text: str) -> str:
+    """``--out``: a folder name; an empty one would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name is no folder; write --out . for the current folder")
+    return text
 
 
 def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
@@ -87,10 +97,6 @@ def _allow_change(values: Sequence[str] | None) -> tuple[str, ...]:
     return keys
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
-
-
 def _metric_value(summary: dict[str, Any], key: str) -> float | None:
     metric = summary.get("metric", "loss")
     return summary.get(key, {}).get(metric)
@@ -117,26 +123,6 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
         dist.destroy_process_group()
 
 
-def _print_run(run_dir: Path, summary: dict[str, Any]) -> None:
-    """What ``ceq run`` prints of a finished run: the folder, best epoch, selection, test figures, verdicts."""
-    print(f"run folder: {run_dir}")
-    print(f"strategy {summary['strategy']} (formulation {summary['formulation']}), best epoch {summary['best_epoch']}: "
-          + ", ".join(f"{k} {_fmt(v)}" for k, v in summary["best"].items()))
-    print(f"selected: {summary.get('selection', '')}")
-    if summary.get("feasible") is not None:
-        test = summary.get("measured_constraints", {}).get("test") or {}
-        print(f"feasible on validation: {summary['feasible']}; on test: {test.get('feasible')} "
-              f"(tolerance {summary['measured_constraints']['tolerance']:g})")
-    for key in ("test", "test_projected"):
-        print(f"{key}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items()))
-    print(f"seconds: {summary['wall_seconds']:.1f}")
-    _print_feasibility(summary)
-    if "distributed" in summary:
-        shared = summary["distributed"]
-        print(f"ranks agree: max difference of γ, λ, u and weight fingerprints across {shared['world_size']} "
-              f"processes = {shared['max_rank_difference']:g}")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args.file, args, args.strategy)
 
@@ -149,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _torchrun(_device(args.device)) as (context, device):
         summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
                               progress=not args.quiet, context=context, allow_change=allow_change,
-                              on_summary=lambda summary: _print_run(run_dir, summary))  # before the plots
+                              on_summary=lambda summary: print_run(run_dir, summary))  # before the plots
     if not summary:  # ranks other than 0 print nothing
         return 0
     from constrained_eq.run.certificate import exit_status
@@ -184,8 +170,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                   context=context)
             if summary:  # rank 0 (or a single process)
                 rows.append([file, summary["strategy"], summary["formulation"],
-                             _fmt(summary["best"].get("val_loss")), _fmt(_metric_value(summary, "test_projected")),
-                             _fmt(_metric_value(summary, "test")), f"{summary['wall_seconds']:.1f}"])
+                             fmt(summary["best"].get("val_loss")), fmt(_metric_value(summary, "test_projected")),
+                             fmt(_metric_value(summary, "test")), f"{summary['wall_seconds']:.1f}"])
     if not rows:  # ranks other than 0 print nothing
         return 0
     header = ["file", "strategy", "formulation", "best val", "test (projected)", "test (unprojected)", "seconds"]
@@ -260,12 +246,12 @@ def _is_sweep_file(file: str) -> bool:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from constrained_eq.run.sweep import check_sweep, run_sweep
+    from constrained_eq.run.sweep import check_sweep, run_sweep, shown_url
 
     sweep = _sweep_of(args)
     check_sweep(sweep)  # every value of every parameter, before any output or run
     print(f"sweep {sweep.name}: {sweep.n_trials()} trials of {len(sweep.seeds or [None])} seed(s) on "
-          f"{sweep.workers} worker(s); study in {sweep.storage_url()}")
+          f"{sweep.workers} worker(s); study in {shown_url(sweep.storage_url())}")
     try:
         folder = run_sweep(sweep)
     except RuntimeError as err:  # a worker process crashed; its traceback is printed above
@@ -281,12 +267,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from constrained_eq.run.build import write_constraint_report, write_symmetry_report
     from constrained_eq.run.plots import plot_run
-    from constrained_eq.run.runs import read_json
+    from constrained_eq.run.runs import read_csv, read_json
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "history.csv").exists():
         raise ValueError(f"Expected '{run_dir}' to be a run folder with history.csv (found none); "
                          "pass the folder `ceq run` printed")
+    if "epoch" not in read_csv(run_dir / "history.csv"):
+        raise ValueError(f"Expected '{run_dir / 'history.csv'}' to be a history written by ceq run or fit (it has "
+                         "no 'epoch' column); pass the folder `ceq run` printed")
     summary = read_json(run_dir / "metrics.json")
     print(json.dumps(summary, indent=2, sort_keys=True))
     for path in plot_run(run_dir):
@@ -297,16 +286,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_symmetry_report(run_dir)  # homotopy (γ) constraints only
     if report is not None:
         print(report)
-    _print_feasibility(summary)
+    print_feasibility(summary)
     return 0
-
-
-def _print_feasibility(summary: dict[str, Any]) -> None:
-    """Name every constraint the run judged likely infeasible, and the fix (see constrained_eq.core.feasibility)."""
-    from constrained_eq.core.feasibility import describe
-
-    for line in describe(summary.get("feasibility", {}), summary.get("formulation")):
-        print(f"feasibility: {line}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -327,7 +308,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("files", nargs="+")
     compare.add_argument("--strategies", default=None, help="comma-separated strategies to run on every file")
     for p in (run, compare):
-        p.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs)")
+        p.add_argument("--out", default="runs", type=_folder, help="parent folder of the run folders (default: runs)")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -349,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="Optuna storage URL shared by workers on several machines (default: SQLite in the "
                             "sweep folder)")
     sweep.add_argument("--study", default=None, help="study name and sweep folder name (default: <stem>-sweep)")
-    sweep.add_argument("--out", default="runs", help="parent folder of the sweep folder (default: runs)")
+    sweep.add_argument("--out", default="runs", type=_folder, help="parent folder of the sweep folder (default: runs)")
     sweep.add_argument("--epochs", type=int, default=None)
     sweep.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     sweep.add_argument("--progress", action="store_true", help="show each run's progress bar")
@@ -366,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (`ceq report … | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
+        return 1
     except KeyboardInterrupt:
         again = ("run the same `ceq sweep` command again (the stopped trials run again)" if args.command == "sweep"
                  else f"continue with `ceq run {getattr(args, 'file', '<file>')} --resume`" if args.command == "run"
@@ -375,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        from constrained_eq.run.cli_errors import one_line
+        from constrained_eq.run.cli_output import one_line
 
         status, message = one_line(err, getattr(args, "file", None) or getattr(args, "run_dir", None)
                                    or ", ".join(getattr(args, "files", [])))

@@ -33,6 +33,9 @@ def console() -> None:
     """Run ``ceq`` with ``sys.argv`` and exit with its status (``python -m constrained_eq`` is the same)."""
     from constrained_eq.run.cli import main
 
+    for stream in (sys.stdout, sys.stderr):  # γ, λ, ≤ on a terminal that only takes ASCII: γ becomes \u03b3
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     status = main()
     if not _can_leave_at_once():
         sys.exit(status)

@@ -7,6 +7,7 @@ A check is a pair ``(predicate, description)``; a refused value reads "Expected 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -126,6 +127,14 @@ OPTION_CHECKS: dict[str, Check] = {
 ANY_INT = _int_range(-(2**31), 2**31 - 1)  # an integer option not listed above
 
 
+def _lookalike(key: str) -> str:
+    """For a key that is not plain ASCII: the characters a reader cannot see (a zero-width space, a Cyrillic о)."""
+    hidden = [c for c in dict.fromkeys(key) if not (c.isascii() and c.isprintable())]
+    if not hidden:
+        return ""
+    return f" (it holds {', '.join(f'U+{ord(c):04X} {unicodedata.name(c, repr(c))}' for c in hidden)}: retype it)"
+
+
 class Checker:
     """Applies checks to the values of one file, raising :class:`ProblemFileError` with the key's line."""
 
@@ -146,7 +155,7 @@ class Checker:
                 choices = ", ".join(repr(k) for k in allowed)
                 line = getattr(mapping, "key_lines", {}).get(key, getattr(mapping, "line", None))
                 name = f"{where}.{key}" if where else str(key)
-                raise self.fail(line, f"Unknown key '{name}'; expected one of {choices}")
+                raise self.fail(line, f"Unknown key '{name}'{_lookalike(str(key))}; expected one of {choices}")
 
     def section(self, raw: Any, schema: Mapping[str, tuple[Check, Any]], where: str, line: int | None) -> dict:
         if isinstance(raw, str) and "name" in schema:

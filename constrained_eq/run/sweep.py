@@ -35,6 +35,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import re
 import socket
 import statistics
 import sys
@@ -75,9 +76,25 @@ def _direction(spec: Mapping[str, Any]) -> str:
 
 
 def _storage(optuna: Any, url: str) -> Any:
-    """An RDB storage; SQLite waits for its lock instead of failing when several workers write."""
+    """An RDB storage; SQLite waits for its lock instead of failing when several workers write.
+
+    Raises:
+        ValueError: Naming the URL when it cannot be parsed, its database driver is missing or it cannot
+            be opened (SQLAlchemy's own error in one line after it).
+    """
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 120}}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, **kwargs)
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as err:  # SQLAlchemy's ArgumentError, OperationalError, ImportError for a missing driver
+        reason = " ".join(str(err).split("(Background on this error")[0].split())
+        raise ValueError(f"--storage {shown_url(url)}: cannot open the study storage ({type(err).__name__}: "
+                         f"{reason}); give a database URL such as sqlite:////path/to/study.db (the folder must "
+                         "exist) or postgresql://user@host/db (with its driver installed)") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password hidden, for messages: ``postgresql://me:***@host/db``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _sampler(optuna: Any, sweep: Sweep, worker: int) -> Any:
@@ -218,6 +235,8 @@ def run_sweep(sweep: Sweep) -> Path:
     """
     optuna = require_optuna()
     check_sweep(sweep)
+    if sweep.storage:  # a storage of the user's is opened before anything is written
+        _storage(optuna, sweep.storage)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     direction = _direction(_trial_spec(sweep, {p.name: p.values[0] for p in sweep.params}, None))
     study = optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
