@@ -5,6 +5,7 @@ An error prints one line and an exit status instead of a traceback (``ceq --debu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ def one_line(err: BaseException, where: str) -> tuple[int, str]:
     if isinstance(err, OSError):
         path = err.filename or where
         reason = err.strerror or text
+        if _in_data_cache(path):
+            return 1, (f"{path}: {reason}; the data cache could not be written or read: set CEQ_CACHE to a "
+                       "writable folder with space (default ~/.cache/constrained_eq)")
         return 1, (f"{path}: {reason}; check that the folder exists and is writable and that the disk has space, "
                    "or choose another --out (the last checkpoint is intact)")
     if isinstance(err, MemoryError):
@@ -37,6 +41,12 @@ def one_line(err: BaseException, where: str) -> tuple[int, str]:
     if isinstance(err, RecursionError):
         return 2, f"{where}: nesting too deep ({text}); simplify the file"
     return 1, f"{where}: {type(err).__name__}: {text[:500]}; rerun with --debug for the traceback"
+
+
+def _in_data_cache(path: object) -> bool:
+    """Whether ``path`` lies in the datasets' cache folder (``$CEQ_CACHE`` or ``~/.cache/constrained_eq``)."""
+    root = Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq")
+    return Path(os.path.abspath(str(path))).is_relative_to(os.path.abspath(root))
 
 
 def fmt(value: Any) -> str:

@@ -101,3 +101,16 @@ def test_report_into_a_closed_pipe_ends_quietly(run_folder):
     finally:
         os.close(write_end)
     assert done.returncode == 1 and done.stderr == b""  # no traceback, no advice about --out
+
+
+def test_a_cache_failure_points_at_ceq_cache_not_at_out(tmp_path, monkeypatch):
+    import errno
+
+    from constrained_eq.run.cli_output import one_line
+
+    monkeypatch.setenv("CEQ_CACHE", str(tmp_path / "cache"))
+    in_cache = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "nbody_1.npz"))
+    status, message = one_line(in_cache, "toy.yaml")
+    assert status == 1 and "set CEQ_CACHE to a writable folder" in message and "--out" not in message
+    in_run = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "toy" / "checkpoint.pt"))
+    assert "choose another --out" in one_line(in_run, "toy.yaml")[1]
