@@ -68,6 +68,7 @@ def _check_names(checker: Checker, raw: Mapping, spec: dict) -> None:
         raise checker.fail(line_of("task", "name"), str(err)) from None
     check_options(checker, raw["task"].get("options") or {}, task.option_defaults, "task.options",
                    line_of("task", "options"))
+    _check_memory(checker, task, raw["task"].get("options") or {}, line_of("task", "options"))
     if is_import_path(spec["model"]["name"]):
         _check_user_model(checker, spec, line_of)
     elif spec["model"]["name"] not in task.model_options:
@@ -87,6 +88,22 @@ def _check_names(checker: Checker, raw: Mapping, spec: dict) -> None:
                            f"Expected 'strategy' to be a strategy task {task.name!r} supports "
                            f"(got {spec['strategy']!r}: "
                            "the task has no augment())")
+
+
+def _check_memory(checker: Checker, task: Any, options: Mapping, line: int | None) -> None:
+    """Refuse task options whose data would take more than half of this machine's memory.
+
+    Each value may be within its own limit while their product is not: ``points: 100000`` is a 40 GB matrix.
+    """
+    need = getattr(task, "data_bytes", lambda _: 0)({**getattr(task, "option_defaults", {}), **options})
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): not checked
+        return
+    if need > have // 2:
+        raise checker.fail(line, f"Expected 'task.options' whose data fit in memory (got about {need / 2**30:.1f} "
+                                 f"GiB of data, on a machine with {have / 2**30:.1f} GiB); lower the sizes "
+                                 f"({', '.join(sorted(options)) or 'points, n_train, ...'})")
 
 
 def _check_groups(checker: Checker, raw: list) -> list[dict[str, Any]]:

@@ -101,6 +101,14 @@ class Task(ABC):
         """Apply a random group element (drawn from torch's global RNG) to inputs and targets."""
         raise NotImplementedError(f"Task {self.name!r} does not support augmentation")
 
+    @classmethod
+    def data_bytes(cls, options: Mapping[str, Any]) -> int:
+        """About how many bytes of memory the task's data take with these ``options`` (0: not estimated).
+
+        A problem file whose data would not fit in memory is refused before anything is allocated.
+        """
+        return 0
+
     def equivariance_error(self, model: nn.Module, loader: Any) -> float | None:
         """Relative equivariance error of ``model`` on ``loader`` (``None`` if the task has none)."""
         return None

@@ -12,6 +12,7 @@ equivariant model can fit. The model (``vector_net``) stacks relaxed layers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -134,6 +135,12 @@ class ToyRotation(Task):
                                     "neq_init_std": None}}
     metric_name = "mse"
     supports_augmentation = True
+
+    @classmethod
+    def data_bytes(cls, options: Mapping[str, Any]) -> int:
+        """float32: the ``points × points`` mixing matrix, and x and y of ``(n, points, 3)`` in every split."""
+        k, n = int(options["points"]), sum(int(options[f"n_{split}"]) for split in ("train", "val", "test"))
+        return 4 * (k * k + 2 * 3 * n * k)
 
     def _data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         opts = self.options

@@ -114,3 +114,23 @@ def test_a_cache_failure_points_at_ceq_cache_not_at_out(tmp_path, monkeypatch):
     assert status == 1 and "set CEQ_CACHE to a writable folder" in message and "--out" not in message
     in_run = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "toy" / "checkpoint.pt"))
     assert "choose another --out" in one_line(in_run, "toy.yaml")[1]
+
+
+def test_task_options_whose_data_would_not_fit_in_memory_are_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    from constrained_eq.run import problem_file
+    from constrained_eq.tasks.toy_rotation import ToyRotation
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16 * 2**30 // 4096}  # a machine with 16 GiB
+    monkeypatch.setattr(problem_file.os, "sysconf", pages.__getitem__)
+
+    options = {"points": 100_000, "n_train": 512, "n_val": 128, "n_test": 128}
+    assert ToyRotation.data_bytes(options) == 4 * (100_000**2 + 6 * 768 * 100_000)  # the k×k matrix dominates
+    path = tmp_path / "big.yaml"
+    path.write_text(TOY.replace("options: {n_train: 32, n_val: 16, n_test: 16, breaking: 0.2}",
+                                "options: {points: 100000}"))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    # 4 · (10¹⁰ + 6 · 768 · 10⁵) B = 41,843,200,000 B = 38.97 GiB
+    assert f"{path}:3: Expected 'task.options' whose data fit in memory (got about 39.0 GiB of data, on a " \
+           "machine with 16.0 GiB); lower the sizes (points)" in err
+    assert not (tmp_path / "runs").exists()
