@@ -75,8 +75,19 @@ def test_a_fifo_is_refused_at_once_not_read(tmp_path, kind):
             "cache": nbody_cache_path(tmp_path, **params), "sweep": tmp_path / "sweep.yaml"}[kind]
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)  # opening it for reading would block until a writer came
+    import threading
+
+    def unblock() -> None:  # should the FIFO be opened after all, a writer comes after 3 s: the test fails, not hangs
+        if not done.wait(3.0):
+            os.close(os.open(path, os.O_WRONLY))
+
+    done = threading.Event()
+    threading.Thread(target=unblock, daemon=True).start()
     read = {"history": read_csv, "metrics": read_json, "checkpoint": load_checkpoint, "csv_stream": CsvStream,
             "cache": lambda p: load_nbody(tmp_path, **params), "sweep": load_sweep}[kind]
     error = ProblemFileError if kind == "sweep" else NotRegularFileError
-    with pytest.raises(error, match="FIFO" if kind != "sweep" else "not a file"):
-        read(path)
+    try:
+        with pytest.raises(error, match="FIFO" if kind != "sweep" else "not a file"):
+            read(path)
+    finally:
+        done.set()
