@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text
+from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text, refuse_link
 from constrained_eq.run.sweep_file import KINDS, Param, Sweep, check_sweep, load_sweep, parse_param
 
 __all__ = ["Param", "Sweep", "parse_param", "load_sweep", "check_sweep", "run_sweep", "require_optuna",
@@ -237,6 +237,8 @@ def run_sweep(sweep: Sweep) -> Path:
     check_sweep(sweep)
     if sweep.storage:  # a storage of the user's is opened before anything is written
         _storage(optuna, sweep.storage)
+    for path in (sweep.folder, sweep.folder / "study.db", sweep.folder / ".ask.lock"):
+        refuse_link(path)  # SQLite and the lock would write into a link's target
     sweep.folder.mkdir(parents=True, exist_ok=True)
     direction = _direction(_trial_spec(sweep, {p.name: p.values[0] for p in sweep.params}, None))
     study = optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from constrained_eq.core.atomic_io import refuse_link
+
 __all__ = ["require_tensorboard", "TensorBoardLog", "flat_hparams", "TB_FOLDER"]
 
 TB_FOLDER = "tensorboard"
@@ -102,6 +104,7 @@ class TensorBoardLog:
     def __init__(self, run_dir: str | Path, model: torch.nn.Module) -> None:
         writer = require_tensorboard()
         self.folder = Path(run_dir) / TB_FOLDER
+        refuse_link(self.folder)  # event files are never written into a link's target
         self.writer = writer(log_dir=str(self.folder))
         self.model = model
 

@@ -179,3 +179,33 @@ def test_an_nbody_cache_that_is_a_link_is_rebuilt_in_place_of_the_link(tmp_path)
     assert outside.read_text() == OUTSIDE and path.is_file() and not path.is_symlink()
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == set(arrays)
+
+
+@pytest.mark.parametrize("name", ["study.db", ".ask.lock"])
+def test_a_sweep_database_or_lock_that_is_a_link_is_refused(tmp_path, capsys, name):
+    problem = tmp_path / "small.yaml"
+    problem.write_text(TOY_ACE_EQUALITY, encoding="utf-8")
+    folder = tmp_path / "runs" / "small-sweep"
+    folder.mkdir(parents=True)
+    target = _outside(tmp_path)
+    _link(folder / name, target)
+    assert main(["sweep", str(problem), "--param", "optimizer.lr=choice:1e-3,1e-2", "--out",
+                 str(tmp_path / "runs")]) == 2
+    assert _one_line_error(capsys) == f"ceq: error: {_refused(folder / name, target)}"
+    assert target.read_text(encoding="utf-8") == OUTSIDE
+
+
+def test_a_tensorboard_folder_that_is_a_link_is_refused(tmp_path, capsys):
+    import shutil
+
+    problem = tmp_path / "small.yaml"
+    problem.write_text(TOY_ACE_EQUALITY + "logging: {tensorboard: true}\n", encoding="utf-8")
+    assert main(["run", str(problem), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    board = tmp_path / "runs" / "small" / "tensorboard"
+    shutil.rmtree(board)
+    board.symlink_to(elsewhere)
+    assert main(["run", str(problem), "--out", str(tmp_path / "runs"), "--quiet", "--resume"]) == 2
+    assert _one_line_error(capsys) == f"ceq: error: {_refused(board, elsewhere)}"
+    assert list(elsewhere.iterdir()) == []
