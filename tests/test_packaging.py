@@ -25,8 +25,9 @@ def test_license_file_matches_the_declared_licence():
 
 
 def test_package_is_typed():
-    assert (ROOT / "constrained_eq" / "py.typed").exists()
-    assert PYPROJECT["tool"]["setuptools"]["package-data"]["constrained_eq"] == ["py.typed"]
+    shipped = PYPROJECT["tool"]["setuptools"]["package-data"]["constrained_eq"]
+    assert shipped == ["py.typed", "problem.schema.json"]  # the problem files' JSON Schema ships too
+    assert all((ROOT / "constrained_eq" / name).exists() for name in shipped)
     assert "Typing :: Typed" in PYPROJECT["project"]["classifiers"]
 
 

@@ -21,12 +21,12 @@ from constrained_eq.core.strategies import STRATEGIES, formulation_for, get_stra
 from constrained_eq.run.constraint_entries import CONSTRAINT_KINDS, entry_kind, parse_entry
 from constrained_eq.run.imports import ImportPathError, is_import_path, load_model_factory, load_optimizer
 from constrained_eq.run.overrides import apply_overrides, as_overrides
+from constrained_eq.run.problem_model import REQUIRED, Problem
 from constrained_eq.run.problem_schema import (
     DEFAULT_CONSTRAINTS,
     GROUP_SCHEMA,
     MAPPING,
     OPTIMIZERS,
-    REQUIRED,
     SCHEMA,
     TOP,
     Checker,
@@ -43,8 +43,8 @@ from constrained_eq.run.problem_yaml import (
     read_yaml,
 )
 
-__all__ = ["ProblemFileError", "load_problem_file", "problem_hash", "STRATEGIES", "OPTIMIZERS", "LOCATION_KEYS",
-           "MAX_BYTES", "MAX_DEPTH", "CONSTRAINT_KINDS", "optimizer_kwargs", "_Loader"]
+__all__ = ["ProblemFileError", "load_problem_file", "load_problem", "problem_hash", "STRATEGIES", "OPTIMIZERS",
+           "LOCATION_KEYS", "MAX_BYTES", "MAX_DEPTH", "CONSTRAINT_KINDS", "optimizer_kwargs", "_Loader"]
 
 # keys of the loaded problem that say where things are, not what the problem is (left out of the hash)
 LOCATION_KEYS = ("file", "constraint_lines", "lines")
@@ -317,6 +317,16 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
     spec["lines"] = _key_lines(raw)
     spec["file"] = str(path)
     return spec
+
+
+def load_problem(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Any] | None = None) -> Problem:
+    """Load and check a problem file (:func:`load_problem_file`) as a typed :class:`Problem`.
+
+    Examples:
+        >>> load_problem("problems/nbody_quick.yaml").training.epochs
+        20
+    """
+    return Problem.from_spec(load_problem_file(path, overrides))
 
 
 def _dual_optimizer(checker: Checker, raw: Any, line: int | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ A check is a pair ``(predicate, description)``; a refused value reads "Expected 
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 from constrained_eq.core.checks import is_int, is_number
 from constrained_eq.core.strategies import STRATEGIES
 from constrained_eq.run.imports import is_import_path
+from constrained_eq.run.problem_model import ABSENT_IS_DEFAULT, REQUIRED, SECTIONS, Problem, default_of
 from constrained_eq.run.problem_yaml import ProblemFileError, _plain
 
-__all__ = ["Check", "Checker", "check_options", "SCHEMA", "TOP", "OPTION_CHECKS", "GROUP_SCHEMA", "REQUIRED",
+__all__ = ["Check", "Checker", "check_options", "CHECKS", "SCHEMA", "TOP", "OPTION_CHECKS", "GROUP_SCHEMA",
            "OPTIMIZERS", "DEFAULT_CONSTRAINTS"]
 
 
@@ -59,44 +61,39 @@ SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
                    "a mapping {name, options}")
 
 
-# section -> key -> (check, default); REQUIRED marks keys without a default
-REQUIRED = object()
-# marks keys left out of the normalised problem when absent: a key added later keeps the hash (and the
-# resume check) of existing runs' problems unchanged; readers use ``.get(key, default)``
-ABSENT_IS_DEFAULT = object()
-SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
-    "task": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
-    "model": {"name": (STR, REQUIRED), "options": (MAPPING, {})},
-    "formulation": {"name": (STR, "lagrangian"), "options": (MAPPING, {})},
-    "optimizer": {"name": (_or_import_path(_choice(OPTIMIZERS)), "adam"), "lr": (POS_NUMBER, 1e-3),
-                  "weight_decay": (NONNEG_NUMBER, 0.0), "options": (MAPPING, {}),
-                  "groups": ((lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of "
-                                                             "parameter names) and optional 'name', 'lr', "
-                                                             "'weight_decay'"), [])},
-    "training": {"epochs": (_int_range(1, 100_000), 10), "batch_size": (_int_range(1, 65_536), 32),
-                 "seed": (_int_range(0, 2**32 - 1), 0), "eval_every": (_int_range(1, 100_000), 1),
-                 "checkpoint_every": (_int_range(1, 100_000), 1), "log_every": (_int_range(1, 10_000), 10),
-                 "steps_every": (_optional(_int_range(1, 1_000_000)), None),
-                 "on_nonfinite": (_choice(("raise", "skip")), "raise"),
-                 "averaging": (_choice(("none", "uniform", "ema")), "none"),
-                 "average_start": (_int_range(0, 100_000), 0),
-                 "ema_decay": ((lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"), 0.99),
-                 "scheduler": (SCHEDULE, None), "variable_scheduler": (SCHEDULE, None),
-                 "clip_grad_norm": (_optional(POS_NUMBER), None), "precision": (_choice(("fp32", "bf16")), "fp32"),
-                 "compile": (BOOL, ABSENT_IS_DEFAULT)},
-    "evaluation": {"project": (BOOL, True), "select": (STR, "auto"), "equivariance_error": (BOOL, True),
-                   "feasibility_tol": (NONNEG_NUMBER, 1e-3)},
-    "logging": {"tensorboard": (BOOL, False)},
+# dotted key -> check; the defaults are the fields' of constrained_eq.run.problem_model (stated there once)
+CHECKS: dict[str, Check] = {
+    "task.name": STR, "task.options": MAPPING, "model.name": STR, "model.options": MAPPING,
+    "formulation.name": STR, "formulation.options": MAPPING,
+    "optimizer.name": _or_import_path(_choice(OPTIMIZERS)), "optimizer.lr": POS_NUMBER,
+    "optimizer.weight_decay": NONNEG_NUMBER, "optimizer.options": MAPPING,
+    "optimizer.groups": (lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of parameter "
+                                                       "names) and optional 'name', 'lr', 'weight_decay'"),
+    "training.epochs": _int_range(1, 100_000), "training.batch_size": _int_range(1, 65_536),
+    "training.seed": _int_range(0, 2**32 - 1), "training.eval_every": _int_range(1, 100_000),
+    "training.checkpoint_every": _int_range(1, 100_000), "training.log_every": _int_range(1, 10_000),
+    "training.steps_every": _optional(_int_range(1, 1_000_000)),
+    "training.on_nonfinite": _choice(("raise", "skip")), "training.averaging": _choice(("none", "uniform", "ema")),
+    "training.average_start": _int_range(0, 100_000),
+    "training.ema_decay": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "training.scheduler": SCHEDULE, "training.variable_scheduler": SCHEDULE,
+    "training.clip_grad_norm": _optional(POS_NUMBER), "training.precision": _choice(("fp32", "bf16")),
+    "training.compile": BOOL,
+    "evaluation.project": BOOL, "evaluation.select": STR, "evaluation.equivariance_error": BOOL,
+    "evaluation.feasibility_tol": NONNEG_NUMBER,
+    "logging.tensorboard": BOOL,
+    "strategy": _choice(STRATEGIES), "dual_lr": POS_NUMBER, "variable_optimizer": _choice(VARIABLE_OPTIMIZERS),
+    "variable_lr": _optional(POS_NUMBER),
+    "constrained_optimizer": _choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+                                      "extrapolation")),
 }
-
-
+# section -> key -> (check, default), in the order of the dataclasses' fields (the order errors list keys in)
+SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    section: {f.name: (CHECKS[f"{section}.{f.name}"], default_of(f)) for f in dataclasses.fields(kind)}
+    for section, kind in SECTIONS.items()
+}
 TOP: dict[str, tuple[Check, Any]] = {
-    "strategy": (_choice(STRATEGIES), "custom"),
-    "dual_lr": (POS_NUMBER, 1e-2),
-    "variable_optimizer": (_choice(VARIABLE_OPTIMIZERS), "sgd"),
-    "variable_lr": (_optional(POS_NUMBER), None),
-    "constrained_optimizer": (_choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
-                                       "extrapolation")), "simultaneous"),
+    f.name: (CHECKS[f.name], default_of(f)) for f in dataclasses.fields(Problem) if f.name in CHECKS
 }
 
 
