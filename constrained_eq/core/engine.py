@@ -34,7 +34,9 @@ from constrained_eq.core.problem import ConstrainedProblem
 from constrained_eq.core.solver_state import load_solver_state, solver_state_dict
 from constrained_eq.core.target_sizes import constraint_sizes
 
-__all__ = ["Solver", "StepRecord", "NonFiniteError"]
+__all__ = ["Solver", "StepRecord", "NonFiniteError", "DEFAULT_DUAL_LR"]
+
+DEFAULT_DUAL_LR = 1e-2  # η_d of the multipliers: the Solver's and the problem files' default (stated here once)
 
 
 class StepRecord(NamedTuple):
@@ -109,7 +111,8 @@ class Solver:
             factory gets its extrapolation counterpart (SGD → ExtraSGD, Adam → ExtraAdam); an instance
             must already be one.
         primal_lr (float, optional): Learning rate of a primal optimizer given by name (default: 1e-3).
-        dual_lr (float, optional): Dual step size η_d > 0 (default: :obj:`1e-3`).
+        dual_lr (float, optional): Dual step size η_d > 0 (default: :data:`DEFAULT_DUAL_LR` = 1e-2, as in problem
+            files).
         dual_optimizer (str, NuPI or callable, optional): ``"sgd"`` (ascent with ``dual_lr``),
             ``"nupi"`` (Cooper's nuPI with default gains; ``NuPI(kappa_p=…, kappa_i=…)`` to set them) or a
             factory ``params -> Optimizer`` with ``maximize=True`` (default: :obj:`"sgd"`).
@@ -142,7 +145,7 @@ class Solver:
         model: torch.nn.Module,
         formulation: str | Formulation = "lagrangian",
         primal_optimizer: Any = None,
-        dual_lr: float = 1e-3,
+        dual_lr: float = DEFAULT_DUAL_LR,
         *,
         primal_lr: float | None = None,
         dual_optimizer: Any = None,

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from constrained_eq.core.engine import DEFAULT_DUAL_LR
+
 __all__ = ["TaskSection", "ModelSection", "FormulationSection", "OptimizerSection", "TrainingSection",
            "EvaluationSection", "LoggingSection", "DualOptimizer", "Problem", "SourceMap", "SECTIONS", "REQUIRED",
            "ABSENT_IS_DEFAULT", "default_of"]
@@ -209,7 +211,7 @@ class Problem:
                          "`custom` runs the file as written", "custom")
     formulation: FormulationSection = field(default_factory=FormulationSection)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
-    dual_lr: float = _key("η_d, the step size of the multipliers λ", 1e-2)
+    dual_lr: float = _key("η_d, the step size of the multipliers λ (the `Solver`'s default too)", DEFAULT_DUAL_LR)
     dual_optimizer: DualOptimizer = field(default_factory=DualOptimizer)
     variable_optimizer: str = _key("`sgd` (plain steps on γ and u, as ACE) or `primal` (γ in the primal optimizer)",
                                    "sgd")
