@@ -61,6 +61,29 @@ def test_compiled_step_follows_the_eager_trajectory(aot_eager):
     assert not any(k.startswith("_orig_mod") for k in fast.state_dict()["model"])  # the model is untouched
 
 
+def test_compiled_step_keeps_inequality_multipliers_non_negative(aot_eager):
+    # γ⁰ = 1 under the bound γ ≤ 10: the violation γ − 10 ≈ −9 would push λ below 0; projected ascent gives
+    # λ = max(0, λ + η_d (γ − 10)) = max(0, −0.9) = 0, compiled as eager
+    torch.manual_seed(0)
+    base = RelaxedMLP(width=4, depth=1)
+    batch = (torch.randn(8, 4), torch.randn(8, 2))
+    solvers = []
+    for compile in (False, True):
+        model = copy.deepcopy(base)
+        objective = ceq.Objective(lambda out, b: F.mse_loss(out, b[1]), lambda m, b: m(b[0]))
+        problem = ceq.ConstrainedProblem(objective, [ceq.Equality(ceq.gammas), ceq.Inequality(ceq.gammas, bound=10.0)])
+        solver = ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), lr=1e-2), dual_lr=0.1,
+                            variable_lr=0.1, compile=compile)
+        record = solver.step(batch)
+        assert bool((record.violations["inequality_gammas"] < -8).all())
+        solvers.append(solver)
+    eager, fast = solvers
+    assert isinstance(fast._roll, compiled.CompiledRoll)
+    lam = fast.multipliers()["inequality_gammas"]
+    assert torch.equal(lam, torch.zeros_like(lam))
+    torch.testing.assert_close(fast.multipliers(), eager.multipliers(), rtol=1e-5, atol=1e-6)
+
+
 def test_compiled_step_refuses_a_non_finite_loss_and_leaves_the_state(aot_eager):
     torch.manual_seed(0)
     solver = _solver(RelaxedMLP(), True)

@@ -62,6 +62,14 @@ def test_anything_more_takes_its_own_step():
     (_, tensor_lr), _ = _pair(0.1, False, 1)
     tensor_lr.param_groups[0]["lr"] = torch.tensor(0.1)
     assert not is_plain_sgd(tensor_lr)
+    (decayed, decayed_opt), (ref, ref_opt) = _pair(0.1, False, 1, weight_decay=0.5)
+    assert not is_plain_sgd(decayed_opt)
+    before = [p.detach().clone() for p in decayed]
+    step_([decayed_opt])
+    ref_opt.step()
+    for p, q, p0 in zip(decayed, ref, before, strict=True):  # p ← p − η (g + w p), not p − η g
+        assert torch.equal(p, q)
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * (p.grad + 0.5 * p0))
 
 
 def test_zero_grad_sets_none():

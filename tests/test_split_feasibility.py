@@ -128,7 +128,7 @@ def _quadratic(a: float = 2.0):
 
 @pytest.mark.parametrize("averaging", ["uniform", "ema"])
 def test_averaged_iterate_follows_its_update_law_and_is_a_candidate(averaging):
-    a, lr, steps, decay = 2.0, 1.9, 10, 0.5
+    a, lr, steps, decay = 2.0, 1.9, 10, 0.75  # d ≠ 1 − d: the law tells d from 1 − d
     model, problem = _quadratic(a)
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=lr))
     result = fit(solver, [torch.zeros(1)] * steps, [torch.zeros(1)], epochs=1, progress=False, plot=False,
@@ -143,6 +143,21 @@ def test_averaged_iterate_follows_its_update_law_and_is_a_candidate(averaging):
     assert result.final_metrics["val_avg_loss"] == pytest.approx(0.5 * (average - a) ** 2, rel=1e-4)
     assert result.final_metrics["val_loss"] == pytest.approx(0.5 * (iterates[-1] - a) ** 2, rel=1e-4)
     assert result.candidate == "averaged"  # the oscillating iterate is farther from a than its average
+
+
+def test_averaging_starts_at_the_first_step_of_epoch_average_start():
+    # x_k − a = (1 − η)^k (x_0 − a) with η = 1.9, three steps an epoch: epoch 1 is steps 4, 5, 6, and
+    # average_start=1 averages exactly those (uniformly)
+    a, lr, per_epoch = 2.0, 1.9, 3
+    model, problem = _quadratic(a)
+    solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=lr))
+    result = fit(solver, [torch.zeros(1)] * per_epoch, [torch.zeros(1)], epochs=2, progress=False, plot=False,
+                 averaging="uniform", average_start=1)
+    iterates = [a + (-0.9) ** k * (0.0 - a) for k in range(1, 2 * per_epoch + 1)]
+    average = sum(iterates[per_epoch:]) / per_epoch
+    assert result.averaged is not None
+    assert float(result.averaged.x) == pytest.approx(average, rel=1e-5)
+    assert result.final_metrics["val_avg_loss"] == pytest.approx(0.5 * (average - a) ** 2, rel=1e-4)
 
 
 def test_a_satisfied_constraint_of_any_size_trains_on():

@@ -90,6 +90,9 @@ def test_flat_hparams_and_tags():
             "lines": {"a": 1}, "constraints": ["Equality(target=gammas)"]}
     assert flat_hparams(spec) == {"optimizer.lr": 5e-3, "optimizer.options.betas": "[0.9, 0.99]", "strategy": "cr",
                                   "constraints": "['Equality(target=gammas)']"}
+    # only the top level's location keys are the loader's: an option of that name inside a section is a setting
+    assert flat_hparams({"task": {"name": "lab", "options": {"file": "data.csv", "lines": 3}}, "lines": {"task": 1}}) \
+        == {"task.name": "lab", "task.options.file": "data.csv", "task.options.lines": 3}
     assert tag_of("resilient_gammas.slack.3") == "constraints/resilient_gammas/u/3"
     assert tag_of("val_branch.contribution.1") == "val/branch/contribution/1" and tag_of("epoch") is None
 

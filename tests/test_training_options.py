@@ -70,6 +70,24 @@ def test_lr_schedule_scales_every_group_from_its_base():
     assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.3]
 
 
+def test_lr_schedule_writes_a_tensor_rate_in_place():
+    """A compiled step holds its rate in a 0-d tensor: the schedule writes η_0 f(e) into that very tensor."""
+    rate = torch.tensor(0.1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=rate)
+    schedule = LRSchedule(optimizer, resolve_schedule("exponential", {"gamma": 0.5}, 10))
+    schedule.set_epoch(2)
+    assert optimizer.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(0.1 * 0.5**2, rel=1e-6)
+    schedule.set_epoch(0)
+    assert float(rate) == pytest.approx(0.1, rel=1e-6)
+
+
+def test_a_schedule_with_a_negative_factor_is_refused_at_that_epoch():
+    # exponential with γ = −0.5: f(0) = 1, f(1) = −0.5 < 0, a negative learning rate
+    with pytest.raises(ValueError, match=r"Expected schedule 'exponential' to give a finite factor ≥ 0 at every epoch "
+                                         r"\(got -0\.5 at epoch 1\)"):
+        resolve_schedule("exponential", {"gamma": -0.5}, 3)
+
+
 @given(st.lists(st.floats(-3, 3), min_size=3, max_size=3), st.floats(0.05, 2.0))
 def test_clipping_rescales_the_gradient_to_at_most_c(grad, c):
     p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))

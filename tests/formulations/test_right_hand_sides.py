@@ -46,6 +46,18 @@ def test_two_sided_per_entry_bounds_reach_the_clipped_point(spec):
     torch.testing.assert_close(mu, torch.cat([(a - hi_t).clamp(min=0), (lo_t - a).clamp(min=0)]), atol=1e-6, rtol=0)
 
 
+def test_a_box_of_zero_width_is_accepted_and_its_violation_is_exact_in_float64():
+    # lower = bound is the equality g = a written as two inequalities: [g − b, a − g], each side of the box
+    # subtracted at the target's dtype (0.1 and 0.2 are not float32 numbers)
+    values = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    box = ceq.Inequality(_x(), lower=[0.1, 0.2], bound=[0.1, 0.2])
+    sides = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    assert torch.equal(box.violation(values), torch.cat([values - sides, sides - values]))
+    point = ceq.Inequality(_x(), lower=0.5, bound=0.5)
+    assert torch.equal(point.violation(values), torch.cat([values - 0.5, 0.5 - values]))
+    assert torch.equal(ceq.Equality(_x(), value=[0.1, 0.2]).violation(values), values - sides)
+
+
 @settings(max_examples=8, deadline=None)
 @given(a=st.lists(numbers, min_size=1, max_size=4), bound=st.floats(-5, -0.5))
 def test_negative_upper_bound_kkt_point(a, bound):

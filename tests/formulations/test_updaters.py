@@ -42,6 +42,29 @@ def test_additive_rule_on_an_equality_compares_the_absolute_violation(x0, delta,
         torch.testing.assert_close(solver.penalty_coefficients()["equality_x"], grown, rtol=1e-12, atol=0, msg=str(step))
 
 
+@pytest.mark.parametrize("formulation", ["penalty", "augmented_lagrangian"])
+@pytest.mark.parametrize("name, grown", [("multiplicative", 2.0 * 3.0), ("additive", 2.0 + 3.0)])
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_satisfied_inequality_entry_returns_to_its_initial_coefficient_only_with_restart(formulation, name, grown,
+                                                                                          restart):
+    # step 1 at x = (2, 2): both entries violate x ≤ 0.5, c = 2 grows to 2·β (β = 3) or 2 + δ (δ = 3); step 2 at
+    # x = (0, 2): entry 0 is satisfied, so it restarts at c₀ = 2 (has_restart) or keeps its coefficient
+    key = "coefficient" if formulation == "penalty" else "penalty_coefficient"
+    option = {"multiplicative": "growth_factor", "additive": "increment"}[name]
+    updater = {"name": name, option: 3.0, "has_restart": restart}
+    solver, model = _solver([2.0, 2.0], lambda x: ceq.Inequality(x, bound=0.5), formulation,
+                            **{key: 2.0, "penalty_updater": updater})
+    solver.step()
+    torch.testing.assert_close(solver.penalty_coefficients()["inequality_x"],
+                               torch.tensor([grown, grown], dtype=torch.float64), rtol=1e-12, atol=0)
+    with torch.no_grad():
+        model.x.copy_(torch.tensor([0.0, 2.0], dtype=torch.float64))
+    solver.step()
+    second = grown * 3.0 if name == "multiplicative" else grown + 3.0  # entry 1 is still violated
+    expected = torch.tensor([2.0 if restart else grown, second], dtype=torch.float64)
+    torch.testing.assert_close(solver.penalty_coefficients()["inequality_x"], expected, rtol=1e-12, atol=0)
+
+
 def test_fixed_penalty_stays_infeasible_and_the_growing_one_converges():
     # min ½(x − 1)² s.t. x ≤ 0: a fixed c leaves x = 1/(1 + c); a growing c drives x under the tolerance.
     constraint = lambda x: ceq.Inequality(x, bound=0.0)  # noqa: E731

@@ -220,6 +220,17 @@ def test_stacked_branches_keep_the_model_order():
         torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-12)
 
 
+def test_alike_branches_that_saw_different_numbers_of_rows_are_each_their_own_sum():
+    # the same shapes and generators, N = 200 and N = 120 rows (both Gram forms): each value is its own branch's
+    # direct sum over its own rows
+    branches = [_so3_branch((40, 2), (30, 1), seed=i)[0] for i in range(2)]
+    generator = torch.Generator().manual_seed(2)
+    for branch, rows in zip(branches, (200, 120), strict=True):
+        branch(torch.randn(rows, branch.in_features, generator=generator, dtype=torch.float64))
+    expected = torch.stack([sum(_reference(b, b.last_input)) for b in branches])
+    torch.testing.assert_close(lie_regularizer(nn.ModuleList(branches)), expected, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("rows", [200, 5])
 def test_sparse_generators_give_the_dense_lie_derivative(rows):
     branch, generator = _so3_branch((2, 8, 2), (2, 6, 1))  # mostly l = 1, 2: no low rank, sparse generators
