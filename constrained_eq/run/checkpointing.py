@@ -64,8 +64,8 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, data)
 
 
-def _verified(path: Path, map_location: Any) -> Any:
-    manifest = _manifest(path)
+def _verified(path: Path, manifest: Path, map_location: Any) -> Any:
+    """Load ``path`` if its SHA-256 is among those ``manifest`` recorded (it lists the previous one too)."""
     if manifest.exists():
         try:
             known = set(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", []))
@@ -97,7 +97,7 @@ def restore_checkpoint(path: str | os.PathLike, apply: Callable[[Any], None], ma
             reasons.append(f"{candidate}: missing")
             continue
         try:
-            checkpoint = _verified(candidate, map_location)
+            checkpoint = _verified(candidate, _manifest(path), map_location)  # one manifest lists both
             apply(checkpoint)
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:
             text = " ".join(str(err).split())[:400] or type(err).__name__

@@ -224,9 +224,6 @@ def test_both_checkpoints_damaged_is_one_line_naming_files_and_keys(_two_checkpo
     assert expected in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="checkpointing._verified looks for the previous checkpoint's checksums in "
-                   "'checkpoint.prevs.json' (_manifest of checkpoint.prev.pt), which is never written: the previous "
-                   "checkpoint is loaded unchecked (issue 33, mutant 'checkpointing: the manifest keeps one checksum')")
 def test_a_previous_checkpoint_whose_checksum_is_not_listed_is_refused(_two_checkpoints_run, capsys):
     # checkpoints.json keeps the SHA-256 of the last three checkpoints written, so that the fallback is checked too:
     # a previous checkpoint replaced by one that was never written by the run (a weight changed) is damaged
