@@ -8,6 +8,7 @@ file or ``--strategy``) switch only how the one problem is solved; they are
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,11 +31,12 @@ from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.constraint_entries import entry_kind, parse_entry
 from constrained_eq.run.imports import ImportPathError, build_model, is_import_path, load_optimizer
 from constrained_eq.run.problem_file import ProblemFileError, optimizer_kwargs
+from constrained_eq.run.problem_model import Problem, SourceMap
 from constrained_eq.run.selection import FEASIBLE
 from constrained_eq.run.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
 from constrained_eq.tasks import Task, get_task, projected
 
-__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of"]
+__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of", "as_problem"]
 
 
 class AugmentedLoader:
@@ -64,7 +66,6 @@ class AugmentedLoader:
 class Built:
     """Everything a problem file builds."""
 
-    spec: dict[str, Any]
     task: Task
     model: torch.nn.Module
     solver: Solver
@@ -75,44 +76,56 @@ class Built:
     options: TrainingOptions | None = None
 
 
-def fail(spec: Mapping[str, Any], line: int | None, message: str) -> ProblemFileError:
+def as_problem(problem: Problem | Mapping[str, Any]) -> Problem:
+    """A :class:`Problem`, from a typed one or from the normalised dict of ``load_problem_file``."""
+    return problem if isinstance(problem, Problem) else Problem.from_spec(problem)
+
+
+def _source(problem: Problem | Mapping[str, Any]) -> SourceMap:
+    if isinstance(problem, Problem):
+        return problem.source
+    return SourceMap(problem["file"], problem.get("lines", {}))
+
+
+def fail(problem: Problem | Mapping[str, Any], line: int | str | None, message: str) -> ProblemFileError:
     """The error ``<file>:<line>: <message>`` of a checked problem (for the caller to raise)."""
-    return ProblemFileError(spec["file"], line, message)
+    return ProblemFileError(_source(problem).file, line, message)
 
 
-def line_of(spec: Mapping[str, Any], key: str) -> int | None:
+def line_of(problem: Problem | Mapping[str, Any], key: str) -> int | str | None:
     """The file line of a dotted key (``None`` when the key is not in the file)."""
-    return spec.get("lines", {}).get(key)
+    return _source(problem).lines.get(key)
 
 
-def _check_select(spec: Mapping[str, Any], task: Task, model: torch.nn.Module) -> None:
+def _check_select(problem: Problem, task: Task, model: torch.nn.Module) -> None:
     """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
-    evaluation = spec["evaluation"]
-    if evaluation["select"] in ("auto", FEASIBLE):
+    evaluation = problem.evaluation
+    if evaluation.select in ("auto", FEASIBLE):
         return
     columns = ["train_loss", "val_loss"]
     if type(task).metric is not Task.metric:
         columns.append(f"val_{task.metric_name}")
     columns += [f"val_{name}" for name in task.higher_is_better if f"val_{name}" not in columns]
-    if evaluation["equivariance_error"]:
+    if evaluation.equivariance_error:
         columns.append("val_equivariance_error")
-    if evaluation["project"] and any(True for _ in homotopic_layers(model)):
+    if evaluation.project and any(True for _ in homotopic_layers(model)):
         columns.append("val_projected_loss")
-    if evaluation["select"] not in columns:
-        raise fail(spec, line_of(spec, "evaluation.select"),
+    if evaluation.select not in columns:
+        raise fail(problem, line_of(problem, "evaluation.select"),
                    f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
-                   f"(got {evaluation['select']!r})")
+                   f"(got {evaluation.select!r})")
 
 
-def build_constraints(spec: Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
+def build_constraints(problem: Problem | Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
     """The file's constraints; CR's fixed-weight ``LieDerivative`` penalty only under ``cr``/``custom``."""
-    keeps_lie_penalty = get_strategy(spec["strategy"]).keeps_lie_penalty
+    problem = as_problem(problem)
+    keeps_lie_penalty = get_strategy(problem.strategy).keeps_lie_penalty
     out = []
-    for item, line in zip(spec["constraints"], spec["constraint_lines"], strict=True):
+    for item, line in zip(problem.constraints, problem.source.constraint_lines, strict=True):
         try:
             built = parse_entry(item)
         except (ValueError, TypeError, SyntaxError) as err:
-            raise fail(spec, line, f"bad constraint {item!r}: {err}") from None
+            raise fail(problem, line, f"bad constraint {item!r}: {err}") from None
         if entry_kind(item) == "LieDerivative" and built.is_penalty and not keeps_lie_penalty:
             continue  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
         out.append(built)
@@ -124,30 +137,31 @@ def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module
     return build_model(name, options) if is_import_path(name) else task.model(name, **options)
 
 
-def _optimizer(spec: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
-    opt = spec["optimizer"]
-    if is_import_path(opt["name"]):
-        cls = load_optimizer(opt["name"], optimizer_kwargs(opt))
+def _optimizer(problem: Problem, section: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    """The primal optimizer ``section`` (the file's, or a group's) describes, on ``params``."""
+    if is_import_path(section["name"]):
+        cls = load_optimizer(section["name"], optimizer_kwargs(section))
     else:
-        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[opt["name"]]
-    optimizer = cls(params, **optimizer_kwargs(opt))
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[section["name"]]
+    optimizer = cls(params, **optimizer_kwargs(section))
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise fail(spec, line_of(spec, "optimizer.name"), f"Expected the optimizer {opt['name']!r} to return a "
-                                                          f"torch.optim.Optimizer (got {type(optimizer).__name__})")
+        raise fail(problem, line_of(problem, "optimizer.name"), f"Expected the optimizer {section['name']!r} to "
+                                                                f"return a torch.optim.Optimizer (got "
+                                                                f"{type(optimizer).__name__})")
     return optimizer
 
 
-def _named_optimizer(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``spec`` with optimizer ``name`` (a group's own optimizer takes none of the section's ``options``)."""
-    section = dict(spec["optimizer"], name=name)
-    if name != spec["optimizer"]["name"]:
+def _named_optimizer(problem: Problem, name: str) -> dict[str, Any]:
+    """The optimizer section with optimizer ``name``; a group's own optimizer takes none of its ``options``."""
+    section = dict(dataclasses.asdict(problem.optimizer), name=name)
+    if name != problem.optimizer.name:
         section.pop("options", None)
-    return {**spec, "optimizer": section}
+    return section
 
 
-def _dual_optimizer(spec: Mapping[str, Any]) -> Any:
-    dual = spec.get("dual_optimizer", {"name": "sgd"})
-    return NuPI(**dual.get("options", {})) if dual["name"] == "nupi" else None
+def _dual_optimizer(problem: Problem) -> Any:
+    dual = problem.dual_optimizer
+    return NuPI(**dual.options) if dual.name == "nupi" else None
 
 
 def seed_everything(seed: int) -> None:
@@ -157,69 +171,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _task_and_model(spec: Mapping[str, Any]) -> tuple[Task, Any, torch.nn.Module]:
+def _task_and_model(problem: Problem) -> tuple[Task, Any, torch.nn.Module]:
     """The task, its loaders and the model, with each refusal named by the file's key and line."""
-    training = spec["training"]
+    sections = {"task": problem.task, "model": problem.model}
     section = "task"
     try:
-        task = get_task(spec["task"]["name"])(**spec["task"]["options"])
-        loaders = task.loaders(training["seed"], training["batch_size"])
+        task = get_task(problem.task.name)(**problem.task.options)
+        loaders = task.loaders(problem.training.seed, problem.training.batch_size)
         section = "model"
-        model = _model(task, spec["model"]["name"], spec["model"]["options"])
+        model = _model(task, problem.model.name, problem.model.options)
     except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
-        raise fail(spec, line_of(spec, "task.options.root") or line_of(spec, "task.name"), str(err)) from None
+        raise fail(problem, line_of(problem, "task.options.root") or line_of(problem, "task.name"), str(err)) from None
     except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
-        raise fail(spec, line_of(spec, "task.name"), f"the data of task {spec['task']['name']!r} is missing: {err}") \
-            from None
+        raise fail(problem, line_of(problem, "task.name"),
+                   f"the data of task {problem.task.name!r} is missing: {err}") from None
     except ImportPathError as err:
-        raise fail(spec, line_of(spec, f"{section}.name"), f"'{section}.name': {err}") from None
+        raise fail(problem, line_of(problem, f"{section}.name"), f"'{section}.name': {err}") from None
     except (ValueError, TypeError) as err:
-        named = next((k for k in spec[section]["options"] if f"'{k}'" in str(err)), None)
+        named = next((k for k in sections[section].options if f"'{k}'" in str(err)), None)
         where = f"{section}.options.{named}" if named else f"{section}.options"
-        line = line_of(spec, where) or line_of(spec, f"{section}.options") or line_of(spec, section)
-        raise fail(spec, line, f"Expected '{where}' to be accepted by {section} "
-                               f"{spec[section]['name']!r}: {err}") from None
+        line = line_of(problem, where) or line_of(problem, f"{section}.options") or line_of(problem, section)
+        raise fail(problem, line, f"Expected '{where}' to be accepted by {section} "
+                                  f"{sections[section].name!r}: {err}") from None
     return task, loaders, model
 
 
-def _forward(spec: Mapping[str, Any], task: Task, device: str | torch.device) -> Any:
+def _forward(problem: Problem, task: Task, device: str | torch.device) -> Any:
     """The task's forward pass, under bf16 autocast when ``training.precision`` is ``bf16``."""
-    if spec["training"].get("precision", "fp32") != "bf16":
+    if problem.training.precision != "bf16":
         return task.forward
     try:
         check_precision("bf16", device)
     except ValueError as err:
-        raise fail(spec, line_of(spec, "training.precision"), str(err)) from None
+        raise fail(problem, line_of(problem, "training.precision"), str(err)) from None
     return autocast_forward(task.forward, device)
 
 
-def _solver(spec: Mapping[str, Any], problem: ConstrainedProblem, model: torch.nn.Module, name: str,
+def _solver(problem: Problem, constrained: ConstrainedProblem, model: torch.nn.Module, name: str,
             options: Mapping[str, Any], val_loader: Any, device: str | torch.device) -> Solver:
     """The primal optimizers (with their groups) and the ``Solver`` of the formulation ``name``."""
+    section = dataclasses.asdict(problem.optimizer)
     try:
-        primal = grouped_optimizers(spec["optimizer"], model, spec.get("constrained_optimizer"),
-                                    lambda params: _optimizer(spec, params),
-                                    lambda name, groups: _optimizer(_named_optimizer(spec, name), groups))
+        primal = grouped_optimizers(section, model, problem.constrained_optimizer,
+                                    lambda params: _optimizer(problem, section, params),
+                                    lambda name, groups: _optimizer(problem, _named_optimizer(problem, name), groups))
     except ValueError as err:
-        raise fail(spec, line_of(spec, "optimizer.groups"), str(err)) from None
+        raise fail(problem, line_of(problem, "optimizer.groups"), str(err)) from None
+    training = problem.training
     try:
         formulation = resolve_formulation(name, **options)  # built once, here; its options go to metrics.json
-        return Solver(problem, model, formulation, primal, spec["dual_lr"],
-                      constrained_optimizer=spec.get("constrained_optimizer", "simultaneous"),
-                      variable_optimizer=spec["variable_optimizer"], variable_lr=spec["variable_lr"],
-                      dual_optimizer=_dual_optimizer(spec),
-                      on_nonfinite=spec["training"].get("on_nonfinite", "raise"),
-                      compile=spec["training"].get("compile", False),
+        return Solver(constrained, model, formulation, primal, problem.dual_lr,
+                      constrained_optimizer=problem.constrained_optimizer,
+                      variable_optimizer=problem.variable_optimizer, variable_lr=problem.variable_lr,
+                      dual_optimizer=_dual_optimizer(problem), on_nonfinite=training.on_nonfinite,
+                      compile=training.compile,
                       example_batch=to_device(next(iter(val_loader)), torch.device(device)))
     except ProblemFileError:
         raise
     except (ValueError, TypeError) as err:
-        raise fail(spec, None, str(err)) from None
+        raise fail(problem, None, str(err)) from None
 
 
-def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
+def build(problem: Problem | Mapping[str, Any], device: str | torch.device = "cpu",
           context: distributed.Context | None = None) -> Built:
-    """Build task, loaders, model and solver of a checked problem.
+    """Build task, loaders, model and solver of a checked problem (a :class:`Problem` or its normalised dict).
 
     Under ``torchrun`` (``context`` from :func:`constrained_eq.core.distributed.init_from_env`) the train
     loader is sharded across ranks and the model wrapped in DDP once the Solver is built.
@@ -227,26 +242,28 @@ def build(spec: Mapping[str, Any], device: str | torch.device = "cpu",
     Raises:
         ProblemFileError: If an option is refused by the task, the model or the formulation.
     """
-    training = spec["training"]
-    seed_everything(training["seed"])
-    task, loaders, model = _task_and_model(spec)
-    _check_select(spec, task, model)
-    strategy = get_strategy(spec["strategy"])
-    constraints = build_constraints(spec)
+    problem = as_problem(problem)
+    training = problem.training
+    seed_everything(training.seed)
+    task, loaders, model = _task_and_model(problem)
+    _check_select(problem, task, model)
+    strategy = get_strategy(problem.strategy)
+    constraints = build_constraints(problem)
     if strategy.drops_constraints:
         model, constraints = projected(model), []
     model = model.to(device)
-    name, options = formulation_for(spec["strategy"], spec["formulation"], training)
-    problem = ConstrainedProblem(Objective(task.loss, _forward(spec, task, device)), constraints)
-    solver = _solver(spec, problem, model, name, options, loaders.val, device)
+    name, options = formulation_for(problem.strategy, dataclasses.asdict(problem.formulation),
+                                    dataclasses.asdict(training))
+    constrained = ConstrainedProblem(Objective(task.loss, _forward(problem, task, device)), constraints)
+    solver = _solver(problem, constrained, model, name, options, loaders.val, device)
     train = loaders.train
     if context is not None:
         try:
-            train = distributed.shard_loader(train, context, training["seed"])
+            train = distributed.shard_loader(train, context, training.seed)
         except ValueError as err:
-            raise fail(spec, line_of(spec, "training.batch_size"), str(err)) from None
+            raise fail(problem, line_of(problem, "training.batch_size"), str(err)) from None
         solver.model = distributed.wrap_model(model, context)
     if strategy.augments:
         train = AugmentedLoader(train, task.augment)
-    return Built(dict(spec), task, model, solver, train, loaders.val, loaders.test, name,
-                 TrainingOptions(training, *split_optimizers(solver)))
+    return Built(task, model, solver, train, loaders.val, loaders.test, name,
+                 TrainingOptions(dataclasses.asdict(training), *split_optimizers(solver)))
