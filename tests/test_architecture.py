@@ -179,3 +179,16 @@ def test_docs_architecture_lists_every_module():
     missing = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
                if f"`{p.relative_to(PACKAGE).as_posix()}`" not in page]
     assert not missing, f"give these modules a line in docs/architecture.md: {missing}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """``from m import _name`` only for private modules (``core/_rhs.py``), never for a private function or class."""
+    known = modules()
+    bad = []
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE.name):
+                bad += [f"{name}:{node.lineno} imports {node.module}.{alias.name}" for alias in node.names
+                        if alias.name.startswith("_") and not alias.name.startswith("__")
+                        and f"{node.module}.{alias.name}" not in known]
+    assert not bad, "make these names public (or move them) instead:\n" + "\n".join(bad)

@@ -192,13 +192,13 @@ def test_fit_reshuffles_the_distributed_sampler_every_epoch():
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from constrained_eq.run.build import AugmentedLoader
-    from constrained_eq.run.train import _set_sampler_epoch
+    from constrained_eq.run.train import set_sampler_epoch
 
     data = TensorDataset(torch.arange(12.0))
     loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=0, seed=1))
     orders = []
     for epoch in range(2):
-        _set_sampler_epoch(AugmentedLoader(loader, lambda b: b), epoch)  # through the augmentation wrapper too
+        set_sampler_epoch(AugmentedLoader(loader, lambda b: b), epoch)  # through the augmentation wrapper too
         orders.append(torch.cat([b[0] for b in loader]).tolist())
     assert loader.sampler.epoch == 1 and orders[0] != orders[1]
 

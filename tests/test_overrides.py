@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from constrained_eq.run.cli import main
 from constrained_eq.run.overrides import Override, parse_set
-from constrained_eq.run.problem_file import ProblemFileError, _Loader, load_problem_file
+from constrained_eq.run.problem_file import LineLoader, ProblemFileError, load_problem_file
 
 TOY = """task:
   name: toy_rotation
@@ -37,20 +37,20 @@ def _file(tmp_path, text=TOY):
 @pytest.mark.parametrize(("text", "value"), [("5e-3", 5e-3), ("1E-4", 1e-4), (".5", 0.5), ("-.5", -0.5),
                                              ("1e5", 1e5), ("+2.5E+2", 250.0), ("1.", 1.0), ("0.01", 0.01)])
 def test_yaml_reads_exponents_and_leading_dots_as_floats(text, value):
-    read = yaml.load(f"x: {text}", Loader=_Loader)["x"]
+    read = yaml.load(f"x: {text}", Loader=LineLoader)["x"]
     assert isinstance(read, float) and read == value
 
 
 @pytest.mark.parametrize(("text", "value"), [("5", 5), ("-3", -3), ("1_000", 1000), ("abc", "abc"), ("e5", "e5"),
                                              ("1e", "1e"), ("true", True), ("null", None), ("'5e-3'", "5e-3")])
 def test_yaml_keeps_ints_words_and_quoted_strings(text, value):
-    read = yaml.load(f"x: {text}", Loader=_Loader)["x"]
+    read = yaml.load(f"x: {text}", Loader=LineLoader)["x"]
     assert read == value and type(read) is type(value)
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_any_python_float_repr_reads_back_exactly(x):
-    assert yaml.load(f"x: {x!r}", Loader=_Loader)["x"] == x
+    assert yaml.load(f"x: {x!r}", Loader=LineLoader)["x"] == x
 
 
 def test_problem_file_numbers_in_e_notation_are_floats(tmp_path):

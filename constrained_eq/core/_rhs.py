@@ -12,7 +12,7 @@ from constrained_eq.core.checks import is_real
 RightHandSide = float | tuple[float, ...]
 
 
-def _check_rhs(value: Any, field_name: str, owner: str) -> RightHandSide:
+def check_rhs(value: Any, field_name: str, owner: str) -> RightHandSide:
     """A right-hand side as a float or a tuple of floats (one per entry), every one finite."""
     if isinstance(value, torch.Tensor):
         if value.dim() > 1:
@@ -24,24 +24,24 @@ def _check_rhs(value: Any, field_name: str, owner: str) -> RightHandSide:
     if isinstance(value, list | tuple):
         if not value:
             raise ValueError(f"{owner}: expected '{field_name}' to be a number or a non-empty list of numbers (got [])")
-        entries = tuple(_check_finite_number(v, f"{field_name}[{i}]", owner, positive=False, allow_zero=True)
+        entries = tuple(check_finite_number(v, f"{field_name}[{i}]", owner, positive=False, allow_zero=True)
                         for i, v in enumerate(value))
         return entries
-    return _check_finite_number(value, field_name, owner, positive=False, allow_zero=True)
+    return check_finite_number(value, field_name, owner, positive=False, allow_zero=True)
 
 
-def _rhs_tensor(rhs: RightHandSide, like: torch.Tensor) -> torch.Tensor | float:
+def rhs_tensor(rhs: RightHandSide, like: torch.Tensor) -> torch.Tensor | float:
     """``rhs`` as something to subtract from ``like`` (a float stays a float: no tensor, no copy)."""
     if isinstance(rhs, float):
         return rhs
     return torch.tensor(rhs, dtype=like.dtype, device=like.device)
 
 
-def _rhs_size(rhs: RightHandSide | None) -> int | None:
+def rhs_size(rhs: RightHandSide | None) -> int | None:
     return len(rhs) if isinstance(rhs, tuple) else None
 
 
-def _check_finite_number(value: Any, field_name: str, owner: str, *, positive: bool, allow_zero: bool) -> float:
+def check_finite_number(value: Any, field_name: str, owner: str, *, positive: bool, allow_zero: bool) -> float:
     if not is_real(value):
         raise TypeError(f"{owner}: expected '{field_name}' to be a number (got {type(value).__name__})")
     value = float(value)

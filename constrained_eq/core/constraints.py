@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core._rhs import RightHandSide, _check_finite_number, _check_rhs, _rhs_size, _rhs_tensor
+from constrained_eq.core._rhs import RightHandSide, check_finite_number, check_rhs, rhs_size, rhs_tensor
 from constrained_eq.core.import_path import quote_import_paths
 from constrained_eq.core.target import READS, Target, as_target, register_target, registered_targets
 
@@ -80,7 +80,7 @@ class Constraint:
     def check_size(self, size: int) -> None:
         """Refuse a per-entry right-hand side whose length is not the target's ``L`` (= ``size``)."""
         for field_name in ("value", "bound", "lower"):
-            expected = _rhs_size(getattr(self, field_name, None))
+            expected = rhs_size(getattr(self, field_name, None))
             if expected is not None and expected != size:
                 raise ValueError(f"{self!r}: '{field_name}' has {expected} entries but the target "
                                  f"{self.target.name!r} has {size}; give one number, or one per entry")
@@ -92,7 +92,7 @@ class Constraint:
         key = (id(rhs), like.device, like.dtype)
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._cache[key] = _rhs_tensor(rhs, like)
+            cached = self._cache[key] = rhs_tensor(rhs, like)
         return cached
 
     def _fields_repr(self) -> list[str]:
@@ -128,7 +128,7 @@ class Equality(Constraint):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "value", _check_rhs(self.value, "value", "Equality"))
+        object.__setattr__(self, "value", check_rhs(self.value, "value", "Equality"))
 
     def violation(self, values: torch.Tensor, slack: torch.Tensor | None = None) -> torch.Tensor:
         if self.value == 0.0:
@@ -171,13 +171,13 @@ class Inequality(Constraint):
             object.__setattr__(self, "bound", 0.0)
         for field_name in ("bound", "lower"):
             if getattr(self, field_name) is not None:
-                object.__setattr__(self, field_name, _check_rhs(getattr(self, field_name), field_name, "Inequality"))
+                object.__setattr__(self, field_name, check_rhs(getattr(self, field_name), field_name, "Inequality"))
         if self.bound is not None and self.lower is not None:
             self._check_order()
 
     def _check_order(self) -> None:
         lower, upper = self.lower, self.bound
-        sizes = {n for n in (_rhs_size(lower), _rhs_size(upper)) if n is not None}
+        sizes = {n for n in (rhs_size(lower), rhs_size(upper)) if n is not None}
         if len(sizes) > 1:
             raise ValueError(f"Inequality: expected 'lower' and 'bound' to have the same number of entries "
                              f"(got {len(lower)} and {len(upper)})")
@@ -228,8 +228,8 @@ class Resilient(Constraint):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        rho = _check_finite_number(self.rho, "rho", "Resilient", positive=True, allow_zero=False)
-        init = _check_finite_number(self.slack_init, "slack_init", "Resilient", positive=True, allow_zero=True)
+        rho = check_finite_number(self.rho, "rho", "Resilient", positive=True, allow_zero=False)
+        init = check_finite_number(self.slack_init, "slack_init", "Resilient", positive=True, allow_zero=True)
         object.__setattr__(self, "rho", rho)
         object.__setattr__(self, "slack_init", init)
 
@@ -276,7 +276,7 @@ class Penalty(Constraint):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        value = _check_finite_number(self.weight, "weight", "Penalty", positive=True, allow_zero=True)
+        value = check_finite_number(self.weight, "weight", "Penalty", positive=True, allow_zero=True)
         object.__setattr__(self, "weight", value)
         if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral):
             raise TypeError(f"Penalty: expected 'every' to be a positive integer (got {type(self.every).__name__} "

@@ -27,7 +27,7 @@ from constrained_eq.run.runs import RunFolderError, load_checkpoint, read_json, 
 
 __all__ = ["save_checkpoint", "restore_checkpoint", "apply_checkpoint", "loader_generator", "resume_fit",
            "start_fresh", "save_fit_checkpoint", "last_checkpoint_note", "check_finite_state", "problem_hashes",
-           "check_problem_hash"]
+           "check_problem_hash", "set_sampler_epoch"]
 
 
 def _previous(path: Path) -> Path:
@@ -120,7 +120,7 @@ def loader_generator(loader: Any) -> torch.Generator | None:
     return generator if isinstance(generator, torch.Generator) else None
 
 
-def _set_sampler_epoch(loader: Any, epoch: int) -> None:
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
     """Reshuffle a ``DistributedSampler`` (or any sampler with ``set_epoch``) for ``epoch``."""
     sampler = getattr(loader, "sampler", None)
     if callable(getattr(sampler, "set_epoch", None)):

@@ -39,10 +39,10 @@ def parse_value(text: str, origin: str) -> Any:
     Raises:
         ValueError: If ``text`` is not valid YAML (names ``origin``).
     """
-    from constrained_eq.run.problem_yaml import ProblemFileError, _plain, parse_yaml
+    from constrained_eq.run.problem_yaml import ProblemFileError, parse_yaml, plain
 
     try:
-        return _plain(parse_yaml(text, origin))  # the problem files' limits: size, depth, aliases, plain values
+        return plain(parse_yaml(text, origin))  # the problem files' limits: size, depth, aliases, plain values
     except ProblemFileError as err:
         problem = err.message.removeprefix("invalid YAML: ")
         raise ValueError(f"{origin}: Expected a YAML value after '=' ({problem})") from None
@@ -91,7 +91,7 @@ def apply_overrides(raw: dict, overrides: Iterable[Override], fail: Any) -> None
     Raises:
         ProblemFileError: If an override walks through a value that is not a mapping.
     """
-    from constrained_eq.run.problem_yaml import _Map
+    from constrained_eq.run.problem_yaml import LineMap
 
     for override in overrides:
         node = raw
@@ -99,7 +99,7 @@ def apply_overrides(raw: dict, overrides: Iterable[Override], fail: Any) -> None
             child = node.get(key)
             if child is None or isinstance(child, str):
                 named = child
-                child = _Map()
+                child = LineMap()
                 child.line, child.key_lines = override.origin, {}
                 if isinstance(named, str):  # `formulation: resilient` -> {name: resilient}
                     child["name"] = named

@@ -30,21 +30,21 @@ from constrained_eq.run.problem_schema import (
     SCHEMA,
     TOP,
     Checker,
-    _choice,
     check_options,
+    choice,
 )
 from constrained_eq.run.problem_yaml import (
     MAX_BYTES,
     MAX_DEPTH,
+    LineLoader,
     ProblemFileError,
-    _Loader,
-    _plain,
     check_plain,
+    plain,
     read_yaml,
 )
 
 __all__ = ["ProblemFileError", "load_problem_file", "load_problem", "problem_hash", "STRATEGIES", "OPTIMIZERS",
-           "LOCATION_KEYS", "MAX_BYTES", "MAX_DEPTH", "CONSTRAINT_KINDS", "optimizer_kwargs", "_Loader"]
+           "LOCATION_KEYS", "MAX_BYTES", "MAX_DEPTH", "CONSTRAINT_KINDS", "optimizer_kwargs", "LineLoader"]
 
 # keys of the loaded problem that say where things are, not what the problem is (left out of the hash)
 LOCATION_KEYS = ("file", "constraint_lines", "lines")
@@ -185,7 +185,7 @@ def _check_constraints(checker: Checker, raw: Any, line: int | None) -> list[Any
             choices = ", ".join(repr(k) for k in CONSTRAINT_KINDS)
             raise checker.fail(item_line, f"Expected the kind of 'constraints[{index}]' to be one of {choices} "
                                           f"(got {kind!r})")
-        out.append(_plain(item))
+        out.append(plain(item))
     built: dict[str, int] = {}
     for index, item in enumerate(out):
         item_line = raw.item_lines[index] if hasattr(raw, "item_lines") else line
@@ -305,7 +305,7 @@ def load_problem_file(path: str | os.PathLike, overrides: Mapping[str, Any] | It
         spec[section] = checker.section(raw.get(section), schema, section, lines.get(section))
     spec["optimizer"]["groups"] = _check_groups(checker, (raw.get("optimizer") or {}).get("groups") or [])
     for key, (check, default) in TOP.items():
-        spec[key] = _plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
+        spec[key] = plain(checker.value(raw[key], check, key, lines.get(key))) if key in raw else default
     spec["dual_optimizer"] = _dual_optimizer(checker, raw.get("dual_optimizer", "sgd"), lines.get("dual_optimizer"))
     spec["constraints"] = (_check_constraints(checker, raw["constraints"], lines.get("constraints"))
                            if "constraints" in raw else list(DEFAULT_CONSTRAINTS))
@@ -333,7 +333,7 @@ def _dual_optimizer(checker: Checker, raw: Any, line: int | None) -> dict[str, A
     """``dual_optimizer: nupi`` or ``{name: nupi, options: {kappa_p: 10, kappa_i: 1, ema_nu: 0}}``."""
     from constrained_eq.core.dual_optimizers import DUAL_OPTIMIZERS, NuPI
 
-    spec = checker.section(raw, {"name": (_choice(DUAL_OPTIMIZERS), REQUIRED), "options": (MAPPING, {})},
+    spec = checker.section(raw, {"name": (choice(DUAL_OPTIMIZERS), REQUIRED), "options": (MAPPING, {})},
                            "dual_optimizer", line)
     if spec["options"] and spec["name"] != "nupi":
         raise checker.fail(line, f"Unknown key 'dual_optimizer.options'; dual optimizer {spec['name']!r} takes none")

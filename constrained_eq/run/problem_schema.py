@@ -16,10 +16,10 @@ from constrained_eq.core.checks import is_int, is_number
 from constrained_eq.core.strategies import STRATEGIES
 from constrained_eq.run.imports import is_import_path
 from constrained_eq.run.problem_model import ABSENT_IS_DEFAULT, REQUIRED, SECTIONS, Problem, default_of
-from constrained_eq.run.problem_yaml import ProblemFileError, _plain
+from constrained_eq.run.problem_yaml import ProblemFileError, plain
 
 __all__ = ["Check", "Checker", "check_options", "CHECKS", "SCHEMA", "TOP", "OPTION_CHECKS", "GROUP_SCHEMA",
-           "OPTIMIZERS", "DEFAULT_CONSTRAINTS"]
+           "OPTIMIZERS", "DEFAULT_CONSTRAINTS", "choice"]
 
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -47,7 +47,8 @@ def _optional(check: Check) -> Check:
     return (lambda v: v is None or check[0](v), f"null or {check[1]}")
 
 
-def _choice(choices: Any) -> Check:
+def choice(choices: Any) -> Check:
+    """One of ``choices`` (described as "one of 'a', 'b'")."""
     listed = ", ".join(repr(c) for c in choices)
     return (lambda v: isinstance(v, str | int | float | bool | None) and v in choices, f"one of {listed}")
 
@@ -65,7 +66,7 @@ SCHEDULE: Check = (lambda v: v is None or isinstance(v, str | dict),
 CHECKS: dict[str, Check] = {
     "task.name": STR, "task.options": MAPPING, "model.name": STR, "model.options": MAPPING,
     "formulation.name": STR, "formulation.options": MAPPING,
-    "optimizer.name": _or_import_path(_choice(OPTIMIZERS)), "optimizer.lr": POS_NUMBER,
+    "optimizer.name": _or_import_path(choice(OPTIMIZERS)), "optimizer.lr": POS_NUMBER,
     "optimizer.weight_decay": NONNEG_NUMBER, "optimizer.options": MAPPING,
     "optimizer.groups": (lambda v: isinstance(v, list), "a list of mappings with 'params' (a pattern of parameter "
                                                        "names) and optional 'name', 'lr', 'weight_decay'"),
@@ -73,18 +74,18 @@ CHECKS: dict[str, Check] = {
     "training.seed": _int_range(0, 2**32 - 1), "training.eval_every": _int_range(1, 100_000),
     "training.checkpoint_every": _int_range(1, 100_000), "training.log_every": _int_range(1, 10_000),
     "training.steps_every": _optional(_int_range(1, 1_000_000)),
-    "training.on_nonfinite": _choice(("raise", "skip")), "training.averaging": _choice(("none", "uniform", "ema")),
+    "training.on_nonfinite": choice(("raise", "skip")), "training.averaging": choice(("none", "uniform", "ema")),
     "training.average_start": _int_range(0, 100_000),
     "training.ema_decay": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "training.scheduler": SCHEDULE, "training.variable_scheduler": SCHEDULE,
-    "training.clip_grad_norm": _optional(POS_NUMBER), "training.precision": _choice(("fp32", "bf16")),
+    "training.clip_grad_norm": _optional(POS_NUMBER), "training.precision": choice(("fp32", "bf16")),
     "training.compile": BOOL,
     "evaluation.project": BOOL, "evaluation.select": STR, "evaluation.equivariance_error": BOOL,
     "evaluation.feasibility_tol": NONNEG_NUMBER,
     "logging.tensorboard": BOOL,
-    "strategy": _choice(STRATEGIES), "dual_lr": POS_NUMBER, "variable_optimizer": _choice(VARIABLE_OPTIMIZERS),
+    "strategy": choice(STRATEGIES), "dual_lr": POS_NUMBER, "variable_optimizer": choice(VARIABLE_OPTIMIZERS),
     "variable_lr": _optional(POS_NUMBER),
-    "constrained_optimizer": _choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
+    "constrained_optimizer": choice(("simultaneous", "alternating_primal_dual", "alternating_dual_primal",
                                       "extrapolation")),
 }
 # section -> key -> (check, default), in the order of the dataclasses' fields (the order errors list keys in)
@@ -170,9 +171,9 @@ class Checker:
                     raise self.fail(line if line is not None else getattr(raw, "line", None),
                                     f"Missing key '{where}.{key}' ({check[1]})")
                 if default is not ABSENT_IS_DEFAULT:
-                    out[key] = _plain(default)
+                    out[key] = plain(default)
             else:
-                out[key] = _plain(self.value(raw[key], check, f"{where}.{key}", key_line))
+                out[key] = plain(self.value(raw[key], check, f"{where}.{key}", key_line))
         return out
 
 
@@ -205,7 +206,7 @@ def check_options(checker: Checker, options: Mapping, defaults: Mapping[str, Any
 
 
 GROUP_SCHEMA: dict[str, tuple[Check, Any]] = {
-    "params": (STR, REQUIRED), "name": (_optional(_choice(OPTIMIZERS)), None),
+    "params": (STR, REQUIRED), "name": (_optional(choice(OPTIMIZERS)), None),
     "lr": (_optional(POS_NUMBER), None), "weight_decay": (_optional(NONNEG_NUMBER), None),
 }
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ProblemFileError", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_yaml", "parse_yaml", "check_plain"]
+__all__ = ["ProblemFileError", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "read_yaml", "parse_yaml", "check_plain", "plain",
+           "LineMap", "LineSeq", "LineLoader"]
 
 
 class ProblemFileError(ValueError):
@@ -36,23 +37,27 @@ class ProblemFileError(ValueError):
         return type(self), (self.file, self.line, self.message)
 
 
-class _Map(dict):
+class LineMap(dict):
+    """A YAML mapping that remembers its own line and the line of each key (``key_lines``)."""
+
     line: int = 0
     key_lines: dict
 
 
-class _Seq(list):
+class LineSeq(list):
+    """A YAML sequence that remembers its own line and the line of each item (``item_lines``)."""
+
     line: int = 0
     item_lines: list
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present (~20x faster)
+class LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present (~20x faster)
     """A safe loader whose mappings and sequences remember the line of each key and item."""
 
 
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+def _construct_map(loader: LineLoader, node: yaml.MappingNode) -> LineMap:
     loader.flatten_mapping(node)
-    out = _Map()
+    out = LineMap()
     out.line, out.key_lines = node.start_mark.line + 1, {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -66,14 +71,14 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
     return out
 
 
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
-    out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+def _construct_seq(loader: LineLoader, node: yaml.SequenceNode) -> LineSeq:
+    out = LineSeq(loader.construct_object(child, deep=True) for child in node.value)
     out.line, out.item_lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
     return out
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 # The YAML 1.2 core schema in place of PyYAML's YAML 1.1 resolvers: YAML 1.1 reads `yes`/`no`/`on`/`off`
 # as booleans, `010` as octal 8, `1:30` as base-60 90 and `5e-3` as a string; a reader of YAML 1.2 (and
 # of this project's files) sees the strings 'yes', 'no', 'on', 'off', '1:30', the integer 10 and the float
@@ -87,15 +92,15 @@ _CORE = {
     "tag:yaml.org,2002:float": (r"""^(?:[-+]?(?:\.[0-9_]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
                                    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789."),
 }
-_Loader.yaml_implicit_resolvers = {
+LineLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in _CORE and tag != "tag:yaml.org,2002:value"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _tag, (_pattern, _firsts) in reversed(_CORE.items()):  # first checked: bool, null, int (before float)
     for _first in _firsts:
-        _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (_tag, re.compile(_pattern, re.X)))
+        LineLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (_tag, re.compile(_pattern, re.X)))
 
 
-def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+def _construct_int(loader: LineLoader, node: yaml.ScalarNode) -> int:
     """A YAML 1.2 core integer: decimal (``010`` is 10), ``0o17`` octal, ``0x1f`` hexadecimal."""
     text = str(loader.construct_scalar(node)).replace("_", "")
     try:
@@ -107,14 +112,15 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
                                                 node.start_mark) from None
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` as plain dicts and lists (the line-remembering containers dropped), for hashing and JSON."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -234,8 +240,8 @@ def check_plain(path: Path, raw: Any, line: int | None = 1) -> None:
                                            "!!binary, !!set and dates are not read)")
 
 
-def _named(stream: str, path: Path) -> _Loader:
-    loader = _Loader(stream)
+def _named(stream: str, path: Path) -> LineLoader:
+    loader = LineLoader(stream)
     loader.name = str(path)
     return loader
 

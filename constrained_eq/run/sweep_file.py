@@ -140,7 +140,7 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
         ProblemFileError: On an unknown key or a value of the wrong type, naming the file and the line.
     """
     from constrained_eq.run.problem_schema import Checker
-    from constrained_eq.run.problem_yaml import ProblemFileError, _plain, read_yaml
+    from constrained_eq.run.problem_yaml import ProblemFileError, plain, read_yaml
 
     path = Path(path)
     raw = read_yaml(path)  # the problem files' limits: size, depth, alias expansion, plain values only
@@ -161,7 +161,7 @@ def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
             raise checker.fail(lines.get(key), f"Expected '{key}' to be {what} (got {value!r})")
     if "problem" not in raw:
         raise checker.fail(1, "Missing key 'problem' (the problem file, relative to the sweep file)")
-    out = _plain(dict(raw))
+    out = plain(dict(raw))
     out["problem"] = path.parent / raw["problem"]
     params = []
     for name, spec in (raw.get("params") or {}).items():

@@ -49,13 +49,13 @@ from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
 from constrained_eq.core.feasibility import warn_new_infeasible
 from constrained_eq.run.certificate import certify_selected
 from constrained_eq.run.checkpointing import (
-    _set_sampler_epoch,
     check_finite_state,
     last_checkpoint_note,
     loader_generator,
     problem_hashes,
     resume_fit,
     save_fit_checkpoint,
+    set_sampler_epoch,
     start_fresh,
 )
 from constrained_eq.run.fit_settings import FitResult, FitSettings, check_settings, fit_settings
@@ -182,7 +182,7 @@ class _Fit:
     def _train_epoch(self, epoch: int) -> tuple[StepRecord | None, torch.Tensor]:
         """One pass over the train loader; returns the last step's record and the mean loss (on the device)."""
         self.solver.set_epoch(epoch)
-        _set_sampler_epoch(self.train_loader, epoch)
+        set_sampler_epoch(self.train_loader, epoch)
         self.model.train()
         loss_sum, count, record = None, 0, None
         for batch in self.train_loader:

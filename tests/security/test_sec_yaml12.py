@@ -13,14 +13,14 @@ from _toy import TOY_ACE_EQUALITY
 
 from constrained_eq.run.overrides import parse_set
 from constrained_eq.run.problem_file import load_problem_file
-from constrained_eq.run.problem_yaml import ProblemFileError, _Loader, _plain
+from constrained_eq.run.problem_yaml import LineLoader, ProblemFileError, plain
 from constrained_eq.run.sweep_file import load_sweep
 
 BASE = TOY_ACE_EQUALITY.replace("training: {epochs: 2, batch_size: 16}\n", "")
 
 
 def _load(text: str) -> dict:
-    return _plain(yaml.load(text, Loader=_Loader))  # noqa: S506 (a SafeLoader)
+    return plain(yaml.load(text, Loader=LineLoader))  # noqa: S506 (a SafeLoader)
 
 
 @pytest.mark.parametrize("text, value", [
