@@ -100,8 +100,8 @@ def relaxed_mlp_case(device: torch.device) -> Case:
 
 
 def egnn_case(device: torch.device) -> Case:
+    from constrained_eq.core._loaders import to_device
     from constrained_eq.data.nbody import NBodyDataset
-    from constrained_eq.run.train import to_device
     from constrained_eq.tasks.nbody import NBody
 
     temporary_data_cache()

@@ -164,8 +164,8 @@ def relaxed_mlp(device: torch.device):
 
 def egnn(device: torch.device):
     """The N-body EGNN of problems/nbody_full.yaml, with the nbody task's forward and loss."""
-    from constrained_eq.run.build import build
-    from constrained_eq.run.train import to_device
+    from constrained_eq.core._loaders import to_device
+    from constrained_eq.run.assemble import build
 
     temporary_data_cache()
     built = build(nbody_spec("ace_equality", "egnn"), device)

@@ -34,8 +34,8 @@ from constrained_eq.data.nbody import NBodyBatch, NBodyDataset, fully_connected_
 from constrained_eq.models import VNLinear
 from constrained_eq.models._vn import VNLinearLeakyReLU
 from constrained_eq.symmetry import SO, VectorRep, act, equivariance_error
+from constrained_eq.symmetry.haar import random_rotation
 from constrained_eq.symmetry.metrics import resolve_action
-from constrained_eq.tasks.base import random_rotation
 from constrained_eq.tasks.nbody import NBody
 
 SAMPLES = (1, 5, 25)

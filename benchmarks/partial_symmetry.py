@@ -138,7 +138,7 @@ def _ms(values) -> str:
 
 def main() -> None:
     from constrained_eq.run.diagnostics import check_resilient, classify_equality, slack_ranking
-    from constrained_eq.run.report import plot_dynamics, plot_equivariance
+    from constrained_eq.run.report_plots import plot_dynamics, plot_equivariance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

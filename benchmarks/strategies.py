@@ -109,8 +109,8 @@ def _count(model: torch.nn.Module) -> int:
 
 def nbody(model: str) -> Callable[[torch.device], Setup]:
     def setup(device: torch.device) -> Setup:
-        from constrained_eq.run.build import build
-        from constrained_eq.run.train import to_device
+        from constrained_eq.core._loaders import to_device
+        from constrained_eq.run.assemble import build
 
         temporary_data_cache()
         built = {name: build(_every(nbody_spec(FILE_STRATEGIES[name], model), EVERY.get(name, 1)), device)

@@ -16,10 +16,11 @@ from constrained_eq.core.lazy import lazy_names
 _HOME = {
     "homotopy": "constrained_eq.homotopy",
     "symmetry": "constrained_eq.symmetry",
-    **dict.fromkeys(("Equality", "Inequality", "Penalty", "Resilient", "Target", "register_target"),
-                    "constrained_eq.core.constraints"),
+    **dict.fromkeys(("Equality", "Inequality", "Penalty", "Resilient"), "constrained_eq.core.constraints"),
+    **dict.fromkeys(("Target", "register_target"), "constrained_eq.core.target"),
     "NuPI": "constrained_eq.core.dual_optimizers",
-    **dict.fromkeys(("NonFiniteError", "Solver", "StepRecord"), "constrained_eq.core.engine"),
+    **dict.fromkeys(("Solver", "StepRecord"), "constrained_eq.core.engine"),
+    "NonFiniteError": "constrained_eq.core._cmp",
     **dict.fromkeys(("Formulation", "register_formulation", "resolve_formulation"), "constrained_eq.core.formulations"),
     **dict.fromkeys(("ConstrainedProblem", "Objective"), "constrained_eq.core.problem"),
     **dict.fromkeys(("Strategy", "register_strategy"), "constrained_eq.core.strategies"),
@@ -28,7 +29,8 @@ _HOME = {
     **dict.fromkeys(("HomotopicLayer", "LieDerivative", "LinearBranch", "branch_contributions", "gammas",
                      "is_relaxed", "project", "recording", "relax", "set_recording"), "constrained_eq.homotopy"),
     **dict.fromkeys(("FeatureSpec", "register_relaxable"), "constrained_eq.homotopy.relax"),
-    **dict.fromkeys(("FitResult", "fit"), "constrained_eq.run.train"),
+    "fit": "constrained_eq.run.train",
+    "FitResult": "constrained_eq.run.fit_settings",
     "register_group": "constrained_eq.symmetry",
     **dict.fromkeys(("Task", "register_task"), "constrained_eq.tasks"),
 }
@@ -38,12 +40,14 @@ __getattr__, __dir__ = lazy_names(__name__, _HOME, _REGISTERING)
 
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
     from constrained_eq import homotopy, symmetry
-    from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient, Target, register_target
+    from constrained_eq.core._cmp import NonFiniteError
+    from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient
     from constrained_eq.core.dual_optimizers import NuPI
-    from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
+    from constrained_eq.core.engine import Solver, StepRecord
     from constrained_eq.core.formulations import Formulation, register_formulation, resolve_formulation
     from constrained_eq.core.problem import ConstrainedProblem, Objective
     from constrained_eq.core.strategies import Strategy, register_strategy
+    from constrained_eq.core.target import Target, register_target
     from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
     from constrained_eq.homotopy import (
         HomotopicLayer,
@@ -58,7 +62,8 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
         set_recording,
     )
     from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
-    from constrained_eq.run.train import FitResult, fit
+    from constrained_eq.run.fit_settings import FitResult
+    from constrained_eq.run.train import fit
     from constrained_eq.symmetry import register_group
     from constrained_eq.tasks import Task, register_task
 

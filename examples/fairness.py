@@ -23,7 +23,7 @@ import torch
 
 import constrained_eq as ceq
 from constrained_eq.core.split_feasibility import measure
-from constrained_eq.run.build import evaluate_split
+from constrained_eq.run.evaluate import evaluate_split
 from constrained_eq.run.train import fit
 from constrained_eq.tasks.fairness import Fairness
 

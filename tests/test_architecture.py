@@ -192,3 +192,18 @@ def test_no_module_imports_another_modules_private_names():
                         if alias.name.startswith("_") and not alias.name.startswith("__")
                         and f"{node.module}.{alias.name}" not in known]
     assert not bad, "make these names public (or move them) instead:\n" + "\n".join(bad)
+
+
+def test_no_module_re_exports_another_modules_names():
+    """A name is imported from the module that defines it: only packages' ``__init__`` files gather names."""
+    bad = []
+    for name, path in modules().items():
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                    and (node.module or "").startswith(PACKAGE.name) for alias in node.names}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                bad += [f"{name}.__all__ lists {n}" for n in ast.literal_eval(node.value) if n in imported]
+    assert not bad, "import these from the module that defines them:\n" + "\n".join(bad)

@@ -17,8 +17,9 @@ from _toy import TOY_LAGRANGIAN, RelaxedMLP
 
 import constrained_eq as ceq
 from constrained_eq.core import compiled
-from constrained_eq.run.build import build
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.assemble import build
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 
 
 @pytest.fixture

@@ -122,7 +122,8 @@ def test_a_problem_file_constraint_with_an_unquoted_name_loads(tmp_path):
     from pathlib import Path
 
     from constrained_eq.run.constraint_entries import parse_entry
-    from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+    from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.problem_yaml import ProblemFileError
 
     text = (Path(__file__).resolve().parents[1] / "problems" / "lipschitz.yaml").read_text()
     path = tmp_path / "p.yaml"

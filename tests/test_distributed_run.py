@@ -22,8 +22,9 @@ from torch import nn
 
 import constrained_eq as ceq
 from constrained_eq.core import distributed
-from constrained_eq.run.build import build
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.assemble import build
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
 def test_fit_reshuffles_the_distributed_sampler_every_epoch():
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from constrained_eq.run.build import AugmentedLoader
+    from constrained_eq.run.assemble import AugmentedLoader
     from constrained_eq.run.train import set_sampler_epoch
 
     data = TensorDataset(torch.arange(12.0))

@@ -20,7 +20,8 @@ from constrained_eq.core.formulations import Formulation, formulation_names
 from constrained_eq.core.strategies import STRATEGIES, formulation_for
 from constrained_eq.homotopy.relax import relaxable_types
 from constrained_eq.run.cli import main
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.report import unconstrained_signatures
 from constrained_eq.symmetry import parse_group
 from constrained_eq.tasks import Task, task_names

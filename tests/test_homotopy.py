@@ -220,7 +220,7 @@ def test_branch_contributions_and_recording():
 
 def test_contributions_over_a_loader_average_every_sample_of_every_batch():
     from constrained_eq.homotopy.recording import contribution_hooks
-    from constrained_eq.run.build import evaluate_split
+    from constrained_eq.run.evaluate import evaluate_split
     from constrained_eq.tasks.base import Task
 
     model = relax(nn.Sequential(VNLinear(2, 2), VNLinear(2, 1)), gamma_init=-0.5)

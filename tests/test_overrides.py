@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from constrained_eq.run.cli import main
 from constrained_eq.run.overrides import Override, parse_set
-from constrained_eq.run.problem_file import LineLoader, ProblemFileError, load_problem_file
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import LineLoader, ProblemFileError
 
 TOY = """task:
   name: toy_rotation

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from constrained_eq.run.build import build
+from constrained_eq.run.assemble import build
 from constrained_eq.run.cli import main
 from constrained_eq.run.problem_file import load_problem_file
 

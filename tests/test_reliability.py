@@ -17,10 +17,11 @@ import torch
 from _toy import TOY_ACE_EQUALITY
 
 import constrained_eq as ceq
-from constrained_eq.run.build import build
+from constrained_eq.run.assemble import build
 from constrained_eq.run.cli import main
+from constrained_eq.run.monitoring import DivergenceError
 from constrained_eq.run.problem_file import load_problem_file
-from constrained_eq.run.train import DivergenceError, fit
+from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import constrained_eq as ceq
 from constrained_eq.core.split_feasibility import measure
 from constrained_eq.core.testing import VectorModel
+from constrained_eq.run.monitoring import DivergenceError
 from constrained_eq.run.runs import read_csv
-from constrained_eq.run.train import DivergenceError, fit
+from constrained_eq.run.train import fit
 
 
 class Scale(torch.nn.Module):

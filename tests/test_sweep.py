@@ -12,8 +12,8 @@ import optuna  # the 'test' extra installs the 'sweep' extra's Optuna
 import pytest
 
 from constrained_eq.run.cli import _parser, _sweep_of, main
-from constrained_eq.run.problem_file import ProblemFileError
-from constrained_eq.run.sweep import Param, check_sweep, load_sweep, parse_param
+from constrained_eq.run.problem_yaml import ProblemFileError
+from constrained_eq.run.sweep_file import Param, check_sweep, load_sweep, parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = """task:

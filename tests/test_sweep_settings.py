@@ -7,7 +7,8 @@ from pathlib import Path
 import optuna  # the 'test' extra installs the 'sweep' extra's Optuna
 import pytest
 
-from constrained_eq.run.sweep import Sweep, _direction, parse_param
+from constrained_eq.run.sweep import _direction
+from constrained_eq.run.sweep_file import Sweep, parse_param
 
 
 @pytest.mark.parametrize(("task", "select", "direction"), [

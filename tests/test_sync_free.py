@@ -113,7 +113,7 @@ def test_compiled_model_steps_like_eager(backend):
 @pytest.mark.parametrize(("model_name", "strategy"), [("egnn", "ace"), ("egnn", "cr"), ("segnn", "ace")])
 def test_nbody_model_steps_without_host_reads(device, tmp_path, model_name, strategy):
     """The N-body models (graph means included) and CR's Lie penalty step without reading the device."""
-    from constrained_eq.run.train import to_device
+    from constrained_eq.core._loaders import to_device
     from constrained_eq.symmetry import LieDerivative
     from constrained_eq.tasks.nbody import NBody
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from constrained_eq.run.build import run_problem
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import constrained_eq as ceq
+from constrained_eq.run.fit_settings import FitResult
 from constrained_eq.run.runs import CsvStream, read_csv, read_json
-from constrained_eq.run.train import FitResult, fit
+from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
 
 
@@ -91,7 +92,7 @@ def test_csv_stream_extends_header_and_truncates(tmp_path):
 def test_to_device_moves_pyg_batches():
     from torch_geometric.data import Batch, Data
 
-    from constrained_eq.run.train import to_device
+    from constrained_eq.core._loaders import to_device
 
     batch = Batch.from_data_list([Data(pos=torch.zeros(2, 3)), Data(pos=torch.ones(3, 3))])
     moved = to_device((batch, torch.zeros(1)), torch.device("cpu"))

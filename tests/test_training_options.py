@@ -12,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from constrained_eq.run import training_options
-from constrained_eq.run.build import build, run_problem
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.run.assemble import build
+from constrained_eq.run.build import run_problem
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.training_options import GradClipper, LRSchedule, autocast_forward, resolve_schedule
 
 TOY = """task:

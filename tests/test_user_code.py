@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from constrained_eq.run.build import build
-from constrained_eq.run.imports import ImportPathError, is_import_path, quote_import_paths
-from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+from constrained_eq.core.import_path import ImportPathError, is_import_path, quote_import_paths
+from constrained_eq.run.assemble import build
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import ProblemFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -174,7 +175,7 @@ def test_import_paths_are_recognised_and_quoted():
     assert quote_import_paths("Inequality(a.b:c, bound=1.0)") == "Inequality('a.b:c', bound=1.0)"
     assert quote_import_paths("Equality(target=gammas)") == "Equality(target=gammas)"
     with pytest.raises(ImportPathError, match="import path"):
-        from constrained_eq.run.imports import load_object
+        from constrained_eq.core.import_path import load_object
         load_object("not a path", "model")
 
 

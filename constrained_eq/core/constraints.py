@@ -29,21 +29,9 @@ import torch
 
 from constrained_eq.core._rhs import RightHandSide, check_finite_number, check_rhs, rhs_size, rhs_tensor
 from constrained_eq.core.import_path import quote_import_paths
-from constrained_eq.core.target import READS, Target, as_target, register_target, registered_targets
+from constrained_eq.core.target import Target, as_target
 
-__all__ = [
-    "READS",
-    "Target",
-    "Constraint",
-    "Equality",
-    "Inequality",
-    "Resilient",
-    "Penalty",
-    "register_target",
-    "registered_targets",
-    "parse",
-    "parse_call",
-]
+__all__ = ["Constraint", "Equality", "Inequality", "Resilient", "Penalty", "parse", "parse_call"]
 
 @dataclass(frozen=True, eq=True)
 class Constraint:

@@ -34,7 +34,7 @@ from constrained_eq.core.problem import ConstrainedProblem
 from constrained_eq.core.solver_state import load_solver_state, solver_state_dict
 from constrained_eq.core.target_sizes import constraint_sizes
 
-__all__ = ["Solver", "StepRecord", "NonFiniteError", "DEFAULT_DUAL_LR"]
+__all__ = ["Solver", "StepRecord", "DEFAULT_DUAL_LR"]
 
 DEFAULT_DUAL_LR = 1e-2  # η_d of the multipliers: the Solver's and the problem files' default (stated here once)
 

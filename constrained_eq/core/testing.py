@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from constrained_eq.core.constraints import Equality, Inequality, Resilient, Target
+from constrained_eq.core.constraints import Equality, Inequality, Resilient
 from constrained_eq.core.problem import ConstrainedProblem
+from constrained_eq.core.target import Target
 
 __all__ = ["VectorModel", "projection_problem", "projection_solution", "resilient_scalar_problem",
            "linear_constraints", "norm_kkt_point"]

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_eq.core.atomic_io import atomic_torch_save  # the one atomic save, re-exported for the loaders
-
-__all__ = ["require_files", "atomic_torch_save", "random_split_indices"]
+__all__ = ["require_files", "random_split_indices"]
 
 
 def require_files(folder: str | os.PathLike[str], names: Iterable[str], what: str, hint: str = "") -> Path:

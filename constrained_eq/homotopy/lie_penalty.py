@@ -63,7 +63,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from constrained_eq.core.constraints import Inequality, Penalty, Target, register_target
+from constrained_eq.core.constraints import Inequality, Penalty
+from constrained_eq.core.target import Target, register_target
 from constrained_eq.homotopy.layers import LinearBranch
 from constrained_eq.homotopy.recording import set_recording
 from constrained_eq.symmetry.groups import Group, parse_group

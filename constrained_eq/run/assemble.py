@@ -24,14 +24,16 @@ from constrained_eq.core._optim import grouped_optimizers
 from constrained_eq.core.dual_optimizers import NuPI
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.import_path import ImportPathError, is_import_path
 from constrained_eq.core.problem import ConstrainedProblem, Objective
 from constrained_eq.core.strategies import formulation_for, get_strategy
 from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.constraint_entries import entry_kind, parse_entry
-from constrained_eq.run.imports import ImportPathError, build_model, is_import_path, load_optimizer
-from constrained_eq.run.problem_file import ProblemFileError, optimizer_kwargs
+from constrained_eq.run.imports import build_model, load_optimizer
+from constrained_eq.run.problem_file import optimizer_kwargs
 from constrained_eq.run.problem_model import Problem, SourceMap
+from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.selection import FEASIBLE
 from constrained_eq.run.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
 from constrained_eq.tasks import Task, get_task, projected

@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core import distributed
+from constrained_eq.core.atomic_io import atomic_write_text
 from constrained_eq.core.strategies import get_strategy
 from constrained_eq.homotopy import homotopic_layers
-from constrained_eq.run.assemble import AugmentedLoader, Built, build, build_constraints, fail, line_of, seed_everything
+from constrained_eq.run.assemble import Built, build, fail, line_of
 from constrained_eq.run.certificate import certify
-from constrained_eq.run.evaluate import evaluate_split, split_evaluator, test_summary
+from constrained_eq.run.evaluate import split_evaluator, test_summary
 from constrained_eq.run.plots import plot_run
-from constrained_eq.run.run_dir import ALLOWED_CHANGES, check_run_dir, keep_file_hyperparameters, open_run_dir
-from constrained_eq.run.runs import RunLock, atomic_write_text, load_checkpoint, read_json, write_json
+from constrained_eq.run.run_dir import check_run_dir, keep_file_hyperparameters, open_run_dir
+from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
 from constrained_eq.run.selection import objective_column, selection_column
 from constrained_eq.run.selection import selection_mode as _selection_mode
 from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.run.train import fit
 from constrained_eq.tasks import Task, projected
 
-__all__ = ["Built", "build", "run_problem", "evaluate_split", "AugmentedLoader", "ALLOWED_CHANGES",
-           "build_constraints", "seed_everything", "write_constraint_report", "write_symmetry_report"]
+__all__ = ["run_problem", "write_constraint_report", "write_symmetry_report"]
 
 
 def _check_world_size(spec: Mapping[str, Any], context: distributed.Context | None) -> None:

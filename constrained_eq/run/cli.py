@@ -88,7 +88,7 @@ def _run_dir(out: str, file: str, strategy: str | None) -> Path:
 
 
 def _allow_change(values: Sequence[str] | None) -> tuple[str, ...]:
-    from constrained_eq.run.build import ALLOWED_CHANGES
+    from constrained_eq.run.run_dir import ALLOWED_CHANGES
 
     keys = tuple(k.strip() for v in values or () for k in v.split(",") if k.strip())
     for key in keys:
@@ -149,8 +149,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for file in args.files:  # a missing or malformed file is reported before torch is imported
         read_yaml(Path(file))
     from constrained_eq.core import distributed
+    from constrained_eq.core.strategies import STRATEGIES
     from constrained_eq.run.build import run_problem
-    from constrained_eq.run.problem_file import STRATEGIES
 
     device = _device(args.device)
     strategies: list[str | None] = [None]
@@ -203,7 +203,8 @@ def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Pa
 def _sweep_of(args: argparse.Namespace) -> Any:
     """The :class:`~constrained_eq.run.sweep.Sweep` of ``ceq sweep``: a problem file or a sweep file."""
     from constrained_eq.run.overrides import Override, parse_set
-    from constrained_eq.run.sweep import Sweep, load_sweep, parse_param, require_optuna
+    from constrained_eq.run.sweep import require_optuna
+    from constrained_eq.run.sweep_file import Sweep, load_sweep, parse_param
 
     try:
         require_optuna()
@@ -246,7 +247,8 @@ def _is_sweep_file(file: str) -> bool:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from constrained_eq.run.sweep import check_sweep, run_sweep, shown_url
+    from constrained_eq.run.sweep import run_sweep, shown_url
+    from constrained_eq.run.sweep_file import check_sweep
 
     sweep = _sweep_of(args)
     check_sweep(sweep)  # every value of every parameter, before any output or run

@@ -26,24 +26,10 @@ from constrained_eq.core.import_path import (
     ImportPathError,
     check_call,
     describe_kind,
-    is_import_path,
     load_object,
-    quote_import_paths,
 )
-from constrained_eq.core.target import load_target
-from constrained_eq.tasks import load_task
 
-__all__ = [
-    "ImportPathError",
-    "is_import_path",
-    "load_object",
-    "load_task",
-    "load_model_factory",
-    "load_optimizer",
-    "load_target",
-    "check_call",
-    "quote_import_paths",
-]
+__all__ = ["load_model_factory", "load_optimizer"]
 
 
 def load_model_factory(path: str, options: Mapping[str, Any]) -> Callable[..., Any]:

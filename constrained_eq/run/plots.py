@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.run.runs import atomic_write_bytes, read_csv, refuse_link
+from constrained_eq.core.atomic_io import atomic_write_bytes, refuse_link
+from constrained_eq.run.runs import read_csv
 
 __all__ = ["plot_run"]
 

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.strategies import STRATEGIES, formulation_for, get_strategy
+from constrained_eq.core.import_path import ImportPathError, is_import_path
+from constrained_eq.core.strategies import formulation_for, get_strategy
 from constrained_eq.run.constraint_entries import CONSTRAINT_KINDS, entry_kind, parse_entry
-from constrained_eq.run.imports import ImportPathError, is_import_path, load_model_factory, load_optimizer
+from constrained_eq.run.imports import load_model_factory, load_optimizer
 from constrained_eq.run.overrides import apply_overrides, as_overrides
 from constrained_eq.run.problem_model import REQUIRED, Problem
 from constrained_eq.run.problem_schema import (
@@ -34,17 +35,12 @@ from constrained_eq.run.problem_schema import (
     choice,
 )
 from constrained_eq.run.problem_yaml import (
-    MAX_BYTES,
-    MAX_DEPTH,
-    LineLoader,
-    ProblemFileError,
     check_plain,
     plain,
     read_yaml,
 )
 
-__all__ = ["ProblemFileError", "load_problem_file", "load_problem", "problem_hash", "STRATEGIES", "OPTIMIZERS",
-           "LOCATION_KEYS", "MAX_BYTES", "MAX_DEPTH", "CONSTRAINT_KINDS", "optimizer_kwargs", "LineLoader"]
+__all__ = ["load_problem_file", "load_problem", "problem_hash", "LOCATION_KEYS", "optimizer_kwargs"]
 
 # keys of the loaded problem that say where things are, not what the problem is (left out of the hash)
 LOCATION_KEYS = ("file", "constraint_lines", "lines")

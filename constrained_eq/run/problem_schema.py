@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from constrained_eq.core.checks import is_int, is_number
+from constrained_eq.core.import_path import is_import_path
 from constrained_eq.core.strategies import STRATEGIES
-from constrained_eq.run.imports import is_import_path
 from constrained_eq.run.problem_model import ABSENT_IS_DEFAULT, REQUIRED, SECTIONS, Problem, default_of
 from constrained_eq.run.problem_yaml import ProblemFileError, plain
 

@@ -33,12 +33,10 @@ from constrained_eq.run.diagnostics import (
     relaxation_significance,
     slack_ranking,
 )
-from constrained_eq.run.report_plots import plot_dynamics, plot_equivariance
 from constrained_eq.symmetry.bounds import equivariance_error_bound
 
 __all__ = ["LayerSummary", "SymmetryReport", "build_report", "read_history", "symmetry_report",
-           "plot_dynamics", "plot_equivariance", "constraint_report", "read_run_summary", "homotopy_constraints",
-           "run_rho"]
+           "constraint_report", "read_run_summary", "homotopy_constraints", "run_rho"]
 
 GAMMA_FIELDS = ("gamma", "value")
 _COLUMN = re.compile(r"^(?P<key>.+)\.(?P<field>gamma|value|lambda|slack|contribution)\.(?P<i>\d+)$")

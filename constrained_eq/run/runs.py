@@ -36,19 +36,15 @@ from typing import Any
 import torch
 
 from constrained_eq.core.atomic_io import (
-    LinkRefusedError,
-    atomic_torch_save,
-    atomic_write_bytes,
     atomic_write_text,
     open_nofollow,
     refuse_link,
     require_regular_file,
 )
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "load_checkpoint", "write_json",
-           "read_json", "CsvStream", "read_csv", "run_name", "run_folder", "RunLock", "RunFolderError", "MARKER",
-           "is_run_folder", "mark_run_folder", "clear_run_folder", "remove_stale_temporaries", "LinkRefusedError",
-           "refuse_link", "open_nofollow"]
+__all__ = ["load_checkpoint", "write_json", "read_json", "CsvStream", "read_csv", "run_name", "run_folder",
+           "RunLock", "RunFolderError", "MARKER", "is_run_folder", "mark_run_folder", "clear_run_folder",
+           "remove_stale_temporaries"]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text, refuse_link
-from constrained_eq.run.sweep_file import KINDS, Param, Sweep, check_sweep, load_sweep, parse_param
+from constrained_eq.run.sweep_file import Sweep, check_sweep
 
-__all__ = ["Param", "Sweep", "parse_param", "load_sweep", "check_sweep", "run_sweep", "require_optuna",
-           "results_table", "KINDS"]
+__all__ = ["run_sweep", "require_optuna", "results_table"]
 
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded on each trial: a rerun knows whose it is
 _INTERRUPTED = 130  # a worker's exit status after Ctrl-C (as a shell's)

@@ -43,9 +43,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from constrained_eq.core._cmp import NonFiniteError
 from constrained_eq.core._loaders import to_device
+from constrained_eq.core.atomic_io import atomic_torch_save
 from constrained_eq.core.distributed import all_reduce_mean, is_main_process, unwrap
-from constrained_eq.core.engine import NonFiniteError, Solver, StepRecord
+from constrained_eq.core.engine import Solver, StepRecord
 from constrained_eq.core.feasibility import warn_new_infeasible
 from constrained_eq.run.certificate import certify_selected
 from constrained_eq.run.checkpointing import (
@@ -59,8 +61,8 @@ from constrained_eq.run.checkpointing import (
     start_fresh,
 )
 from constrained_eq.run.fit_settings import FitResult, FitSettings, check_settings, fit_settings
-from constrained_eq.run.monitoring import DivergenceError, check_divergence, constraint_columns, magnitudes, postfix
-from constrained_eq.run.runs import CsvStream, atomic_torch_save, load_checkpoint, locked, read_json
+from constrained_eq.run.monitoring import check_divergence, constraint_columns, magnitudes, postfix
+from constrained_eq.run.runs import CsvStream, load_checkpoint, locked, read_json
 from constrained_eq.run.selection import describe_selection, selection_key
 from constrained_eq.run.summary import write_fit_summary
 from constrained_eq.run.validation import (
@@ -74,7 +76,7 @@ from constrained_eq.run.validation import (
     validate_candidates,
 )
 
-__all__ = ["fit", "FitResult", "to_device", "objective_evaluator", "DivergenceError"]
+__all__ = ["fit"]
 
 
 def fit(solver: Solver, train_loader: Any, val_loader: Any = None, **options: Any) -> FitResult:

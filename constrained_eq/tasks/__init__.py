@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 from constrained_eq.core.import_path import ImportPathError, describe_kind, load_object
-from constrained_eq.tasks.base import Loaders, Task, projected, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task, projected
 
 __all__ = ["Task", "Loaders", "projected", "random_rotation", "register_task", "task_names", "get_task",
            "load_task"]

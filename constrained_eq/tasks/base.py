@@ -18,7 +18,7 @@ from torch import nn
 from constrained_eq.homotopy import is_relaxed, project
 from constrained_eq.symmetry.haar import random_rotation  # the one Haar sampler, re-exported for the tasks
 
-__all__ = ["Task", "Loaders", "projected", "random_rotation"]
+__all__ = ["Task", "Loaders", "projected"]
 
 
 class Loaders(NamedTuple):

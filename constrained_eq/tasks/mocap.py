@@ -18,7 +18,8 @@ from torch_geometric.loader import DataLoader
 from constrained_eq.data._common import random_split_indices
 from constrained_eq.data.mocap import MocapEGNO, synthetic_mocap
 from constrained_eq.models.egno import EGNO, mocap_egno_inputs
-from constrained_eq.tasks.base import Loaders, Task, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task
 
 __all__ = ["Mocap"]
 

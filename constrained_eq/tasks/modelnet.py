@@ -33,7 +33,8 @@ from constrained_eq.data.modelnet import (
 )
 from constrained_eq.models.vn_dgcnn import VNDGCNN
 from constrained_eq.models.vn_pointnet import VNPointNet
-from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task, invariance_sums
 
 __all__ = ["ModelNet"]
 

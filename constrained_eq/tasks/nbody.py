@@ -20,7 +20,8 @@ from torch import nn
 from constrained_eq.core.distributed import unwrap
 from constrained_eq.data.nbody import NBodyBatch, NBodyDataset, join_batches
 from constrained_eq.models.egnn import EGNN, nbody_egnn_inputs
-from constrained_eq.tasks.base import Loaders, Task, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task
 
 __all__ = ["NBody"]
 

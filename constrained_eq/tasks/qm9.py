@@ -23,7 +23,8 @@ from torch_geometric.loader import DataLoader
 
 from constrained_eq.data.qm9 import QM9_TARGETS, QM9Pack, qm9_from_pyg_root, qm9_split, synthetic_qm9
 from constrained_eq.models.schnet import SchNet
-from constrained_eq.tasks.base import Loaders, Task, invariance_sums, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task, invariance_sums
 
 __all__ = ["QM9", "target_index", "cache_root"]
 

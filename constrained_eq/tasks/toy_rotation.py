@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from constrained_eq.homotopy import HomotopicLayer, LinearBranch
-from constrained_eq.tasks.base import Loaders, Task, random_rotation
+from constrained_eq.symmetry.haar import random_rotation
+from constrained_eq.tasks.base import Loaders, Task
 
 __all__ = ["ToyRotation", "VectorNet", "VectorLinear", "VectorBranch", "so3_generators"]
 

@@ -193,7 +193,7 @@ def test_synthetic_shapes():
 
 def test_class_accuracy_is_the_mean_of_per_class_accuracies():
     """Classes 0, 1, 2 with 4, 1, 1 samples: per-class accuracies 3/4, 0, 1 → mAcc 7/12 (instance 4/6)."""
-    from constrained_eq.run.build import evaluate_split
+    from constrained_eq.run.evaluate import evaluate_split
     from constrained_eq.tasks.modelnet import ModelNet
 
     labels = torch.tensor([0, 0, 0, 0, 1, 2])

@@ -123,8 +123,9 @@ def test_bad_updaters_are_refused(spec, message):
 def test_a_problem_file_names_the_updater_and_a_bad_option_is_refused_at_its_line(tmp_path):
     from pathlib import Path
 
-    from constrained_eq.run.build import build
-    from constrained_eq.run.problem_file import ProblemFileError, load_problem_file
+    from constrained_eq.run.assemble import build
+    from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.problem_yaml import ProblemFileError
 
     text = (Path(__file__).resolve().parents[2] / "problems" / "fpr.yaml").read_text()
     text = text.replace("  name: lagrangian\n", "  name: augmented_lagrangian\n  options:\n    penalty_updater:\n"

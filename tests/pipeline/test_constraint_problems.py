@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from constrained_eq.run.build import build, run_problem
+from constrained_eq.run.assemble import build
+from constrained_eq.run.build import run_problem
 from constrained_eq.run.problem_file import load_problem_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from constrained_eq.run.cli import main
-from constrained_eq.run.problem_file import MAX_BYTES, MAX_DEPTH, ProblemFileError, load_problem_file
+from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_yaml import MAX_BYTES, MAX_DEPTH, ProblemFileError
 
 BASE = "task:\n  name: toy_rotation\nmodel:\n  name: vector_net\n"  # lines 1-4
 FIELD_BOMB = ", ".join(f"&{c} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]"  # one line, 9^7 values
