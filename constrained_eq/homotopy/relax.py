@@ -112,15 +112,6 @@ class _FeatureBranch(nn.Module):
         return out.unflatten(-1, self.out_tail) if len(self.out_tail) > 1 else out
 
 
-def _declares_spec(module: nn.Module) -> bool:
-    """Whether the layer's type says how to relax it: ``relaxation_spec() -> (in tails, out tail, rep_in, rep_out)``.
-
-    A layer type of :mod:`constrained_eq.models` (e.g. ``VNLinear``) declares the shapes and representations of
-    its inputs and output this way, so that this module needs no import of the models.
-    """
-    return callable(getattr(type(module), "relaxation_spec", None))
-
-
 def _auto_spec(module: nn.Module) -> tuple[list[tuple[int, ...]], tuple[int, ...], Any, Any, bool]:
     """(input tails, output tail, rep_in, rep_out, can_dry_run): a registered layer's, or read off its sizes."""
     for layer_type, feature_spec in _resolved(imported_only=True):
