@@ -6,7 +6,7 @@ about the split. :func:`measure` evaluates every constraint of a solver's proble
 * a parameter-only target (a weight norm, γ) once;
 * a target that reads the batch, reduced as its constraint is defined: the batch-size-weighted mean
   :math:`\bar g = \sum_b n_b\, g_b / \sum_b n_b` for an expectation, or ``target.from_totals(Σ_b totals_b)``
-  for a rate or ratio (see :class:`~constrained_eq.core.constraints.Target`).
+  for a rate or ratio (see :class:`~constrained_eq.core.target.Target`).
 
 The violation of each element is :math:`|h_i|` for an equality, :math:`[g_i - b]_+` for an inequality
 and :math:`[|h_i| - u_i]_+` for a constraint relaxed by a slack u (resilient), with the formulation's plan.

@@ -11,7 +11,7 @@ r"""Registered targets for constraints that are not about equivariance.
   :math:`|r_0 - r_1| \le 0.05` (demographic parity within a margin).
 
 Rates are ratios of sums, so over a whole split they are reduced as ratios of the split's sums
-(``totals``/``from_totals`` of :class:`~constrained_eq.core.constraints.Target`), not as means of batch rates.
+(``totals``/``from_totals`` of :class:`~constrained_eq.core.target.Target`), not as means of batch rates.
 
 The weight layers are the ``nn.Linear`` modules and the modules with a 2-D ``weight`` parameter
 (e.g. :class:`~constrained_eq.models.VNLinear`), in ``model.modules()`` order.

@@ -201,7 +201,7 @@ def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Pa
 
 
 def _sweep_of(args: argparse.Namespace) -> Any:
-    """The :class:`~constrained_eq.run.sweep.Sweep` of ``ceq sweep``: a problem file or a sweep file."""
+    """The :class:`~constrained_eq.run.sweep_file.Sweep` of ``ceq sweep``: a problem file or a sweep file."""
     from constrained_eq.run.overrides import Override, parse_set
     from constrained_eq.run.sweep import require_optuna
     from constrained_eq.run.sweep_file import Sweep, load_sweep, parse_param
