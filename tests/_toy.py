@@ -36,6 +36,20 @@ training: {epochs: 2, batch_size: 16}
 """
 
 
+# One epoch, no equivariance error, a little broken symmetry: the quickest run, for sweeps and CLI messages.
+TOY_QUICK = """\
+task:
+  name: toy_rotation
+  options: {n_train: 32, n_val: 16, n_test: 16, breaking: 0.2}
+model:
+  name: vector_net
+  options: {hidden: 4, n_layers: 2}
+strategy: ace_equality
+optimizer: {lr: 1e-2}
+training: {epochs: 1, batch_size: 16}
+evaluation: {equivariance_error: false}
+"""
+
 class RelaxedMLP(nn.Module):
     """4 → width → … → 2: ``depth`` homotopic tanh layers, each with a linear branch (γ⁰ = 1)."""
 

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import optuna  # the 'test' extra installs the 'sweep' extra's Optuna
 import pytest
+from _toy import TOY_QUICK
 
 from constrained_eq.run.cli import _parser, _sweep_of, main
 from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.sweep_file import Param, check_sweep, load_sweep, parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = """task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16, breaking: 0.2}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
-strategy: ace_equality
-optimizer: {lr: 1e-2}
-training: {epochs: 1, batch_size: 16}
-evaluation: {equivariance_error: false}
-"""
+TOY = TOY_QUICK
 
 
 def _file(tmp_path, text=TOY):

@@ -10,21 +10,12 @@ import os
 
 import optuna
 import pytest
+from _toy import TOY_QUICK
 
 from constrained_eq.run import sweep as sweep_module
 from constrained_eq.run.cli import main
 
-TOY = """task:
-  name: toy_rotation
-  options: {n_train: 32, n_val: 16, n_test: 16, breaking: 0.2}
-model:
-  name: vector_net
-  options: {hidden: 4, n_layers: 2}
-strategy: ace_equality
-optimizer: {lr: 1e-2}
-training: {epochs: 1, batch_size: 16}
-evaluation: {equivariance_error: false}
-"""
+TOY = TOY_QUICK
 GRID = {"optimizer.lr": [1e-3, 1e-2], "dual_lr": [1e-3, 1e-2]}
 
 
