@@ -126,8 +126,9 @@ class _Context:
 
 def test_a_global_batch_not_divisible_by_the_world_size_is_refused_before_training(tmp_path):
     from constrained_eq.run.build import _check_world_size
+    from constrained_eq.run.problem_file import load_problem
 
-    spec = load_problem_file(TOY, {})
+    spec = load_problem(TOY, {})
     with pytest.raises(ProblemFileError, match=r"toy.yaml:\d+: Expected 'training.batch_size' \(32\) to be a "
                                                r"multiple of the number of processes \(3\)"):
         _check_world_size(spec, _Context())

@@ -19,10 +19,11 @@ from constrained_eq.core import distributed
 from constrained_eq.core.atomic_io import atomic_write_text
 from constrained_eq.core.strategies import get_strategy
 from constrained_eq.homotopy import homotopic_layers
-from constrained_eq.run.assemble import Built, build, fail, line_of
+from constrained_eq.run.assemble import Built, as_problem, build, fail, line_of
 from constrained_eq.run.certificate import certify
 from constrained_eq.run.evaluate import split_evaluator, test_summary
 from constrained_eq.run.plots import plot_run
+from constrained_eq.run.problem_model import Problem
 from constrained_eq.run.run_dir import check_run_dir, keep_file_hyperparameters, open_run_dir
 from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
 from constrained_eq.run.selection import objective_column, selection_column
@@ -34,10 +35,10 @@ from constrained_eq.tasks import Task, projected
 __all__ = ["run_problem", "write_constraint_report", "write_symmetry_report"]
 
 
-def _check_world_size(spec: Mapping[str, Any], context: distributed.Context | None) -> None:
-    batch_size = spec["training"]["batch_size"]
+def _check_world_size(problem: Problem, context: distributed.Context | None) -> None:
+    batch_size = problem.training.batch_size
     if context is not None and batch_size % context.world_size:
-        raise fail(spec, line_of(spec, "training.batch_size"),
+        raise fail(problem, line_of(problem, "training.batch_size"),
                    f"Expected 'training.batch_size' ({batch_size}) to be a multiple of the number of processes "
                    f"({context.world_size}): it is the global batch, split evenly across ranks")
 
@@ -57,8 +58,9 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
             "max_rank_difference": distributed.max_rank_difference(tensors)}
 
 
-def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                device: str = "cpu", progress: bool = True, context: distributed.Context | None = None,
+def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resume: bool = False,
+                overwrite: bool = False, device: str = "cpu", progress: bool = True,
+                context: distributed.Context | None = None,
                 allow_change: tuple[str, ...] = (), on_summary: Callable[[dict[str, Any]], None] | None = None
                 ) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
@@ -80,25 +82,26 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
         ``test_projected``, ``seconds``, ``strategy``, ``formulation``); on ranks other than 0, an empty dict.
     """
     run_dir = Path(run_dir)
-    _check_world_size(spec, context)
-    tensorboard = _check_tensorboard(spec)
+    problem = as_problem(spec)
+    spec = problem.to_spec()  # for the run folder, the selection and TensorBoard, which read the dict still
+    _check_world_size(problem, context)
+    tensorboard = _check_tensorboard(problem)
     changes = distributed.on_main(lambda: check_run_dir(spec, run_dir, resume, overwrite, allow_change))
     began = time.perf_counter()
     before = distributed.on_main(lambda: read_json(run_dir / "metrics.json") if resume else {}) or {}
-    built = build(spec, device, context)
+    built = build(problem, device, context)
     if changes:
         keep_file_hyperparameters(built.solver)
     held: list[RunLock] = []  # rank 0's lock on the run folder, taken once the build succeeded
     distributed.on_main(lambda: held.append(open_run_dir(spec, run_dir, resume, overwrite, allow_change)))
     log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
-    evaluation = spec["evaluation"]
-    relaxed = evaluation["project"] and any(True for _ in homotopic_layers(built.model))
-    evaluate = split_evaluator(built.task, evaluation["equivariance_error"], relaxed)
-    _train(spec, built, run_dir, evaluate, relaxed, log, resume=resume, progress=progress)
+    relaxed = problem.evaluation.project and any(True for _ in homotopic_layers(built.model))
+    evaluate = split_evaluator(built.task, problem.evaluation.equivariance_error, relaxed)
+    _train(problem, spec, built, run_dir, evaluate, relaxed, log, resume=resume, progress=progress)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}
-    summary = _test(spec, built, run_dir, evaluate, relaxed, device)
+    summary = _test(problem, built, run_dir, evaluate, relaxed, device)
     summary["wall_seconds"] = time.perf_counter() - began
     if "wall_seconds" in before and before.get("epochs") == summary.get("epochs"):
         summary["wall_seconds"] = before["wall_seconds"]  # a resume of a finished run trained nothing: keep its time
@@ -117,26 +120,26 @@ def run_problem(spec: Mapping[str, Any], run_dir: str | Path, *, resume: bool = 
     return summary
 
 
-def _train(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
+def _train(problem: Problem, spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
            log: TensorBoardLog | None, *, resume: bool, progress: bool) -> None:
     """``fit`` with the file's training and evaluation settings; each epoch ends in the schedules and the log."""
-    training, evaluation = spec["training"], spec["evaluation"]
+    training = problem.training
 
     def end_epoch(epoch: int, row: dict[str, Any]) -> None:
         built.options.end_epoch(epoch, row)  # records this epoch's rates, sets the next epoch's
         if log is not None:
             log.epoch(epoch, row)
 
-    fit(built.solver, built.train_loader, built.val_loader, epochs=training["epochs"], run_dir=run_dir,
-        evaluate=evaluate, checkpoint_every=training["checkpoint_every"], eval_every=training["eval_every"],
-        log_every=training["log_every"], steps_every=training["steps_every"], resume=resume, progress=progress,
+    fit(built.solver, built.train_loader, built.val_loader, epochs=training.epochs, run_dir=run_dir,
+        evaluate=evaluate, checkpoint_every=training.checkpoint_every, eval_every=training.eval_every,
+        log_every=training.log_every, steps_every=training.steps_every, resume=resume, progress=progress,
         select=selection_column(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
-        objective=objective_column(spec, relaxed), feasibility_tol=evaluation["feasibility_tol"],
-        averaging=training["averaging"], average_start=training["average_start"], ema_decay=training["ema_decay"],
+        objective=objective_column(spec, relaxed), feasibility_tol=problem.evaluation.feasibility_tol,
+        averaging=training.averaging, average_start=training.average_start, ema_decay=training.ema_decay,
         on_epoch=end_epoch, plot=False)  # run_problem draws them once the summary is out
 
 
-def _test(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
+def _test(problem: Problem, built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
           device: str) -> dict[str, Any]:
     """``metrics.json`` with the selected model (``best.pt``) tested, projected and not, and the run's names."""
     if (run_dir / "best.pt").exists():
@@ -144,26 +147,26 @@ def _test(spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, r
         built.model.load_state_dict(best["model"])
     summary = read_json(run_dir / "metrics.json")
     test, verdict, test_projected = test_summary(evaluate, built.solver, built.model, built.test_loader, relaxed,
-                                                 spec["evaluation"]["feasibility_tol"])
+                                                 problem.evaluation.feasibility_tol)
     summary["test"] = test
     summary["measured_constraints"]["test"] = verdict
     summary["test_projected"] = test_projected
-    summary["certificate"] = _certificate(spec, built, summary, relaxed)
-    summary.update(strategy=spec["strategy"], formulation=built.formulation,
-                   formulation_options=built.solver.formulation.options(), file=spec["file"],
+    summary["certificate"] = _certificate(problem, built, summary, relaxed)
+    summary.update(strategy=problem.strategy, formulation=built.formulation,
+                   formulation_options=built.solver.formulation.options(), file=problem.source.file,
                    metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss")
     return summary
 
 
-def _certificate(spec: Mapping[str, Any], built: Built, summary: Mapping[str, Any], relaxed: bool) -> dict[str, Any]:
+def _certificate(problem: Problem, built: Built, summary: Mapping[str, Any], relaxed: bool) -> dict[str, Any]:
     """Every constraint measured exactly on the deployed model (projected when the strategy deploys f_θ,0)."""
     model = built.model
-    deploys = relaxed and get_strategy(spec["strategy"]).deploys_projection
+    deploys = relaxed and get_strategy(problem.strategy).deploys_projection
     deployed = projected(model) if deploys else model
     candidate = summary.get("selected") or "iterate"
     which = "averaged model" if candidate == "averaged" else "iterate"
     words = f"selected {which} of epoch {summary.get('best_epoch')}" + (", projected" if deploys else "")
-    return certify(built.solver, deployed, built.test_loader, tolerance=spec["evaluation"]["feasibility_tol"],
+    return certify(built.solver, deployed, built.test_loader, tolerance=problem.evaluation.feasibility_tol,
                    split="test", deployed=words, relaxed_model=model if deploys else None,
                    verdicts=built.solver.feasibility()).as_dict()
 
@@ -180,14 +183,14 @@ def write_constraint_report(run_dir: str | Path) -> str | None:
     return text
 
 
-def _check_tensorboard(spec: Mapping[str, Any]) -> bool:
+def _check_tensorboard(problem: Problem) -> bool:
     """Whether the run logs to TensorBoard; refuses ``logging.tensorboard: true`` without the package."""
-    if not spec.get("logging", {}).get("tensorboard", False):
+    if not problem.logging.tensorboard:
         return False
     try:
         require_tensorboard()
     except ImportError as err:
-        raise fail(spec, line_of(spec, "logging.tensorboard"), str(err)) from None
+        raise fail(problem, line_of(problem, "logging.tensorboard"), str(err)) from None
     return True
 
 
