@@ -423,6 +423,33 @@ MUTANTS: list[Mutant] = [
       "        if positional in kwargs:\n", "        if False:\n", ("tests/test_constraints.py",)),
     M("parse: unknown kinds not refused", "constrained_eq/core/constraints.py",
       " or call.func.id not in kinds:", ":", ("tests/test_constraints.py",)),
+    # --- round 7: the typed problem, its schema, and the last hardening messages ---------------------------
+    M("problem model: a key given though absent-is-default dropped", "constrained_eq/run/problem_model.py",
+      'or f"{f.name}.{g.name}" in self.given}', "}", ("tests/test_problem_reference.py",)),
+    M("problem reference: integer ranges without their maximum", "constrained_eq/run/problem_reference.py",
+      'return {"type": "integer", "minimum": int(match[1]), "maximum": int(match[2])}',
+      'return {"type": "integer", "minimum": int(match[1])}', ("tests/test_problem_reference.py",)),
+    M("problem reference: required keys not required", "constrained_eq/run/problem_reference.py",
+      '            holder.setdefault("required", []).append(name)', "            pass",
+      ("tests/test_problem_reference.py",)),
+    M("schema: look-alike keys not named", "constrained_eq/run/problem_schema.py",
+      "    if not hidden:", "    if True:", ("tests/security/test_sec_unclear_lines.py",)),
+    M("problem file: data larger than memory accepted", "constrained_eq/run/problem_file.py",
+      "    if need > have // 2:", "    if need > have * 2:", ("tests/security/test_sec_unclear_lines.py",)),
+    M("cli output: a cache failure blamed on --out", "constrained_eq/run/cli_output.py",
+      "        if _in_data_cache(path):", "        if False:", ("tests/security/test_sec_unclear_lines.py",)),
+    M("sweep: the storage password printed", "constrained_eq/run/sweep.py",
+      '    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\\1***@", url)', "    return url",
+      ("tests/security/test_sec_unclear_lines.py",)),
+    M("sweep: study.db written through a link", "constrained_eq/run/sweep.py",
+      "        refuse_link(path)  # SQLite", "        pass  # SQLite", ("tests/security/test_sec_links.py",)),
+    M("tracking: TensorBoard written through a link", "constrained_eq/run/tracking.py",
+      "        refuse_link(self.folder)  # event", "        pass  # event", ("tests/security/test_sec_links.py",)),
+    M("cli: an empty --out taken for the current folder", "constrained_eq/run/cli.py",
+      "    if not text.strip():", "    if False:", ("tests/security/test_sec_unclear_lines.py",)),
+    M("data: an empty CEQ_CACHE taken for the current folder", "constrained_eq/data/_common.py",
+      'return Path(os.environ.get("CEQ_CACHE") or', 'return Path(os.environ.get("CEQ_CACHE", "") if "CEQ_CACHE" in '
+      'os.environ else', ("tests/security/test_sec_unclear_lines.py",)),
 ]
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["require_files", "random_split_indices"]
+__all__ = ["require_files", "random_split_indices", "cache_root"]
+
+
+
+def cache_root() -> Path:
+    """The datasets' cache folder: ``$CEQ_CACHE``, or ``~/.cache/constrained_eq`` when it is unset or empty."""
+    return Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq")
 
 
 def require_files(folder: str | os.PathLike[str], names: Iterable[str], what: str, hint: str = "") -> Path:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from constrained_eq.core.atomic_io import atomic_write_bytes, require_regular_file
+from constrained_eq.data._common import cache_root
 
 __all__ = [
     "NBodyDataset", "NBodyBatch", "charged_forces", "integrate_charged", "simulate_nbody", "load_nbody",
@@ -193,11 +194,6 @@ def simulate_nbody(
     return arrays
 
 
-def _default_root() -> Path:
-    """``$CEQ_CACHE``, or ``~/.cache/constrained_eq`` when it is unset or empty (never the current folder)."""
-    return Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq")
-
-
 def nbody_cache_path(root: str | os.PathLike | None = None, **params: Any) -> Path:
     """The file :func:`load_nbody` reads and writes for these parameters (a hash of all of them).
 
@@ -209,7 +205,7 @@ def nbody_cache_path(root: str | os.PathLike | None = None, **params: Any) -> Pa
         params["field"] = [float(f) for f in _check_field(params["field"])]
     key_src = json.dumps({"version": _VERSION, **params}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
-    folder = Path(root) if root is not None else _default_root()
+    folder = Path(root) if root is not None else cache_root()
     return folder / f"nbody_{key}.npz"
 
 

@@ -45,8 +45,9 @@ def one_line(err: BaseException, where: str) -> tuple[int, str]:
 
 def _in_data_cache(path: object) -> bool:
     """Whether ``path`` lies in the datasets' cache folder (``$CEQ_CACHE`` or ``~/.cache/constrained_eq``)."""
-    root = Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq")
-    return Path(os.path.abspath(str(path))).is_relative_to(os.path.abspath(root))
+    from constrained_eq.data._common import cache_root
+
+    return Path(os.path.abspath(str(path))).is_relative_to(os.path.abspath(cache_root()))
 
 
 def fmt(value: Any) -> str:

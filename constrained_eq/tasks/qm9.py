@@ -13,29 +13,23 @@ makes it the cheapest meaningful target of Table Q on a CPU.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch_geometric.loader import DataLoader
 
+from constrained_eq.data._common import cache_root
 from constrained_eq.data.qm9 import QM9_TARGETS, QM9Pack, qm9_from_pyg_root, qm9_split, synthetic_qm9
 from constrained_eq.models.schnet import SchNet
 from constrained_eq.symmetry.haar import random_rotation
 from constrained_eq.tasks.base import Loaders, Task, invariance_sums
 
-__all__ = ["QM9", "target_index", "cache_root"]
+__all__ = ["QM9", "target_index"]
 
 _SCHNET_OPTIONS = {"hidden_channels": 64, "num_filters": 64, "num_interactions": 3, "num_gaussians": 50,
                    "cutoff": 5.0, "max_num_neighbors": 32, "readout": "mean", "relaxed": True, "neq_hidden": 32,
                    "gamma_init": 1.0, "neq_init_std": None}
-
-
-def cache_root(name: str) -> Path:
-    """``$CEQ_CACHE/<name>`` or ``~/.cache/constrained_eq/<name>``."""
-    return Path(os.environ.get("CEQ_CACHE") or Path.home() / ".cache" / "constrained_eq") / name
 
 
 def target_index(target: str | int) -> int:
@@ -90,7 +84,7 @@ class QM9(Task):
             if o["source"] == "synthetic":
                 return synthetic_qm9(64 if limit is None else int(limit), seed=o["split_seed"])
             if o["source"] == "qm9pack":
-                return QM9Pack(o["root"] or cache_root("qm9pack"), limit=limit)
+                return QM9Pack(o["root"] or cache_root() / "qm9pack", limit=limit)
             if not o["root"]:
                 raise ValueError("Expected 'root' to be a PyG QM9 folder holding raw/ for source 'pyg_root' "
                                  "(got None); set task.options.root")

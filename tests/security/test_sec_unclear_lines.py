@@ -125,3 +125,7 @@ def test_task_options_whose_data_would_not_fit_in_memory_are_refused_before_allo
     assert f"{path}:3: Expected 'task.options' whose data fit in memory (got about 39.0 GiB of data, on a " \
            "machine with 16.0 GiB); lower the sizes (points)" in err
     assert not (tmp_path / "runs").exists()
+    # the bound is half the memory: 39 GiB of data on a 64 GiB machine is refused too (it would swap)
+    pages["SC_PHYS_PAGES"] = 64 * 2**30 // 4096
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert "on a machine with 64.0 GiB" in capsys.readouterr().err
