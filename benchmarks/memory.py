@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import constrained_eq as ceq
 from benchmarks._common import RelaxedMLP, machine, print_table
+from constrained_eq.training.settings import Evaluation, Logging
 
 
 def rss_mib() -> float:
@@ -73,7 +74,7 @@ def fit_run(epochs: int) -> None:
 
     from torch.utils.data import DataLoader, TensorDataset
 
-    from constrained_eq.run.train import fit
+    from constrained_eq.training.loop import fit
 
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(6400, 16, generator=generator), torch.randn(6400, 3, generator=generator))
@@ -85,8 +86,8 @@ def fit_run(epochs: int) -> None:
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), lr=1e-3), dual_lr=1e-3)
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder) / "run"
-        fit(solver, train, val, epochs=epochs, run_dir=run_dir, steps_every=1, progress=False, plot=False,
-            metrics={"rss_mib": lambda m, loader: rss_mib()})
+        fit(solver, train, val, epochs=epochs, run_dir=run_dir, progress=False,
+            evaluation=Evaluation(metrics={"rss_mib": lambda m, loader: rss_mib()}), logging=Logging(steps_every=1))
         with open(run_dir / "history.csv", newline="") as handle:
             history = list(csv.DictReader(handle))
         with open(run_dir / "steps.csv", newline="") as handle:

@@ -50,7 +50,11 @@ def timed(owner, name, phase):
             spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - start
     setattr(owner, name, wrapper)
 
-from constrained_eq.run import build, cli, plots, train
+from constrained_eq.run import build, cli, plots
+try:  # the training loop's module: constrained_eq/training/loop.py, or run/train.py in older checkouts
+    from constrained_eq.training import loop as train
+except ImportError:
+    from constrained_eq.run import train
 from constrained_eq.core.engine import Solver
 timed(Solver, "step", "steps")
 timed(train._Fit, "_validate", "validation")

@@ -29,8 +29,14 @@ _HOME = {
     **dict.fromkeys(("HomotopicLayer", "LieDerivative", "LinearBranch", "branch_contributions", "gammas",
                      "is_relaxed", "project", "recording", "relax", "set_recording"), "constrained_eq.homotopy"),
     **dict.fromkeys(("FeatureSpec", "register_relaxable"), "constrained_eq.homotopy.relax"),
-    "fit": "constrained_eq.run.train",
-    "FitResult": "constrained_eq.run.fit_settings",
+    "training": "constrained_eq.training",
+    "fit": "constrained_eq.training.loop",
+    **dict.fromkeys(("FitResult", "Evaluation", "Selection", "Averaging", "Limits", "Logging"),
+                    "constrained_eq.training.settings"),
+    **dict.fromkeys(("Callback", "LambdaCallback"), "constrained_eq.training.callbacks"),
+    "LRScheduler": "constrained_eq.training.schedules",
+    "GradClipper": "constrained_eq.training.clipping",
+    "plot_run": "constrained_eq.run.plots",
     "register_group": "constrained_eq.symmetry",
     **dict.fromkeys(("Task", "register_task"), "constrained_eq.tasks"),
 }
@@ -39,7 +45,7 @@ _REGISTERING = ("constrained_eq.core.targets", "constrained_eq.homotopy")
 __getattr__, __dir__ = lazy_names(__name__, _HOME, _REGISTERING)
 
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
-    from constrained_eq import homotopy, symmetry
+    from constrained_eq import homotopy, symmetry, training
     from constrained_eq.core._cmp import NonFiniteError
     from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient
     from constrained_eq.core.dual_optimizers import NuPI
@@ -62,10 +68,14 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
         set_recording,
     )
     from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
-    from constrained_eq.run.fit_settings import FitResult
-    from constrained_eq.run.train import fit
+    from constrained_eq.run.plots import plot_run
     from constrained_eq.symmetry import register_group
     from constrained_eq.tasks import Task, register_task
+    from constrained_eq.training.callbacks import Callback, LambdaCallback
+    from constrained_eq.training.clipping import GradClipper
+    from constrained_eq.training.loop import fit
+    from constrained_eq.training.schedules import LRScheduler
+    from constrained_eq.training.settings import Averaging, Evaluation, FitResult, Limits, Logging, Selection
 
 __version__ = "0.1.0"
 
@@ -108,6 +118,17 @@ __all__ = [
     "positive_rate_gap",
     "fit",
     "FitResult",
+    "Evaluation",
+    "Selection",
+    "Averaging",
+    "Limits",
+    "Logging",
+    "Callback",
+    "LambdaCallback",
+    "LRScheduler",
+    "GradClipper",
+    "plot_run",
     "symmetry",
     "homotopy",
+    "training",
 ]

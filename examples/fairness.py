@@ -24,8 +24,9 @@ import torch
 import constrained_eq as ceq
 from constrained_eq.core.split_feasibility import measure
 from constrained_eq.run.evaluate import evaluate_split
-from constrained_eq.run.train import fit
 from constrained_eq.tasks.fairness import Fairness
+from constrained_eq.training.loop import fit
+from constrained_eq.training.settings import Averaging, Evaluation
 
 EPOCHS, BOUND = 20, 0.05
 VARIANTS = [  # name, formulation, options
@@ -46,9 +47,9 @@ def run(formulation: str, options: dict, seed: int) -> dict[str, float]:
     solver = ceq.Solver(problem, model, formulation, torch.optim.SGD(model.parameters(), lr=0.5), dual_lr=0.5,
                         example_batch=loaders.train, **options)
     result = fit(solver, loaders.train, loaders.val, epochs=EPOCHS,
-                 evaluate=lambda m, loader: evaluate_split(task, m, loader, equivariance=False),
-                 averaging="uniform", average_start=EPOCHS // 2, test_loader=loaders.test, progress=False,
-                 plot=False)
+                 test_loader=loaders.test, progress=False,
+                 evaluation=Evaluation(evaluate=lambda m, loader: evaluate_split(task, m, loader, equivariance=False)),
+                 averaging=Averaging(kind="uniform", start=EPOCHS // 2))
 
     def gap(m: torch.nn.Module, loader) -> float:
         m.eval()

@@ -4,7 +4,7 @@ Every ``import`` and ``from … import`` of every module of ``constrained_eq`` c
 functions, and under ``if TYPE_CHECKING:`` — read from the source with :mod:`ast`, without importing it.
 The layers (docs/architecture.md), lowest first::
 
-    core < symmetry < homotopy < integrations < models < data < tasks < run
+    core < symmetry < homotopy < training < integrations < models < data < tasks < run
 
 A module may import its own layer and the layers below. The top-level ``constrained_eq/__init__.py``
 (the public API) and ``__main__.py`` stand above every layer.
@@ -19,8 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "constrained_eq"
 
-LAYERS = {"core": 0, "symmetry": 1, "homotopy": 2, "integrations": 3, "models": 4, "data": 5, "tasks": 6,
-          "run": 7}
+LAYERS = {"core": 0, "symmetry": 1, "homotopy": 2, "training": 3, "integrations": 4, "models": 5, "data": 6,
+          "tasks": 7, "run": 8}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -142,7 +142,7 @@ def test_the_import_graph_has_no_cycles():
 
 
 @pytest.mark.parametrize(("module", "statement", "kind"), [
-    ("core/engine.py", "from constrained_eq.run.train import fit", "upward"),
+    ("core/engine.py", "from constrained_eq.training.loop import fit", "upward"),
     ("core/_optim.py", "from constrained_eq.core.engine import Solver", "cycle"),
     ("symmetry/reps.py", "from constrained_eq.homotopy import relax", "upward"),
     ("data/nbody.py", "from ..tasks import base", "upward"),

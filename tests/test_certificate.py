@@ -15,9 +15,10 @@ from torch import nn
 import constrained_eq as ceq
 from constrained_eq.core.feasibility import INFEASIBLE
 from constrained_eq.core.testing import VectorModel
-from constrained_eq.run.certificate import certificate_lines
 from constrained_eq.run.cli import EXIT_INFEASIBLE, main
-from constrained_eq.run.runs import load_checkpoint, read_json
+from constrained_eq.training.certificate import certificate_lines
+from constrained_eq.training.run_folder import load_checkpoint, read_json
+from constrained_eq.training.settings import Selection
 
 
 def _mlp():
@@ -39,7 +40,7 @@ def test_spectral_norms_are_certified_exactly_on_the_selected_weights(tmp_path):
     problem = ceq.ConstrainedProblem(_mse, [ceq.Inequality(ceq.spectral_norms, bound=0.6, name="lipschitz")])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 0.05), 0.5)
     result = ceq.fit(solver, _batches() * 4, _batches((4, 4)), epochs=3, run_dir=tmp_path / "run", progress=False,
-                     plot=False, select="val_loss")
+                     selection=Selection(column="val_loss"))
     best = load_checkpoint(tmp_path / "run" / "best.pt")["model"]
     exact = [float(torch.linalg.svdvals(best[f"{i}.weight"].double())[0]) for i in (0, 2)]
     entry = result.certificate["constraints"]["lipschitz"]
@@ -61,7 +62,7 @@ def test_a_data_target_is_certified_over_the_whole_split():
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 0.01), 0.1,
                         example_batch=_batches()[0])
     split = _batches((7, 3, 5))
-    result = ceq.fit(solver, _batches(), split, epochs=1, progress=False, plot=False, select="val_loss")
+    result = ceq.fit(solver, _batches(), split, epochs=1, progress=False, selection=Selection(column="val_loss"))
     with torch.no_grad():
         whole = torch.cat([model(x) for x, _ in split]).mean(1)  # per-sample means, weighted by batch size
     entry = result.certificate["constraints"]["inequality_mean_output"]
@@ -75,7 +76,7 @@ def test_gamma_constraints_of_a_projected_model_are_discharged_by_projection():
     problem = ceq.ConstrainedProblem(_toy_loss, [ceq.Equality(ceq.gammas)])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), 1e-2), 1e-2)
     loader = [(torch.randn(8, 4), torch.randn(8, 2)) for _ in range(3)]
-    projected = ceq.fit(solver, loader, loader, epochs=1, progress=False, plot=False, deploy="projected")
+    projected = ceq.fit(solver, loader, loader, epochs=1, progress=False, selection=Selection(deploy="projected"))
     entry = projected.certificate["constraints"]["equality_gammas"]
     gammas = [float(g) for g in ceq.gammas(model).detach()]  # one epoch, selected = last iterate
     assert entry["how"] == "discharged by projection" and entry["values"] == [0.0, 0.0, 0.0]
@@ -84,7 +85,7 @@ def test_gamma_constraints_of_a_projected_model_are_discharged_by_projection():
     assert ("equality_gammas (Equality): discharged by projection: the deployed model is projected (f_θ,0), so "
             f"its γ = 0 exactly (before projection max|γ| = {max(abs(g) for g in gammas):.4g})") in text
     assert projected.certificate["deployed"] == "selected iterate of epoch 0, projected"
-    selected = ceq.fit(solver, loader, loader, epochs=2, progress=False, plot=False)
+    selected = ceq.fit(solver, loader, loader, epochs=2, progress=False)
     entry = selected.certificate["constraints"]["equality_gammas"]
     assert entry["values"] == pytest.approx([float(g) for g in ceq.gammas(model).detach()]) and not entry["counted"]
 
@@ -102,7 +103,7 @@ def test_fit_returns_the_facts_of_an_infeasible_problem():
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), 3e-2), 0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = ceq.fit(solver, [None] * 800, epochs=2, progress=False, plot=False)
+        result = ceq.fit(solver, [None] * 800, epochs=2, progress=False)
     x = float(model.x.detach()[0])
     assert abs(x) < 0.05  # the pulls balance at 0: each constraint violated by ≈ 1
     assert result.likely_infeasible == ["x0 ≤ −1", "x0 ≥ 1"] and not result.ok
@@ -166,7 +167,7 @@ def test_ceq_run_of_a_projected_gamma_problem_exits_0_and_says_why(tmp_path, cap
                                            (1.3e-3, False), (0.05, False)])
 def test_an_entry_holds_exactly_when_its_violation_is_within_the_tolerance(excess, holds):
     """v⁺ = [g − b]_+ ≤ τ holds (τ = 1e-3), v⁺ > τ does not; the margin is b − g."""
-    from constrained_eq.run.certificate import certify
+    from constrained_eq.training.certificate import certify
 
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():

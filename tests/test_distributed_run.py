@@ -25,7 +25,7 @@ from constrained_eq.core import distributed
 from constrained_eq.run.assemble import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
-from constrained_eq.run.train import fit
+from constrained_eq.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
@@ -172,7 +172,7 @@ def _resume_job(context: distributed.Context, out_dir: Path) -> dict:
     def run(epochs: int, folder: str, resume: bool = False):
         built = build(spec, "cpu", context)
         fit(built.solver, built.train_loader, None, epochs=epochs, run_dir=out_dir / folder, resume=resume,
-            progress=False, plot=False)
+            progress=False)
         dist.barrier()  # rank 0 has written the checkpoint before anyone reads it
         return built.solver.state_dict()
 
@@ -194,7 +194,7 @@ def test_fit_reshuffles_the_distributed_sampler_every_epoch():
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from constrained_eq.run.assemble import AugmentedLoader
-    from constrained_eq.run.train import set_sampler_epoch
+    from constrained_eq.training.loop import set_sampler_epoch
 
     data = TensorDataset(torch.arange(12.0))
     loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=0, seed=1))

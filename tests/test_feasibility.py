@@ -164,7 +164,7 @@ def test_fit_warns_once_naming_the_constraint_and_ceq_report_prints_the_verdict(
     loader = [None] * 800
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ceq.fit(solver, loader, epochs=3, run_dir=tmp_path / "run", progress=False, plot=False)
+        ceq.fit(solver, loader, epochs=3, run_dir=tmp_path / "run", progress=False)
     messages = [str(w.message) for w in caught if "likely infeasible" in str(w.message)]
     assert len(messages) == 1
     assert messages[0].startswith("epoch 1: constraint 'inequality_x0' is likely infeasible")

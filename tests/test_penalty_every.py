@@ -7,7 +7,7 @@ import torch
 
 import constrained_eq as ceq
 from constrained_eq.run.constraint_entries import parse_entry
-from constrained_eq.run.monitoring import constraint_columns
+from constrained_eq.training.monitoring import constraint_columns
 
 WEIGHT, LR = 0.3, 0.05
 

@@ -19,10 +19,11 @@ from _toy import TOY_ACE_EQUALITY
 import constrained_eq as ceq
 from constrained_eq.run.assemble import build
 from constrained_eq.run.cli import main
-from constrained_eq.run.monitoring import DivergenceError
 from constrained_eq.run.problem_file import load_problem_file
-from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
+from constrained_eq.training.loop import fit
+from constrained_eq.training.monitoring import DivergenceError
+from constrained_eq.training.settings import Limits, Logging
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "problems" / "toy.yaml"
@@ -194,7 +195,7 @@ def test_nan_batch_stops_fit_with_step_and_keeps_the_checkpoint(tmp_path):
     loaders, solver = _solver()
     poisoned = _Poisoned(loaders.train, 5, tmp_path / "checkpoint.pt")  # 2 steps per epoch: inside epoch 2
     with pytest.raises(ceq.NonFiniteError) as info:
-        fit(solver, poisoned, loaders.val, epochs=4, run_dir=tmp_path, progress=False, plot=False)
+        fit(solver, poisoned, loaders.val, epochs=4, run_dir=tmp_path, progress=False)
     message = str(info.value)
     assert "step 5" in message and "(epoch 2)" in message and "is intact" in message, message
     assert "on_nonfinite: skip" in message
@@ -205,7 +206,7 @@ def test_nan_batch_stops_fit_with_step_and_keeps_the_checkpoint(tmp_path):
 def test_nan_batch_is_skipped_and_counted(tmp_path):
     loaders, solver = _solver(on_nonfinite="skip")
     poisoned = _Poisoned(loaders.train, 5, tmp_path / "checkpoint.pt")
-    result = fit(solver, poisoned, loaders.val, epochs=4, run_dir=tmp_path, progress=False, plot=False)
+    result = fit(solver, poisoned, loaders.val, epochs=4, run_dir=tmp_path, progress=False)
     assert result.epochs == 4
     assert json.loads((tmp_path / "metrics.json").read_text())["skipped_steps"] == 1
 
@@ -220,8 +221,8 @@ def test_problem_file_on_nonfinite_reaches_the_solver(tmp_path):
 def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
     loaders, solver = _solver()
     with pytest.raises(DivergenceError) as info:  # λ = η_d Σ|γ| ≈ 0.05·1 after the first steps: past 1e-3
-        fit(solver, loaders.train, loaders.val, epochs=3, run_dir=tmp_path, progress=False, plot=False,
-            log_every=2, divergence_limit=1e-3)
+        fit(solver, loaders.train, loaders.val, epochs=3, run_dir=tmp_path, progress=False,
+            limits=Limits(divergence=1e-3), logging=Logging(every=2))
     message = str(info.value)
     assert "step 1 (epoch 0)" in message and "max|λ| of constraint 'equality_gammas'" in message, message
     assert "(limit 0.001)" in message, message
@@ -232,12 +233,12 @@ def test_diverging_duals_are_reported_with_the_learning_rates(tmp_path):
 def test_dual_growth_warns(tmp_path):
     loaders, solver = _solver()
     with pytest.warns(RuntimeWarning, match="grew from"):
-        import constrained_eq.run.monitoring as monitoring
+        import constrained_eq.training.monitoring as monitoring
 
         original = monitoring.DIVERGENCE_GROWTH
         monitoring.DIVERGENCE_GROWTH = 1e-9
         try:
-            fit(solver, loaders.train, None, epochs=2, progress=False, plot=False, log_every=1)
+            fit(solver, loaders.train, None, epochs=2, progress=False, logging=Logging(every=1))
         finally:
             monitoring.DIVERGENCE_GROWTH = original
 

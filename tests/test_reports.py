@@ -16,8 +16,8 @@ from constrained_eq.run.cli import main
 from constrained_eq.run.diagnostics import RELAXED_RTOL, check_resilient
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.report import build_report, read_history, symmetry_report
-from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
+from constrained_eq.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,8 +153,8 @@ def test_relaxed_means_significant_against_the_objective():
 
 def test_the_progress_bar_names_constraints_and_keeps_gamma_for_homotopy_ones():
     from constrained_eq.core.testing import VectorModel
-    from constrained_eq.run.monitoring import magnitudes as _magnitudes
-    from constrained_eq.run.monitoring import postfix as _postfix
+    from constrained_eq.training.monitoring import magnitudes as _magnitudes
+    from constrained_eq.training.monitoring import postfix as _postfix
 
     model = VectorModel(2, torch.tensor([0.3, -0.2]))
     rate = ceq.Inequality(ceq.Target(lambda m: m.x, "rate"), bound=0.1, name="parity")

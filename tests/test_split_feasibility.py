@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 import constrained_eq as ceq
 from constrained_eq.core.split_feasibility import measure
 from constrained_eq.core.testing import VectorModel
-from constrained_eq.run.monitoring import DivergenceError
-from constrained_eq.run.runs import read_csv
-from constrained_eq.run.train import fit
+from constrained_eq.training.loop import fit
+from constrained_eq.training.monitoring import DivergenceError
+from constrained_eq.training.run_folder import read_csv
+from constrained_eq.training.settings import Averaging, Evaluation, Limits, Logging, Selection
 
 
 class Scale(torch.nn.Module):
@@ -48,7 +49,7 @@ def test_constraints_are_measured_over_the_whole_validation_split(tmp_path):
     model = Scale(1.0)
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.01), 0.1,
                         example_batch=train)
-    fit(solver, train, val, epochs=2, run_dir=tmp_path, progress=False, plot=False)
+    fit(solver, train, val, epochs=2, run_dir=tmp_path, progress=False)
     w = model.w.detach()
     row = {k: v[-1] for k, v in read_csv(tmp_path / "history.csv").items()}
     expected_mean = float(w * x_val.mean())  # the split's mean, not the mean of the batch means (3.75, 5.25, 9.5)
@@ -98,8 +99,8 @@ def _scripted_fit(values, losses, **kwargs):
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.0), 0.1,
                         example_batch=torch.zeros(1))
     scripted = iter(losses)
-    return fit(solver, [torch.zeros(1)], [torch.zeros(1)], epochs=len(losses), progress=False, plot=False,
-               evaluate=lambda m, loader: {"loss": next(scripted)}, **kwargs)
+    return fit(solver, [torch.zeros(1)], [torch.zeros(1)], epochs=len(losses), progress=False,
+               evaluation=Evaluation(evaluate=lambda m, loader: {"loss": next(scripted)}), **kwargs)
 
 
 def test_feasible_selection_takes_the_best_objective_among_feasible_evaluations():
@@ -108,7 +109,7 @@ def test_feasible_selection_takes_the_best_objective_among_feasible_evaluations(
     assert result.best_epoch == 2 and result.feasibility["feasible"] is True
     assert "among the feasible evaluations" in result.selection
     assert result.certificate["constraints"]["c"]["margins"] == pytest.approx([0.05]) and result.ok
-    by_loss = _scripted_fit([0.2, 0.1, 0.05, 0.3, 0.3], [0.1, 0.5, 0.3, 0.05], select="val_loss")
+    by_loss = _scripted_fit([0.2, 0.1, 0.05, 0.3, 0.3], [0.1, 0.5, 0.3, 0.05], selection=Selection(column="val_loss"))
     assert by_loss.best_epoch == 3
 
 
@@ -132,8 +133,8 @@ def test_averaged_iterate_follows_its_update_law_and_is_a_candidate(averaging):
     a, lr, steps, decay = 2.0, 1.9, 10, 0.75  # d ≠ 1 − d: the law tells d from 1 − d
     model, problem = _quadratic(a)
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=lr))
-    result = fit(solver, [torch.zeros(1)] * steps, [torch.zeros(1)], epochs=1, progress=False, plot=False,
-                 averaging=averaging, ema_decay=decay)
+    result = fit(solver, [torch.zeros(1)] * steps, [torch.zeros(1)], epochs=1, progress=False,
+                 averaging=Averaging(kind=averaging, ema_decay=decay))
     iterates = [a + (-0.9) ** k * (0.0 - a) for k in range(1, steps + 1)]  # x_k − a = (1 − η)^k (x_0 − a)
     if averaging == "uniform":
         average = sum(iterates) / steps
@@ -152,8 +153,8 @@ def test_averaging_starts_at_the_first_step_of_epoch_average_start():
     a, lr, per_epoch = 2.0, 1.9, 3
     model, problem = _quadratic(a)
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=lr))
-    result = fit(solver, [torch.zeros(1)] * per_epoch, [torch.zeros(1)], epochs=2, progress=False, plot=False,
-                 averaging="uniform", average_start=1)
+    result = fit(solver, [torch.zeros(1)] * per_epoch, [torch.zeros(1)], epochs=2, progress=False,
+                 averaging=Averaging(kind="uniform", start=1))
     iterates = [a + (-0.9) ** k * (0.0 - a) for k in range(1, 2 * per_epoch + 1)]
     average = sum(iterates[per_epoch:]) / per_epoch
     assert result.averaged is not None
@@ -166,7 +167,7 @@ def test_a_satisfied_constraint_of_any_size_trains_on():
     big = ceq.Target(lambda m, b, o: 9e6 + 0.0 * m.x, "big", needs_batch=False)  # 9e6 ≤ 1e7: satisfied, λ = 0
     problem = ceq.ConstrainedProblem(lambda out, batch: (out - 2).pow(2).sum(), [ceq.Inequality(big, bound=1e7)])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.1), 1.0)
-    result = fit(solver, [torch.zeros(1)] * 5, [torch.zeros(1)], epochs=2, progress=False, plot=False, log_every=1)
+    result = fit(solver, [torch.zeros(1)] * 5, [torch.zeros(1)], epochs=2, progress=False, logging=Logging(every=1))
     assert result.epochs == 2 and solver.multipliers()["inequality_big"].item() == 0.0
     assert result.feasibility["feasible"] is True
 
@@ -177,7 +178,8 @@ def test_multipliers_growing_without_bound_stop_the_run():
                                      [ceq.Equality(ceq.Target(lambda m: m.x + 1e3, "shifted"))])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=0.0), 10.0)
     with pytest.raises(DivergenceError, match=r"max\|λ\| of constraint 'equality_shifted'"):  # λ_k = k · 10 · 1001
-        fit(solver, [torch.zeros(1)] * 20, epochs=1, progress=False, plot=False, log_every=1, divergence_limit=1e5)
+        fit(solver, [torch.zeros(1)] * 20, epochs=1, progress=False, limits=Limits(divergence=1e5),
+            logging=Logging(every=1))
 
 
 def test_an_objective_blow_up_stops_the_run():
@@ -185,7 +187,8 @@ def test_an_objective_blow_up_stops_the_run():
     problem = ceq.ConstrainedProblem(lambda out, batch: -out.sum())  # x grows by η every step: |J₀| = η k
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.SGD(model.parameters(), lr=10.0))
     with pytest.raises(DivergenceError, match="the objective blew up"):
-        fit(solver, [torch.zeros(1)] * 30, epochs=1, progress=False, plot=False, log_every=1, objective_limit=5.0)
+        fit(solver, [torch.zeros(1)] * 30, epochs=1, progress=False, limits=Limits(objective=5.0),
+            logging=Logging(every=1))
 
 
 def _toy_fit(run_dir, epochs, resume=False):
@@ -199,8 +202,8 @@ def _toy_fit(run_dir, epochs, resume=False):
     problem = ceq.ConstrainedProblem(ceq.Objective(task.loss, task.forward), [ceq.Equality(ceq.gammas), bound])
     solver = ceq.Solver(problem, model, "lagrangian", torch.optim.Adam(model.parameters(), 1e-2), 0.05,
                         example_batch=loaders.train)
-    return fit(solver, loaders.train, loaders.val, epochs=epochs, run_dir=run_dir, progress=False, plot=False,
-               averaging="ema", ema_decay=0.9, average_start=1, resume=resume, checkpoint_every=1)
+    return fit(solver, loaders.train, loaders.val, epochs=epochs, run_dir=run_dir, progress=False, resume=resume,
+               checkpoint_every=1, averaging=Averaging(kind="ema", ema_decay=0.9, start=1))
 
 
 def test_resume_restores_the_average_and_the_selection(tmp_path):

@@ -11,8 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the 'test' extra has it
 
 from constrained_eq.run.cli import main
-from constrained_eq.run.runs import load_checkpoint
 from constrained_eq.run.tracking import TB_FOLDER, flat_hparams, tag_of
+from constrained_eq.training.run_folder import load_checkpoint
 
 TOY = """task:
   name: toy_rotation

@@ -1,6 +1,6 @@
 """Atomic file writes: a reader never sees a partial file, an interrupted write leaves the old one.
 
-Used by the run folder (:mod:`constrained_eq.run.runs`) and by the dataset caches of
+Used by the run folder (:mod:`constrained_eq.training.run_folder`) and by the dataset caches of
 :mod:`constrained_eq.data`, which must not import the run layer.
 
 Nothing is ever written through a symbolic link: an atomic write replaces a link by the new file

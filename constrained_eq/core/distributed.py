@@ -132,7 +132,7 @@ def shard_loader(loader: DataLoader, context: Context, seed: int) -> DataLoader:
     """A loader over this rank's share of ``loader``'s dataset, each global batch split evenly.
 
     The shuffle is :class:`DistributedSampler`'s (seeded by ``seed``, reshuffled by ``set_epoch``, which
-    :func:`~constrained_eq.run.train.fit` calls), so a run is reproducible and resumable; the last partial
+    :func:`~constrained_eq.training.loop.fit` calls), so a run is reproducible and resumable; the last partial
     global batch is dropped so every rank takes the same number of steps.
 
     Raises:

@@ -90,7 +90,7 @@ class Target:
         from_totals: ``from_totals(sums (K,)) -> Tensor (L,)``: the target's value over a split.
         exact: Optional ``exact(model) -> Tensor (L,)`` for a parameter-only target whose ``fn`` is an estimate
             (``spectral_norms`` runs one power-iteration step per call): the exact value, measured once when
-            the deployed model is certified (:mod:`constrained_eq.run.certificate`). ``None``: ``fn`` is exact.
+            the deployed model is certified (:mod:`constrained_eq.training.certificate`). ``None``: ``fn`` is exact.
 
     Shapes:
         - **output of** ``fn``: ``(L,)``

@@ -72,7 +72,7 @@ def spectral_norm_estimate(module: nn.Module, n_power_iterations: int = 1, eps: 
     with :math:`\varphi_0` the angle between the kept ``u`` and W's top left singular vector: the lag shrinks
     geometrically, by :math:`(\sigma_2/\sigma_1)^4` per step. With no spectral gap (:math:`\sigma_2 \approx
     \sigma_1`) it can trail for long; the certificate of the deployed model
-    (:mod:`constrained_eq.run.certificate`) measures :math:`\sigma_1` exactly instead.
+    (:mod:`constrained_eq.training.certificate`) measures :math:`\sigma_1` exactly instead.
 
     Shapes:
         - **output:** ``()``

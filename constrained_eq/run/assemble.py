@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,11 +32,13 @@ from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.constraint_entries import entry_kind, parse_entry
 from constrained_eq.run.imports import build_model, load_optimizer
 from constrained_eq.run.problem_file import optimizer_kwargs
-from constrained_eq.run.problem_model import Problem, SourceMap
+from constrained_eq.run.problem_model import Problem, SourceMap, TrainingSection
 from constrained_eq.run.problem_yaml import ProblemFileError
-from constrained_eq.run.selection import FEASIBLE
-from constrained_eq.run.training_options import TrainingOptions, autocast_forward, check_precision, split_optimizers
 from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.training.clipping import GradClipper
+from constrained_eq.training.precision import autocast_forward, check_precision
+from constrained_eq.training.schedules import LRScheduler, resolve_schedule, split_optimizers
+from constrained_eq.training.selection import FEASIBLE
 
 __all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of", "as_problem"]
 
@@ -75,7 +77,7 @@ class Built:
     val_loader: Any
     test_loader: Any
     formulation: str
-    options: TrainingOptions | None = None
+    callbacks: list[Any] = field(default_factory=list)  # the file's schedules and clipping, for fit
 
 
 def as_problem(problem: Problem | Mapping[str, Any]) -> Problem:
@@ -267,5 +269,21 @@ def build(problem: Problem | Mapping[str, Any], device: str | torch.device = "cp
         solver.model = distributed.wrap_model(model, context)
     if strategy.augments:
         train = AugmentedLoader(train, task.augment)
-    return Built(task, model, solver, train, loaders.val, loaders.test, name,
-                 TrainingOptions(dataclasses.asdict(training), *split_optimizers(solver)))
+    return Built(task, model, solver, train, loaders.val, loaders.test, name, training_callbacks(training, solver))
+
+
+def training_callbacks(training: TrainingSection, solver: Solver) -> list[Any]:
+    """``training.scheduler``, ``training.variable_scheduler`` and ``training.clip_grad_norm`` as fit's callbacks.
+
+    In this order, so that each epoch's row holds ``lr.primal``, ``lr.variables``, then ``grad_norm.primal``.
+    """
+    primal, variables = split_optimizers(solver)
+    callbacks: list[Any] = []
+    for spec, name, optimizers in ((training.scheduler, "primal", primal),
+                                   (training.variable_scheduler, "variables", [variables] if variables else [])):
+        if spec is not None and optimizers:
+            factor = resolve_schedule(spec["name"], spec["options"], training.epochs)
+            callbacks.append(LRScheduler(optimizers, factor, name))
+    if training.clip_grad_norm is not None and primal:
+        callbacks.append(GradClipper(primal, training.clip_grad_norm))
+    return callbacks

@@ -1,7 +1,7 @@
 """Run a checked problem file (see :mod:`constrained_eq.run.problem_file`) end to end.
 
 :func:`run_problem` checks the run folder, builds the objects (:mod:`constrained_eq.run.assemble`),
-opens the folder (:mod:`constrained_eq.run.run_dir`), trains with :func:`~constrained_eq.run.train.fit`,
+opens the folder (:mod:`constrained_eq.run.run_dir`), trains with :func:`~constrained_eq.training.loop.fit`,
 tests the selected model projected and not (:mod:`constrained_eq.run.evaluate`) and writes the
 reports. The names of those modules stay importable from here (``from constrained_eq.run.build import
 build, run_problem, evaluate_split``).
@@ -20,17 +20,17 @@ from constrained_eq.core.atomic_io import atomic_write_text
 from constrained_eq.core.strategies import get_strategy
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.assemble import Built, as_problem, build, fail, line_of
-from constrained_eq.run.certificate import certify
 from constrained_eq.run.evaluate import split_evaluator, test_summary
 from constrained_eq.run.plots import plot_run
 from constrained_eq.run.problem_model import Problem
 from constrained_eq.run.run_dir import check_run_dir, keep_file_hyperparameters, open_run_dir
-from constrained_eq.run.runs import RunLock, load_checkpoint, read_json, write_json
-from constrained_eq.run.selection import objective_column, selection_column
-from constrained_eq.run.selection import selection_mode as _selection_mode
+from constrained_eq.run.selection import objective_column, selection_column, selection_mode
 from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
-from constrained_eq.run.train import fit
 from constrained_eq.tasks import Task, projected
+from constrained_eq.training.certificate import certify
+from constrained_eq.training.loop import fit
+from constrained_eq.training.run_folder import RunLock, load_checkpoint, read_json, write_json
+from constrained_eq.training.settings import Averaging, Evaluation, Logging, Selection
 
 __all__ = ["run_problem", "write_constraint_report", "write_symmetry_report"]
 
@@ -97,7 +97,7 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
     log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
     relaxed = problem.evaluation.project and any(True for _ in homotopic_layers(built.model))
     evaluate = split_evaluator(built.task, problem.evaluation.equivariance_error, relaxed)
-    _train(problem, spec, built, run_dir, evaluate, relaxed, log, resume=resume, progress=progress)
+    _train(problem, built, run_dir, evaluate, relaxed, log, resume=resume, progress=progress)
     agreement = _rank_agreement(built, context)
     if not distributed.is_main_process():
         return {}
@@ -120,23 +120,20 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
     return summary
 
 
-def _train(problem: Problem, spec: Mapping[str, Any], built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
+def _train(problem: Problem, built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
            log: TensorBoardLog | None, *, resume: bool, progress: bool) -> None:
     """``fit`` with the file's training and evaluation settings; each epoch ends in the schedules and the log."""
     training = problem.training
-
-    def end_epoch(epoch: int, row: dict[str, Any]) -> None:
-        built.options.end_epoch(epoch, row)  # records this epoch's rates, sets the next epoch's
-        if log is not None:
-            log.epoch(epoch, row)
-
-    fit(built.solver, built.train_loader, built.val_loader, epochs=training.epochs, run_dir=run_dir,
-        evaluate=evaluate, checkpoint_every=training.checkpoint_every, eval_every=training.eval_every,
-        log_every=training.log_every, steps_every=training.steps_every, resume=resume, progress=progress,
-        select=selection_column(spec, relaxed, built.solver), select_mode=_selection_mode(spec, relaxed, built.task),
-        objective=objective_column(spec, relaxed), feasibility_tol=problem.evaluation.feasibility_tol,
-        averaging=training.averaging, average_start=training.average_start, ema_decay=training.ema_decay,
-        on_epoch=end_epoch, plot=False)  # run_problem draws them once the summary is out
+    fit(built.solver, built.train_loader, built.val_loader, epochs=training.epochs, run_dir=run_dir, resume=resume,
+        checkpoint_every=training.checkpoint_every, progress=progress,
+        evaluation=Evaluation(every=training.eval_every, evaluate=evaluate,
+                              feasibility_tol=problem.evaluation.feasibility_tol),
+        selection=Selection(column=selection_column(problem, relaxed, built.solver),
+                            mode=selection_mode(problem, relaxed, built.task),
+                            objective=objective_column(problem, relaxed)),
+        averaging=Averaging(kind=training.averaging, start=training.average_start, ema_decay=training.ema_decay),
+        logging=Logging(every=training.log_every, steps_every=training.steps_every),
+        callbacks=[*built.callbacks, *([log] if log is not None else [])])  # plots: drawn once the summary is out
 
 
 def _test(problem: Problem, built: Built, run_dir: Path, evaluate: Any, relaxed: bool,

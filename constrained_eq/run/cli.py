@@ -24,7 +24,7 @@ with status 2. A run stopped by a fault (NaN/Inf, diverging duals) prints ``ceq:
 stopped: …`` and exits with status 1; its last checkpoint is intact. Any other failure (a read-only or
 full disk, out of memory, a bug) prints one line with the path and what to do and exits with status 1;
 ``ceq --debug …`` shows its traceback. A run that finishes but whose deployed model violates a hard constraint
-(its certificate, :mod:`constrained_eq.run.certificate`), or with a constraint judged likely infeasible in
+(its certificate, :mod:`constrained_eq.training.certificate`), or with a constraint judged likely infeasible in
 training, exits with status 3 (:data:`EXIT_INFEASIBLE`); ``ceq run --allow-infeasible`` exits 0 instead.
 """
 
@@ -82,7 +82,7 @@ def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> d
 
 
 def _run_dir(out: str, file: str, strategy: str | None) -> Path:
-    from constrained_eq.run.runs import run_folder
+    from constrained_eq.training.run_folder import run_folder
 
     return run_folder(out, file, strategy)  # a safe name, inside --out
 
@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               on_summary=lambda summary: print_run(run_dir, summary))  # before the plots
     if not summary:  # ranks other than 0 print nothing
         return 0
-    from constrained_eq.run.certificate import exit_status
+    from constrained_eq.training.certificate import exit_status
 
     return exit_status(summary.get("certificate"), args.allow_infeasible, EXIT_INFEASIBLE)
 
@@ -269,7 +269,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from constrained_eq.run.build import write_constraint_report, write_symmetry_report
     from constrained_eq.run.plots import plot_run
-    from constrained_eq.run.runs import read_csv, read_json
+    from constrained_eq.training.run_folder import read_csv, read_json
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "history.csv").exists():

@@ -17,8 +17,8 @@ from constrained_eq.core.engine import Solver
 from constrained_eq.core.split_feasibility import measure
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.homotopy.recording import contribution_hooks
-from constrained_eq.run.validation import loader_means
 from constrained_eq.tasks import Task, projected
+from constrained_eq.training.validation import loader_means
 
 __all__ = ["evaluate_split", "split_evaluator", "test_summary"]
 

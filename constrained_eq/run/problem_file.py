@@ -135,7 +135,7 @@ def _check_user_optimizer(checker: Checker, spec: Mapping, line_of: Callable[[st
 
 def _check_schedules(checker: Checker, spec: dict, lines: Mapping[str, Any]) -> None:
     """Normalise ``training.scheduler``/``variable_scheduler`` to ``{name, options}`` and try them on every epoch."""
-    from constrained_eq.run.training_options import resolve_schedule
+    from constrained_eq.training.schedules import resolve_schedule
 
     training = spec["training"]
     for key in ("scheduler", "variable_scheduler"):

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from constrained_eq.core.formulations import FORMULATIONS
-from constrained_eq.run.certificate import certificate_lines
 from constrained_eq.run.diagnostics import (
     RELAXED_RTOL,
     check_resilient,
@@ -34,6 +33,7 @@ from constrained_eq.run.diagnostics import (
     slack_ranking,
 )
 from constrained_eq.symmetry.bounds import equivariance_error_bound
+from constrained_eq.training.certificate import certificate_lines
 
 __all__ = ["LayerSummary", "SymmetryReport", "build_report", "read_history", "symmetry_report",
            "constraint_report", "read_run_summary", "homotopy_constraints", "run_rho"]
@@ -335,7 +335,7 @@ def constraint_report(run_dir: str | Path) -> str:
     """A table of every constraint of a run by name, with the selected model's validation and test violations.
 
     Columns: kind, target, fields (bound, ρ, …), final max|λ|, largest violation on validation and test,
-    then the feasibility verdicts. Reads ``metrics.json`` (written by :func:`~constrained_eq.run.train.fit` and
+    then the feasibility verdicts. Reads ``metrics.json`` (written by :func:`~constrained_eq.training.loop.fit` and
     ``ceq run``) and ``history.csv``; names the formulation that ran with its options.
     """
     run_dir = Path(run_dir)

@@ -3,7 +3,7 @@
 Nothing is written before the build succeeds: :func:`check_run_dir` refuses a folder that cannot be
 used as asked; :func:`open_run_dir` then takes the folder's lock, checks again under it, clears it
 (only a marked run folder) and writes the marker and ``problem.json`` (with every change a resume was
-allowed). The folder's files themselves are :mod:`constrained_eq.run.runs`'s.
+allowed). The folder's files themselves are :mod:`constrained_eq.training.run_folder`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from constrained_eq.core.engine import Solver
 from constrained_eq.run.assemble import fail
 from constrained_eq.run.problem_file import LOCATION_KEYS, problem_hash
-from constrained_eq.run.runs import (
+from constrained_eq.training.run_folder import (
     LOCK,
     MARKER,
     RunLock,

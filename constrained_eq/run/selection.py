@@ -1,72 +1,22 @@
-"""Which evaluated model a run keeps: by one logged column, or feasibility first.
+"""The selection a problem file asks for: which column ``fit`` ranks evaluations by, and in which direction.
 
-``select="feasible"`` ranks every evaluated candidate — the iterate at each evaluation and, with
-iterate averaging, the averaged model — by the key
-
-.. math::
-    (\\,[\\text{infeasible}],\\; v_{\\max}\\,[\\text{infeasible}],\\; s\\cdot J\\,)
-
-compared lexicographically: a feasible candidate (every counted constraint's validation violation
-≤ τ, see :mod:`constrained_eq.core.split_feasibility`) beats every infeasible one and feasible ones are ranked by
-the objective column J (``s = ±1`` by ``select_mode``); if none is feasible, the least-violating one
-(smallest largest violation :math:`v_{\\max}`) is kept. Any other ``select`` is a column, ranked by
-``s · value`` alone.
+``evaluation.select: auto`` picks ``feasible`` when the problem has constraints a deployed model must meet,
+else the deployed model's loss; the ranking itself is :mod:`constrained_eq.training.selection`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from typing import Any
-
 from constrained_eq.core.engine import Solver
-from constrained_eq.core.split_feasibility import Measurement, counted
+from constrained_eq.core.split_feasibility import counted
 from constrained_eq.core.strategies import get_strategy
+from constrained_eq.run.problem_model import Problem
 from constrained_eq.tasks import Task
+from constrained_eq.training.selection import FEASIBLE
 
-__all__ = ["FEASIBLE", "candidate_column", "selection_key", "describe_selection"]
-
-FEASIBLE = "feasible"
-
-
-def candidate_column(column: str, prefix: str) -> str:
-    """The column of a candidate: ``val_loss`` of the averaged model (prefix ``val_avg``) is ``val_avg_loss``."""
-    if prefix == "val" or not column.startswith("val_"):
-        return column
-    return f"{prefix}_{column.removeprefix('val_')}"
+__all__ = ["selection_column", "objective_column", "selection_mode"]
 
 
-def selection_key(select: str, objective: str, sign: float, row: Mapping[str, float], prefix: str,
-                  measured: Measurement | None) -> tuple[float, float, float] | None:
-    """The key of one candidate (smaller is better), or ``None`` when its column was not logged or is NaN."""
-    column = candidate_column(objective if select == FEASIBLE else select, prefix)
-    value = row.get(column)
-    if value is None or not math.isfinite(value):
-        return None
-    if select != FEASIBLE or measured is None or measured.feasible:
-        return (0.0, 0.0, sign * value)
-    worst = measured.worst
-    return (1.0, worst if math.isfinite(worst) else math.inf, sign * value)
-
-
-def describe_selection(select: str, objective: str, mode: str, state: Mapping[str, Any]) -> str:
-    """One plain sentence: what was selected and why (for the summary and ``metrics.json``)."""
-    epoch, candidate = state.get("best_epoch"), state.get("best_candidate") or "iterate"
-    if epoch is None:
-        return "no evaluation was selected (every selection column was missing or not finite)"
-    which = f"epoch {epoch} ({'averaged model' if candidate == 'averaged' else 'iterate'})"
-    if select != FEASIBLE:
-        return f"{which}: the {'largest' if mode == 'max' else 'smallest'} {select}"
-    key = state.get("best_key") or (0.0, 0.0, 0.0)
-    tolerance = state.get("tolerance")
-    if key[0] == 0.0:
-        return (f"{which}: the {'largest' if mode == 'max' else 'smallest'} {objective} among the feasible "
-                f"evaluations (every constraint's validation violation ≤ {tolerance:g})")
-    return (f"{which}: NO evaluation was feasible (validation violation ≤ {tolerance:g}); kept the "
-            f"least-violating one, largest violation {key[1]:.4g}")
-
-
-def selection_column(spec: Mapping[str, Any], relaxed: bool, solver: Solver | None = None) -> str:
+def selection_column(problem: Problem, relaxed: bool, solver: Solver | None = None) -> str:
     """The validation column that picks the best epoch, or ``"feasible"``.
 
     ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
@@ -74,23 +24,23 @@ def selection_column(spec: Mapping[str, Any], relaxed: bool, solver: Solver | No
     :mod:`constrained_eq.core.split_feasibility`); otherwise the projected model's loss for strategies that deploy
     f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
     """
-    select = spec["evaluation"]["select"]
+    select = problem.evaluation.select
     if select == "auto" and solver is not None and counted(solver.plans):
         return FEASIBLE
     if select != "auto":
         return select
-    return objective_column(spec, relaxed)
+    return objective_column(problem, relaxed)
 
 
-def objective_column(spec: Mapping[str, Any], relaxed: bool) -> str:
+def objective_column(problem: Problem, relaxed: bool) -> str:
     """The loss of the deployed model: ``val_projected_loss`` for strategies that deploy f_{θ,0}, else ``val_loss``."""
-    deploys_projection = relaxed and get_strategy(spec["strategy"]).deploys_projection
+    deploys_projection = relaxed and get_strategy(problem.strategy).deploys_projection
     return "val_projected_loss" if deploys_projection else "val_loss"
 
 
-def selection_mode(spec: Mapping[str, Any], relaxed: bool, task: Task) -> str:
+def selection_mode(problem: Problem, relaxed: bool, task: Task) -> str:
     """``"max"`` when the selected column is a metric the task wants large (an accuracy), else ``"min"``."""
-    column = selection_column(spec, relaxed)
-    column = objective_column(spec, relaxed) if column == FEASIBLE else column
+    column = selection_column(problem, relaxed)
+    column = objective_column(problem, relaxed) if column == FEASIBLE else column
     return "max" if column.removeprefix("val_") in task.higher_is_better else "min"
 

@@ -71,7 +71,7 @@ class Sweep:
     @property
     def folder(self) -> Path:
         """The sweep folder ``<out>/<name>`` (the name made safe, the folder inside ``out``: see ``run_folder``)."""
-        from constrained_eq.run.runs import run_folder
+        from constrained_eq.training.run_folder import run_folder
 
         return run_folder(self.out, f"{self.name}.sweep")
 

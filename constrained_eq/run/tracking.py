@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from constrained_eq.core.atomic_io import refuse_link
+from constrained_eq.training.callbacks import Callback
 
 __all__ = ["require_tensorboard", "TensorBoardLog", "flat_hparams", "TB_FOLDER"]
 
@@ -93,8 +94,8 @@ def flat_hparams(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class TensorBoardLog:
-    """Write a run's epochs to ``<run_dir>/tensorboard``.
+class TensorBoardLog(Callback):
+    """Write a run's epochs to ``<run_dir>/tensorboard`` (a callback of ``fit``).
 
     Args:
         run_dir: The run folder.
@@ -108,7 +109,7 @@ class TensorBoardLog:
         self.writer = writer(log_dir=str(self.folder))
         self.model = model
 
-    def epoch(self, epoch: int, row: Mapping[str, Any]) -> None:
+    def on_epoch_end(self, epoch: int, row: Mapping[str, Any]) -> None:
         """Log one history row (and the model's γ) at step ``epoch``."""
         from constrained_eq.homotopy import gammas, homotopic_layers
 

@@ -24,8 +24,8 @@ import constrained_eq as ceq
 from constrained_eq.core.formulations import FORMULATIONS
 from constrained_eq.core.split_feasibility import measure
 from constrained_eq.integrations.lightning import CHECKPOINT_KEY, SolverModule
-from constrained_eq.run.monitoring import constraint_columns
-from constrained_eq.run.validation import objective_evaluator
+from constrained_eq.training.monitoring import constraint_columns
+from constrained_eq.training.validation import objective_evaluator
 
 EPOCHS = 3
 
@@ -137,7 +137,7 @@ def test_bf16_mixed_precision_takes_the_plain_loops_steps_under_autocast():
 
 
 def _expected_columns(record) -> dict[str, float]:
-    """history.csv's column names (run.monitoring), each read from the record itself in float64."""
+    """history.csv's column names (training.monitoring), each read from the record itself in float64."""
     groups = {"value": record.values, "lambda": record.multipliers, "slack": record.slacks}
     out = {"loss": record.loss.item(), "lagrangian": record.lagrangian.item()}
     for name in constraint_columns(record):

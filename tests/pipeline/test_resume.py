@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
+from constrained_eq.training.loop import fit
+from constrained_eq.training.settings import Logging
 
 
 class _Interrupting:
@@ -38,7 +39,7 @@ def _setup(formulation, **options):
 
 @pytest.mark.parametrize("formulation,options", [("resilient", {"rho": 1.0}), ("schedule", {"epochs": 5})])
 def test_resumed_fit_equals_uninterrupted_fit(tmp_path, formulation, options):
-    kwargs = dict(epochs=5, checkpoint_every=2, steps_every=2, progress=False, plot=False)
+    kwargs = dict(epochs=5, checkpoint_every=2, logging=Logging(steps_every=2), progress=False)
     task, loaders, solver = _setup(formulation, **options)
     fit(solver, loaders.train, loaders.val, run_dir=tmp_path / "a", **kwargs)
     reference = solver.state_dict()

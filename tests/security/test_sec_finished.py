@@ -8,9 +8,9 @@ import json
 import pytest
 from _toy import TOY_ACE_EQUALITY
 
-from constrained_eq.run import runs as runs_module
 from constrained_eq.run.cli import main
-from constrained_eq.run.runs import MARKER
+from constrained_eq.training import run_folder as runs_module
+from constrained_eq.training.run_folder import MARKER
 
 
 def _run(path, out, *extra):

@@ -18,9 +18,9 @@ from _toy import TOY_ACE_EQUALITY
 
 from constrained_eq.core.atomic_io import LinkRefusedError, atomic_write_text, open_nofollow
 from constrained_eq.data.nbody import load_nbody, nbody_cache_path
-from constrained_eq.run.checkpointing import save_checkpoint
 from constrained_eq.run.cli import main
-from constrained_eq.run.runs import CsvStream
+from constrained_eq.training.checkpointing import save_checkpoint
+from constrained_eq.training.run_folder import CsvStream
 
 OUTSIDE = "outside: keep me\n"
 

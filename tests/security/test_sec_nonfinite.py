@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.run.train import fit
 from constrained_eq.tasks.toy_rotation import ToyRotation
+from constrained_eq.training.loop import fit
+from constrained_eq.training.settings import Limits
 
 
 def _solver(**options: Any) -> tuple[Any, ceq.Solver]:
@@ -46,7 +47,7 @@ def test_consecutive_skips_stop_the_run(tmp_path):
     loaders, solver = _solver(on_nonfinite="skip")
     with pytest.raises(ceq.NonFiniteError, match="3 consecutive batches were non-finite and skipped"):
         fit(solver, _NaNFrom(loaders.train, 4), loaders.val, epochs=5, run_dir=tmp_path, progress=False,
-            plot=False, max_consecutive_skips=3)  # 4 batches per epoch: epoch 0 is clean
+            limits=Limits(max_consecutive_skips=3))  # 4 batches per epoch: epoch 0 is clean
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 0
 
 
@@ -54,8 +55,7 @@ def test_an_epoch_of_skipped_batches_is_not_checkpointed(tmp_path):
     loaders, solver = _solver(on_nonfinite="skip")
     with pytest.raises(ceq.NonFiniteError, match=r"epoch 1 ended with non-finite train_loss.*\(end of epoch 0\) "
                                                  "is intact") as info:
-        fit(solver, _NaNFrom(loaders.train, 4), loaders.val, epochs=3, run_dir=tmp_path, progress=False,
-            plot=False)  # the default limit (100) is not reached: the epoch's NaN mean stops it
+        fit(solver, _NaNFrom(loaders.train, 4), loaders.val, epochs=3, run_dir=tmp_path, progress=False)  # the default limit (100) is not reached: the epoch's NaN mean stops it
     assert "on_nonfinite: skip" not in str(info.value)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 0
@@ -64,8 +64,8 @@ def test_an_epoch_of_skipped_batches_is_not_checkpointed(tmp_path):
 
 def test_max_consecutive_skips_is_checked():
     loaders, solver = _solver()
-    with pytest.raises(ValueError, match="'max_consecutive_skips' to be an integer ≥ 1"):
-        fit(solver, loaders.train, epochs=1, progress=False, max_consecutive_skips=0)
+    with pytest.raises(ValueError, match="'limits.max_consecutive_skips' to be an integer ≥ 1"):
+        fit(solver, loaders.train, epochs=1, progress=False, limits=Limits(max_consecutive_skips=0))
 
 
 def test_a_nan_variable_lr_is_refused_by_the_solver():

@@ -67,7 +67,7 @@ def test_a_fifo_is_refused_at_once_not_read(tmp_path, kind):
 
     from constrained_eq.core.atomic_io import NotRegularFileError
     from constrained_eq.data.nbody import load_nbody, nbody_cache_path
-    from constrained_eq.run.runs import CsvStream, load_checkpoint, read_csv, read_json
+    from constrained_eq.training.run_folder import CsvStream, load_checkpoint, read_csv, read_json
 
     params = {"n_train": 2, "n_val": 1, "n_test": 1}
     path = {"history": tmp_path / "history.csv", "metrics": tmp_path / "metrics.json",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from constrained_eq.run.runs import LOCK, RunLock, _holder
+from constrained_eq.training.run_folder import LOCK, RunLock, _holder
 
 
 def test_the_lock_file_holds_exactly_the_holders_pid(tmp_path):

@@ -19,7 +19,7 @@ from _toy import TOY_ACE_EQUALITY
 
 from constrained_eq.run import build as build_module
 from constrained_eq.run.cli import main
-from constrained_eq.run.runs import MARKER, RunFolderError, RunLock, run_folder, run_name
+from constrained_eq.training.run_folder import MARKER, RunFolderError, RunLock, run_folder, run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TOY_ACE_EQUALITY
@@ -115,7 +115,7 @@ def test_a_failed_build_writes_nothing_and_the_fixed_file_runs(tmp_path, capsys,
 
 # ----------------------------------------------------------------------------- one writer
 def _hold_lock(folder: Path) -> subprocess.Popen:
-    code = ("import sys, time; from constrained_eq.run.runs import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+    code = ("import sys, time; from constrained_eq.training.run_folder import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
             "print('ready', flush=True); time.sleep(120)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, env=env, text=True)

@@ -15,7 +15,7 @@ A run folder holds::
         metrics.json      best/final metrics (and test metrics from ``ceq``)
         plots/*.png       written by :mod:`constrained_eq.run.plots`
 
-The checkpoint files are written and verified by :mod:`constrained_eq.run.checkpointing`; the atomic
+The checkpoint files are written and verified by :mod:`constrained_eq.training.checkpointing`; the atomic
 writes are :mod:`constrained_eq.core.atomic_io`'s (re-exported here).
 """
 

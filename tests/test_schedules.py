@@ -11,12 +11,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_eq.run import training_options
 from constrained_eq.run.assemble import build
 from constrained_eq.run.build import run_problem
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
-from constrained_eq.run.training_options import GradClipper, LRSchedule, autocast_forward, resolve_schedule
+from constrained_eq.training.clipping import GradClipper
+from constrained_eq.training.precision import autocast_forward
+from constrained_eq.training.schedules import LRSchedule, LRScheduler, resolve_schedule
 
 TOY = """task:
   name: toy_rotation
@@ -130,17 +131,17 @@ def test_run_records_the_scheduled_rates_and_the_clipped_norm(tmp_path):
 def test_resume_continues_the_schedule_exactly(tmp_path, monkeypatch):
     spec = _spec(tmp_path)
     run_problem(spec, tmp_path / "whole", progress=False)
-    original = training_options.TrainingOptions.end_epoch
+    original = LRScheduler.on_epoch_end
 
     def interrupt_at_epoch_2(self, epoch, row):
         if epoch == 2:
             raise KeyboardInterrupt
         original(self, epoch, row)
 
-    monkeypatch.setattr(training_options.TrainingOptions, "end_epoch", interrupt_at_epoch_2)
+    monkeypatch.setattr(LRScheduler, "on_epoch_end", interrupt_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_problem(spec, tmp_path / "split", progress=False)
-    monkeypatch.setattr(training_options.TrainingOptions, "end_epoch", original)
+    monkeypatch.setattr(LRScheduler, "on_epoch_end", original)
     run_problem(spec, tmp_path / "split", progress=False, resume=True)
     whole = list(csv.DictReader(open(tmp_path / "whole" / "history.csv")))
     split = list(csv.DictReader(open(tmp_path / "split" / "history.csv")))
@@ -180,9 +181,8 @@ def test_clipping_and_schedules_span_every_optimizer_of_theta():
     """With optimizer.groups θ has several optimizers: one joint norm, every optimizer on the schedule."""
     a, b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     first, second = torch.optim.SGD([a], lr=1.0), torch.optim.SGD([b], lr=2.0)
-    options = training_options.TrainingOptions(
-        {"epochs": 4, "scheduler": {"name": "exponential", "options": {"gamma": 0.5}}, "clip_grad_norm": 1.0},
-        [first, second], None)
+    factor = resolve_schedule("exponential", {"gamma": 0.5}, 4)
+    callbacks = [LRScheduler([first, second], factor, "primal"), GradClipper([first, second], 1.0)]
     a.grad, b.grad = torch.tensor([3.0, 0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64)
     first.step()  # the joint norm is 5: both gradients are scaled by 1/5 (+1e-6), before either step
     second.step()
@@ -190,6 +190,7 @@ def test_clipping_and_schedules_span_every_optimizer_of_theta():
     assert torch.allclose(a.detach(), torch.tensor([-3.0 * scale, 0.0], dtype=torch.float64), rtol=1e-12)
     assert torch.allclose(b.detach(), torch.tensor([-2.0 * 4.0 * scale], dtype=torch.float64), rtol=1e-12)
     row: dict = {}
-    options.end_epoch(0, row)
+    for callback in callbacks:  # as fit calls them at the end of epoch 0
+        callback.on_epoch_end(0, row)
     assert row == {"lr.primal": 1.0, "grad_norm.primal": 5.0}
     assert (first.param_groups[0]["lr"], second.param_groups[0]["lr"]) == (0.5, 1.0)

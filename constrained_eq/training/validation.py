@@ -1,4 +1,4 @@
-"""Validation in :func:`~constrained_eq.run.train.fit`: the evaluator, judging the candidates, iterate averaging.
+"""Validation in :func:`~constrained_eq.training.loop.fit`: the evaluator, judging the candidates, iterate averaging.
 
 At every evaluation the iterate (``val_*`` columns) and, with ``averaging``, the average of the iterates
 (``val_avg_*``) are judged: the evaluator's metrics, the extra metrics and each constraint measured over
@@ -21,8 +21,8 @@ from constrained_eq.core._loaders import to_device
 from constrained_eq.core.checks import check_int
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.split_feasibility import Measurement, measure
-from constrained_eq.run.runs import load_checkpoint
-from constrained_eq.run.selection import FEASIBLE
+from constrained_eq.training.run_folder import load_checkpoint
+from constrained_eq.training.selection import FEASIBLE
 
 __all__ = ["Evaluator", "Candidate", "AVERAGING", "FEASIBILITY_RULE", "loader_means", "objective_evaluator",
            "averaged_model", "check_averaging", "judge", "validate_candidates", "check_selection_columns",
@@ -93,11 +93,11 @@ def averaged_model(model: torch.nn.Module, averaging: str, decay: float) -> Aver
 def check_averaging(averaging: Any, average_start: Any, ema_decay: Any) -> None:
     """Refuse an unknown ``averaging``, a negative ``average_start`` or an ``ema_decay`` outside (0, 1)."""
     if averaging not in AVERAGING:
-        raise ValueError(f"fit: expected 'averaging' to be one of {', '.join(map(repr, AVERAGING))} "
+        raise ValueError(f"fit: expected 'averaging.kind' to be one of {', '.join(map(repr, AVERAGING))} "
                          f"(got {averaging!r})")
-    check_int(average_start, "average_start", "fit", at_least=0)
+    check_int(average_start, "averaging.start", "fit", at_least=0)
     if isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0 < ema_decay < 1:
-        raise ValueError(f"fit: expected 'ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
+        raise ValueError(f"fit: expected 'averaging.ema_decay' to be a number in (0, 1) (got {ema_decay!r})")
 
 
 def judge(model: torch.nn.Module, loader: Any, solver: Solver, evaluate: Evaluator,
@@ -135,10 +135,10 @@ def check_selection_columns(select: str, objective: str, row: Mapping[str, Any],
                              metrics_row: Mapping[str, Any]) -> None:
     """Refuse a ``select`` (or, for ``feasible``, an ``objective``) column that validation did not log."""
     if select != FEASIBLE and select not in row:
-        raise ValueError(f"fit: expected 'select' to be 'feasible' or one of the logged columns "
+        raise ValueError(f"fit: expected 'selection.column' to be 'feasible' or one of the logged columns "
                          f"{sorted(metrics_row)} (got {select!r})")
     if select == FEASIBLE and objective not in row:
-        raise ValueError(f"fit: expected 'objective' to be one of the logged columns {sorted(metrics_row)} "
+        raise ValueError(f"fit: expected 'selection.objective' to be one of the logged columns {sorted(metrics_row)} "
                          f"(got {objective!r})")
 
 

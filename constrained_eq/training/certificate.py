@@ -2,7 +2,7 @@ r"""The certificate of the deployed model: every constraint measured exactly on 
 
 Training-time verdicts (:mod:`constrained_eq.core.feasibility`) speak of mini-batches and of iterates; what a
 user ships is one model — the selected iterate, the average of the iterates, or its projection f_{θ,0}. At
-the end of :func:`~constrained_eq.run.train.fit` and of ``ceq run`` every constraint is measured on that model:
+the end of :func:`~constrained_eq.training.loop.fit` and of ``ceq run`` every constraint is measured on that model:
 
 * a parameter-only target once, *exactly*: with its ``exact`` (``spectral_norms``: the largest singular value
   ``torch.linalg.matrix_norm(W, ord=2)``, not the power-iteration estimate training steps with), else as

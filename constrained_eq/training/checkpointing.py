@@ -24,7 +24,7 @@ from constrained_eq.core._cmp import NonFiniteError
 from constrained_eq.core.atomic_io import atomic_write_bytes
 from constrained_eq.core.distributed import is_distributed
 from constrained_eq.core.engine import Solver
-from constrained_eq.run.runs import RunFolderError, load_checkpoint, read_json, write_json
+from constrained_eq.training.run_folder import RunFolderError, load_checkpoint, read_json, write_json
 
 __all__ = ["save_checkpoint", "restore_checkpoint", "apply_checkpoint", "loader_generator", "resume_fit",
            "start_fresh", "save_fit_checkpoint", "last_checkpoint_note", "check_finite_state", "problem_hashes",

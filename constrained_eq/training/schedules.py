@@ -1,4 +1,4 @@
-r"""Training options of a problem file: learning-rate schedules, gradient clipping, bf16 autocast.
+r"""Learning-rate schedules: the rates of epoch e are η_0 f(e, E), set by the :class:`LRScheduler` callback.
 
 ``training.scheduler`` sets the primal learning rate of epoch :math:`e` to
 :math:`\eta_e = \eta_0\, f(e, E)` (:math:`E` = ``training.epochs``), ``training.variable_scheduler``
@@ -15,13 +15,7 @@ name              factor :math:`f(e, E)`                                      op
 ``pkg.mod:fn``    ``fn(epoch, epochs, **options)``                            your own
 ================  ==========================================================  =====================
 
-``training.clip_grad_norm: c`` rescales the gradient of θ (the primal optimizer's parameters) to norm
-at most c before each primal step, :math:`g \leftarrow g \min(1, c / \|g\|_2)`; ``training.precision:
-bf16`` runs the training forward passes under ``torch.autocast(dtype=torch.bfloat16)`` (the loss is
-taken in float32; validation and test stay in float32).
-
-Each epoch's ``history.csv`` row records ``lr.primal`` / ``lr.variables`` (the rates that epoch used)
-when scheduled and, with clipping, ``grad_norm.primal`` (the norm before clipping at the epoch's last step).
+Each epoch's ``history.csv`` row records ``lr.primal`` / ``lr.variables``, the rates that epoch used.
 """
 
 from __future__ import annotations
@@ -33,8 +27,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["SCHEDULES", "resolve_schedule", "LRSchedule", "GradClipper", "autocast_forward", "check_precision",
-           "TrainingOptions", "split_optimizers"]
+from constrained_eq.training.callbacks import Callback
+
+__all__ = ["SCHEDULES", "resolve_schedule", "LRSchedule", "LRScheduler", "split_optimizers"]
 
 
 def cosine(epoch: int, epochs: int, min_factor: float = 0.0) -> float:
@@ -118,53 +113,6 @@ class LRSchedule:
                 group["lr"] = base * self.factor(epoch)
 
 
-class GradClipper:
-    """Clip the joint gradient norm of the parameters of ``optimizers`` to ``max_norm`` before their steps.
-
-    A step pre-hook of the first optimizer: the primal optimizers step one after the other after one
-    backward pass, so the first step sees every gradient and the norm is that of all of θ together.
-    """
-
-    def __init__(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], max_norm: float) -> None:
-        self.optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        self.max_norm = float(max_norm)
-        self.last_norm: torch.Tensor | None = None
-        self.optimizers[0].register_step_pre_hook(self)
-
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]
-                  if p.grad is not None]
-        if params:
-            self.last_norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, foreach=True).detach()
-
-
-def check_precision(precision: str, device: str | torch.device) -> None:
-    """Refuse ``bf16`` on a device without bfloat16 autocast.
-
-    Raises:
-        ValueError: Naming the device.
-    """
-    if precision != "bf16":
-        return
-    device_type = torch.device(device).type
-    if not torch.amp.is_autocast_available(device_type) or (
-            device_type == "cuda" and not torch.cuda.is_bf16_supported()):
-        raise ValueError(f"Expected 'training.precision' to be 'fp32' on device {device_type!r}, which has no "
-                         "bfloat16 autocast (got 'bf16')")
-
-
-def autocast_forward(forward: Callable[[Any, Any], Any], device: str | torch.device) -> Callable[[Any, Any], Any]:
-    """``forward`` run under bfloat16 autocast, its tensor output cast back to float32."""
-    device_type = torch.device(device).type
-
-    def run(model: Any, batch: Any) -> Any:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            output = forward(model, batch)
-        return output.float() if isinstance(output, torch.Tensor) and output.is_floating_point() else output
-
-    return run
-
-
 def split_optimizers(solver: Any) -> tuple[list[torch.optim.Optimizer], torch.optim.Optimizer | None]:
     """The solver's optimizers of θ, and its optimizer of γ and u (``None`` when γ is in θ's optimizer)."""
     owned = {id(v) for v in solver.variables} | {id(u) for u in solver.slacks.values()}
@@ -178,34 +126,29 @@ def split_optimizers(solver: Any) -> tuple[list[torch.optim.Optimizer], torch.op
     return primal, variables
 
 
-class TrainingOptions:
-    """The schedules and the clipper of one run; :meth:`end_epoch` is ``fit``'s ``on_epoch`` hook.
+
+
+class LRScheduler(Callback):
+    r"""Callback: the rates of ``optimizers`` follow :math:`\eta_0 f(e)`; each epoch's row gets ``lr.<name>``.
+
+    At the end of epoch :math:`e` the row records the rate that epoch used (of the first optimizer's first
+    group) and the rates of epoch :math:`e + 1` are set. :math:`\eta_0` is each group's rate when the
+    scheduler is made.
 
     Args:
-        training: The problem file's ``training`` section.
-        primal: The optimizers of θ (one, or one per ``optimizer.groups`` block), all on one schedule.
-        variables: The optimizer of γ and u, or ``None``.
+        optimizers: One optimizer or several (e.g. one per ``optimizer.groups`` block), all on one schedule.
+        factor: :math:`f(e)`, e.g. from :func:`resolve_schedule`.
+        name: The column's suffix: ``"primal"`` (θ) or ``"variables"`` (γ and u).
     """
 
-    def __init__(self, training: Mapping[str, Any], primal: list[torch.optim.Optimizer],
-                 variables: torch.optim.Optimizer | None) -> None:
-        epochs = training["epochs"]
-        self.schedules: dict[str, list[LRSchedule]] = {}
-        for key, which, optimizers in (("scheduler", "primal", primal),
-                                       ("variable_scheduler", "variables", [variables] if variables else [])):
-            spec = training.get(key)
-            if spec is not None and optimizers:
-                factor = resolve_schedule(spec["name"], spec["options"], epochs)
-                self.schedules[which] = [LRSchedule(optimizer, factor) for optimizer in optimizers]
-        clip = training.get("clip_grad_norm")
-        self.clipper = GradClipper(primal, clip) if clip is not None and primal else None
+    def __init__(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer],
+                 factor: Callable[[int], float], name: str = "primal") -> None:
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        self.schedules = [LRSchedule(optimizer, factor) for optimizer in optimizers]
+        self.name = name
 
-    def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
-        """Add the epoch's rates (and gradient norm) to its ``row``, then set the rates of the next epoch."""
-        for which, schedules in self.schedules.items():
-            row[f"lr.{which}"] = float(schedules[0].optimizer.param_groups[0]["lr"])
-        if self.clipper is not None and self.clipper.last_norm is not None:
-            row["grad_norm.primal"] = float(self.clipper.last_norm)
-        for schedules in self.schedules.values():
-            for schedule in schedules:
-                schedule.set_epoch(epoch + 1)
+    def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
+        """Record this epoch's rate in ``row``, then set the rates of the next epoch."""
+        row[f"lr.{self.name}"] = float(self.schedules[0].optimizer.param_groups[0]["lr"])
+        for schedule in self.schedules:
+            schedule.set_epoch(epoch + 1)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core.structure import describe
-from constrained_eq.run.fit_settings import FitResult, FitSettings
-from constrained_eq.run.runs import read_json, write_json
-from constrained_eq.run.selection import FEASIBLE
-from constrained_eq.run.validation import FEASIBILITY_RULE
+from constrained_eq.training.run_folder import read_json, write_json
+from constrained_eq.training.selection import FEASIBLE
+from constrained_eq.training.settings import FitResult, FitSettings
+from constrained_eq.training.validation import FEASIBILITY_RULE
 
 __all__ = ["write_fit_summary"]
 
@@ -28,18 +28,18 @@ def write_fit_summary(path: Path, result: FitResult, tested: tuple[dict, dict] |
     summary = read_json(path)
     kept = summary.get("feasibility") if not trained and summary.get("feasibility") else None
     summary.update(best_epoch=result.best_epoch, best=result.best_metrics, final=result.final_metrics,
-                   epochs=result.epochs, select=select, select_mode=o.select_mode,
+                   epochs=result.epochs, select=select, select_mode=o.selection.mode,
                    skipped_steps=state["skipped_steps"],
                    feasibility={k: v.as_dict() for k, v in verdicts.items()},
                    selected=result.candidate, selection=result.selection,
                    feasible=(state["best_feasibility"] or {}).get("feasible"),
-                   measured_constraints={"tolerance": float(o.feasibility_tol), "rule": FEASIBILITY_RULE,
+                   measured_constraints={"tolerance": float(o.evaluation.feasibility_tol), "rule": FEASIBILITY_RULE,
                                          "best": state["best_feasibility"], "final": state["final_feasibility"]},
-                   averaging={"kind": o.averaging, "start": o.average_start, "decay": o.ema_decay},
+                   averaging={"kind": o.averaging.kind, "start": o.averaging.start, "decay": o.averaging.ema_decay},
                    formulation=solver.formulation.name, formulation_options=solver.formulation.options(),
                    structure=describe(solver))
     if select == FEASIBLE:
-        summary["objective"] = o.objective
+        summary["objective"] = o.selection.objective
     if tested is not None:
         summary["test"], summary["measured_constraints"]["test"] = tested
     if result.certificate is not None:
