@@ -19,7 +19,10 @@ from constrained_eq.run.sweep_file import Sweep, parse_param
     ("modelnet", "auto", "minimize"),  # auto selects a validation loss
 ])
 def test_the_study_maximises_exactly_the_metrics_the_task_wants_large(task, select, direction):
-    assert _direction({"task": {"name": task}, "evaluation": {"select": select}}) == direction
+    from types import SimpleNamespace
+
+    problem = SimpleNamespace(task=SimpleNamespace(name=task), evaluation=SimpleNamespace(select=select))  # what it reads
+    assert _direction(problem) == direction
 
 
 def test_a_given_storage_is_used_and_the_default_is_study_db_in_the_sweep_folder(tmp_path):

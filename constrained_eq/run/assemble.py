@@ -20,7 +20,6 @@ import torch
 from constrained_eq.core import constraints as constraint_kinds
 from constrained_eq.core import distributed
 from constrained_eq.core._loaders import to_device
-from constrained_eq.core._optim import grouped_optimizers
 from constrained_eq.core.dual_optimizers import NuPI
 from constrained_eq.core.engine import Solver
 from constrained_eq.core.formulations import resolve_formulation
@@ -31,8 +30,8 @@ from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.constraint_entries import entry_kind, parse_entry
 from constrained_eq.run.imports import build_model, load_optimizer
-from constrained_eq.run.problem_file import optimizer_kwargs
-from constrained_eq.run.problem_model import Problem, SourceMap, TrainingSection
+from constrained_eq.run.optimizer_groups import grouped_optimizers
+from constrained_eq.run.problem_model import OptimizerSection, Problem, TrainingSection
 from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.training.clipping import GradClipper
@@ -85,20 +84,14 @@ def as_problem(problem: Problem | Mapping[str, Any]) -> Problem:
     return problem if isinstance(problem, Problem) else Problem.from_spec(problem)
 
 
-def _source(problem: Problem | Mapping[str, Any]) -> SourceMap:
-    if isinstance(problem, Problem):
-        return problem.source
-    return SourceMap(problem["file"], problem.get("lines", {}))
-
-
-def fail(problem: Problem | Mapping[str, Any], line: int | str | None, message: str) -> ProblemFileError:
+def fail(problem: Problem, line: int | str | None, message: str) -> ProblemFileError:
     """The error ``<file>:<line>: <message>`` of a checked problem (for the caller to raise)."""
-    return ProblemFileError(_source(problem).file, line, message)
+    return ProblemFileError(problem.source.file, line, message)
 
 
-def line_of(problem: Problem | Mapping[str, Any], key: str) -> int | str | None:
+def line_of(problem: Problem, key: str) -> int | str | None:
     """The file line of a dotted key (``None`` when the key is not in the file)."""
-    return _source(problem).lines.get(key)
+    return problem.source.lines.get(key)
 
 
 def _check_select(problem: Problem, task: Task, model: torch.nn.Module) -> None:
@@ -120,9 +113,8 @@ def _check_select(problem: Problem, task: Task, model: torch.nn.Module) -> None:
                    f"(got {evaluation.select!r})")
 
 
-def build_constraints(problem: Problem | Mapping[str, Any]) -> list[constraint_kinds.Constraint]:
+def build_constraints(problem: Problem) -> list[constraint_kinds.Constraint]:
     """The file's constraints; CR's fixed-weight ``LieDerivative`` penalty only under ``cr``/``custom``."""
-    problem = as_problem(problem)
     keeps_lie_penalty = get_strategy(problem.strategy).keeps_lie_penalty
     out = []
     for item, line in zip(problem.constraints, problem.source.constraint_lines, strict=True):
@@ -141,26 +133,26 @@ def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module
     return build_model(name, options) if is_import_path(name) else task.model(name, **options)
 
 
-def _optimizer(problem: Problem, section: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+def _optimizer(problem: Problem, section: OptimizerSection, params: Any) -> torch.optim.Optimizer:
     """The primal optimizer ``section`` (the file's, or a group's) describes, on ``params``."""
-    if is_import_path(section["name"]):
-        cls = load_optimizer(section["name"], optimizer_kwargs(section))
+    kwargs = {"lr": section.lr, "weight_decay": section.weight_decay, **section.options}
+    if is_import_path(section.name):
+        cls = load_optimizer(section.name, kwargs)
     else:
-        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[section["name"]]
-    optimizer = cls(params, **optimizer_kwargs(section))
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[section.name]
+    optimizer = cls(params, **kwargs)
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise fail(problem, line_of(problem, "optimizer.name"), f"Expected the optimizer {section['name']!r} to "
+        raise fail(problem, line_of(problem, "optimizer.name"), f"Expected the optimizer {section.name!r} to "
                                                                 f"return a torch.optim.Optimizer (got "
                                                                 f"{type(optimizer).__name__})")
     return optimizer
 
 
-def _named_optimizer(problem: Problem, name: str) -> dict[str, Any]:
+def _named_optimizer(problem: Problem, name: str) -> OptimizerSection:
     """The optimizer section with optimizer ``name``; a group's own optimizer takes none of its ``options``."""
-    section = dict(dataclasses.asdict(problem.optimizer), name=name)
-    if name != problem.optimizer.name:
-        section.pop("options", None)
-    return section
+    if name == problem.optimizer.name:
+        return problem.optimizer
+    return dataclasses.replace(problem.optimizer, name=name, options={})
 
 
 def _dual_optimizer(problem: Problem) -> Any:
@@ -214,10 +206,9 @@ def _forward(problem: Problem, task: Task, device: str | torch.device) -> Any:
 def _solver(problem: Problem, constrained: ConstrainedProblem, model: torch.nn.Module, name: str,
             options: Mapping[str, Any], val_loader: Any, device: str | torch.device) -> Solver:
     """The primal optimizers (with their groups) and the ``Solver`` of the formulation ``name``."""
-    section = dataclasses.asdict(problem.optimizer)
     try:
-        primal = grouped_optimizers(section, model, problem.constrained_optimizer,
-                                    lambda params: _optimizer(problem, section, params),
+        primal = grouped_optimizers(problem.optimizer, model, problem.constrained_optimizer,
+                                    lambda params: _optimizer(problem, problem.optimizer, params),
                                     lambda name, groups: _optimizer(problem, _named_optimizer(problem, name), groups))
     except ValueError as err:
         raise fail(problem, line_of(problem, "optimizer.groups"), str(err)) from None

@@ -83,17 +83,16 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
     """
     run_dir = Path(run_dir)
     problem = as_problem(spec)
-    spec = problem.to_spec()  # for the run folder, the selection and TensorBoard, which read the dict still
     _check_world_size(problem, context)
     tensorboard = _check_tensorboard(problem)
-    changes = distributed.on_main(lambda: check_run_dir(spec, run_dir, resume, overwrite, allow_change))
+    changes = distributed.on_main(lambda: check_run_dir(problem, run_dir, resume, overwrite, allow_change))
     began = time.perf_counter()
     before = distributed.on_main(lambda: read_json(run_dir / "metrics.json") if resume else {}) or {}
     built = build(problem, device, context)
     if changes:
         keep_file_hyperparameters(built.solver)
     held: list[RunLock] = []  # rank 0's lock on the run folder, taken once the build succeeded
-    distributed.on_main(lambda: held.append(open_run_dir(spec, run_dir, resume, overwrite, allow_change)))
+    distributed.on_main(lambda: held.append(open_run_dir(problem, run_dir, resume, overwrite, allow_change)))
     log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
     relaxed = problem.evaluation.project and any(True for _ in homotopic_layers(built.model))
     evaluate = split_evaluator(built.task, problem.evaluation.equivariance_error, relaxed)
@@ -111,7 +110,7 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
     write_constraint_report(run_dir)
     write_symmetry_report(run_dir)
     if log is not None:
-        log.close(spec, summary)
+        log.close(problem, summary)
     if on_summary is not None:
         on_summary(summary)
     plot_run(run_dir)

@@ -63,14 +63,14 @@ def _folder(text: str) -> str:
     return text
 
 
-def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> dict[str, Any]:
+def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> Any:
     from constrained_eq.run.overrides import Override, parse_set
     from constrained_eq.run.problem_yaml import read_yaml
 
     overrides = [parse_set(text) for text in getattr(args, "set", None) or []]
     read_yaml(Path(file))  # a missing, oversized or malformed file is reported before torch is imported
 
-    from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.problem_file import load_problem
 
     if getattr(args, "epochs", None) is not None:
         overrides.append(Override(("training", "epochs"), args.epochs, f"--epochs {args.epochs}"))
@@ -78,7 +78,7 @@ def _load(file: str, args: argparse.Namespace, strategy: str | None = None) -> d
         overrides.append(Override(("training", "seed"), args.seed, f"--seed {args.seed}"))
     if strategy is not None:
         overrides.append(Override(("strategy",), strategy, f"--strategy {strategy}"))
-    return load_problem_file(file, overrides)
+    return load_problem(file, overrides)  # a typed Problem
 
 
 def _run_dir(out: str, file: str, strategy: str | None) -> Path:
@@ -124,7 +124,7 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _load(args.file, args, args.strategy)
+    problem = _load(args.file, args, args.strategy)
 
     from constrained_eq.run.build import run_problem
 
@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if allow_change and not args.resume:
         raise ValueError("Expected '--allow-change' together with '--resume' (it lists what a resumed run may change)")
     with _torchrun(_device(args.device)) as (context, device):
-        summary = run_problem(spec, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
+        summary = run_problem(problem, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
                               progress=not args.quiet, context=context, allow_change=allow_change,
                               on_summary=lambda summary: print_run(run_dir, summary))  # before the plots
     if not summary:  # ranks other than 0 print nothing
@@ -163,10 +163,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     jobs = [(file, s, _load(file, args, s)) for file in args.files for s in strategies]  # validate all first
     rows = []
     with _torchrun(device) as (context, device):
-        for file, strategy, spec in jobs:
+        for file, strategy, problem in jobs:
             run_dir = _run_dir(args.out, file, strategy)
             resume = distributed.on_main(lambda run_dir=run_dir: (run_dir / "checkpoint.pt").exists())
-            summary = run_problem(spec, run_dir, resume=resume, device=device, progress=not args.quiet,
+            summary = run_problem(problem, run_dir, resume=resume, device=device, progress=not args.quiet,
                                   context=context)
             if summary:  # rank 0 (or a single process)
                 rows.append([file, summary["strategy"], summary["formulation"],

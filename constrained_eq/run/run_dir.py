@@ -8,13 +8,13 @@ allowed). The folder's files themselves are :mod:`constrained_eq.training.run_fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from constrained_eq.core.engine import Solver
 from constrained_eq.run.assemble import fail
 from constrained_eq.run.problem_file import LOCATION_KEYS, problem_hash
+from constrained_eq.run.problem_model import Problem
 from constrained_eq.training.run_folder import (
     LOCK,
     MARKER,
@@ -43,7 +43,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+def check_run_dir(problem: Problem, run_dir: Path, resume: bool, overwrite: bool,
                    allow_change: tuple[str, ...] = ()) -> list[str]:
     """Refuse a run folder that cannot be used as asked, writing nothing; returns the allowed changes.
 
@@ -51,18 +51,19 @@ def check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrit
     ``--overwrite`` deletes only a run folder, and never one another process holds (its lock).
     """
     if run_dir.exists() and not run_dir.is_dir():
-        raise fail(spec, None, f"{run_dir} is a file, not a run folder; choose another --out")
+        raise fail(problem, None, f"{run_dir} is a file, not a run folder; choose another --out")
     RunLock.check_free(run_dir)
     contents = [p.name for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
     has_run = any(name in contents for name in ("checkpoint.pt", "checkpoint.prev.pt", "problem.json"))
     if contents and not has_run and not is_run_folder(run_dir):
-        raise fail(spec, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
+        raise fail(problem, None, f"{run_dir} exists and is not a run folder of constrained_eq (no {MARKER} marker); "
                                "refusing to write into it: choose another --out")
     if resume:
         if not any((run_dir / name).exists() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
-            raise fail(spec, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
+            raise fail(problem, None, f"cannot resume: {run_dir} holds no checkpoint.pt; run without --resume first "
                                    "(with --overwrite if the folder exists)")
         stored = read_json(run_dir / "problem.json")
+        spec = problem.to_spec()
         if stored.get("sha256") != problem_hash(spec):
             changes = _differences(stored.get("problem", {}), {k: v for k, v in spec.items()
                                                                if k not in LOCATION_KEYS})
@@ -70,16 +71,16 @@ def check_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrit
             if refused or not changes:
                 hint = (f"; these can be changed with --allow-change: {', '.join(ALLOWED_CHANGES)}"
                         if refused and all(c.split(':', 1)[0] in ALLOWED_CHANGES for c in refused) else "")
-                raise fail(spec, None, f"refusing to resume {run_dir}: the problem changed since the run started "
+                raise fail(problem, None, f"refusing to resume {run_dir}: the problem changed since the run started "
                                        f"({'; '.join(refused[:5]) or 'content differs'}); restore the file or start "
                                        f"a new run with another --out{hint}")
             return changes
         return []
     if has_run and not overwrite:
-        raise fail(spec, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+        raise fail(problem, None, f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                                "start it again, or choose another --out")
     if has_run and not is_run_folder(run_dir):
-        raise fail(spec, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
+        raise fail(problem, None, f"{run_dir}: refusing to delete it: it is not a run folder of constrained_eq (no "
                                f"{MARKER} marker in it); choose another --out, or move it away yourself")
     return []
 
@@ -103,7 +104,7 @@ def keep_file_hyperparameters(solver: Solver) -> None:
     solver.load_state_dict = load_then_keep  # type: ignore[method-assign]
 
 
-def open_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite: bool,
+def open_run_dir(problem: Problem, run_dir: Path, resume: bool, overwrite: bool,
                   allow_change: tuple[str, ...] = ()) -> RunLock:
     """Lock the run folder, check it again under the lock, clear it (``--overwrite``), write marker and problem.json.
 
@@ -111,7 +112,8 @@ def open_run_dir(spec: Mapping[str, Any], run_dir: Path, resume: bool, overwrite
     """
     lock = RunLock(run_dir).acquire()
     try:
-        changes = check_run_dir(spec, run_dir, resume, overwrite, allow_change)
+        changes = check_run_dir(problem, run_dir, resume, overwrite, allow_change)
+        spec = problem.to_spec()  # what problem.json stores and hashes
         remove_stale_temporaries(run_dir)  # `.checkpoint.pt.*.tmp` of a write a crash interrupted
         problem = {k: v for k, v in spec.items() if k not in LOCATION_KEYS}
         if resume:

@@ -41,10 +41,13 @@ import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text, refuse_link
 from constrained_eq.run.sweep_file import Sweep, check_sweep
+
+if TYPE_CHECKING:  # the model imports torch; a sweep loads it with its first trial
+    from constrained_eq.run.problem_model import Problem
 
 __all__ = ["run_sweep", "require_optuna", "results_table"]
 
@@ -63,14 +66,14 @@ def require_optuna() -> Any:
     return optuna
 
 
-def _direction(spec: Mapping[str, Any]) -> str:
+def _direction(problem: Problem) -> str:
     """``"maximize"`` when ``evaluation.select`` is a metric the task wants large (an accuracy)."""
     from constrained_eq.tasks import get_task
 
-    select = spec["evaluation"]["select"]
+    select = problem.evaluation.select
     if select == "auto":
         return "minimize"  # the validation loss of the model or of its projection
-    task = get_task(spec["task"]["name"])
+    task = get_task(problem.task.name)
     return "maximize" if select.removeprefix("val_") in task.higher_is_better else "minimize"
 
 
@@ -125,15 +128,16 @@ def _ask(optuna: Any, study: Any, sweep: Sweep, total: int) -> Any:
     return study.ask()
 
 
-def _trial_spec(sweep: Sweep, values: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
+def _trial_problem(sweep: Sweep, values: Mapping[str, Any], seed: int | None) -> Problem:
+    """The sweep's problem file with the trial's values (and seed) set, loaded as a typed ``Problem``."""
     from constrained_eq.run.overrides import Override
-    from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.problem_file import load_problem
 
     overrides = [*sweep.overrides, *(Override(tuple(p.name.split(".")), values[p.name], p.origin)
                                      for p in sweep.params)]
     if seed is not None:
         overrides.append(Override(("training", "seed"), seed, f"--seeds {seed}"))
-    return load_problem_file(sweep.problem, overrides)
+    return load_problem(sweep.problem, overrides)
 
 
 def run_trial(sweep: Sweep, number: int, values: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -142,10 +146,10 @@ def run_trial(sweep: Sweep, number: int, values: Mapping[str, Any]) -> tuple[flo
 
     scores, details = [], {}
     for seed in sweep.seeds or [None]:
-        spec = _trial_spec(sweep, values, seed)
-        seed = spec["training"]["seed"]
+        problem = _trial_problem(sweep, values, seed)
+        seed = problem.training.seed
         run_dir = sweep.folder / f"trial-{number:04d}" / f"seed-{seed}"
-        summary = run_problem(spec, run_dir, overwrite=True, device=sweep.device, progress=not sweep.quiet)
+        summary = run_problem(problem, run_dir, overwrite=True, device=sweep.device, progress=not sweep.quiet)
         score = summary.get("best", {}).get(summary.get("select"), math.nan)
         scores.append(score)
         details[f"seed_{seed}"] = score
@@ -239,7 +243,7 @@ def run_sweep(sweep: Sweep) -> Path:
     for path in (sweep.folder, sweep.folder / "study.db", sweep.folder / ".ask.lock"):
         refuse_link(path)  # SQLite and the lock would write into a link's target
     sweep.folder.mkdir(parents=True, exist_ok=True)
-    direction = _direction(_trial_spec(sweep, {p.name: p.values[0] for p in sweep.params}, None))
+    direction = _direction(_trial_problem(sweep, {p.name: p.values[0] for p in sweep.params}, None))
     study = optuna.create_study(study_name=sweep.name, storage=_storage(optuna, sweep.storage_url()),
                                 direction=direction, load_if_exists=True)
     stale = requeue_stale_trials(optuna, study)

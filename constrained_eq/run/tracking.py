@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from constrained_eq.core.atomic_io import refuse_link
+from constrained_eq.run.problem_model import Problem
 from constrained_eq.training.callbacks import Callback
 
 __all__ = ["require_tensorboard", "TensorBoardLog", "flat_hparams", "TB_FOLDER"]
@@ -122,11 +123,11 @@ class TensorBoardLog(Callback):
                 self.writer.add_scalar(f"gamma/{index}", gamma, epoch)
         self.writer.flush()
 
-    def close(self, spec: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+    def close(self, problem: Problem, summary: Mapping[str, Any]) -> None:
         """Write the hyperparameters with the final metrics (HParams tab) and close the writer."""
         metrics = {f"best/{k}": float(v) for k, v in summary.get("best", {}).items() if isinstance(v, int | float)}
         for split in ("test", "test_projected"):
             metrics.update({f"{split}/{k}": float(v) for k, v in summary.get(split, {}).items()
                             if isinstance(v, int | float)})
-        self.writer.add_hparams(flat_hparams(spec), metrics, run_name="hparams")
+        self.writer.add_hparams(flat_hparams(problem.to_spec()), metrics, run_name="hparams")
         self.writer.close()
