@@ -9,7 +9,7 @@ rounds:
 * ``solver eager`` / ``solver model``: ``Solver.step`` (ACE: ``lagrangian`` on ``Equality(gammas)``, SGD
   on γ, ``check_finite=False``) with the model, or ``torch.compile(model)``, handed to the Solver;
 * ``solver compile``: ``Solver(..., compile=True)``: forward, loss, targets and Lagrangians compiled
-  together (with their backward), and the optimizer updates (see ``constrained_eq/core/compiled.py``).
+  together (with their backward), and the optimizer updates (see ``constrained_eq/core/solver/compiled.py``).
 
 Compilation happens in the first two steps of each compiled variant (a compiled optimizer step
 compiles again once its state exists), outside the timed region; their wall time, the graph breaks
@@ -100,7 +100,7 @@ def relaxed_mlp_case(device: torch.device) -> Case:
 
 
 def egnn_case(device: torch.device) -> Case:
-    from constrained_eq.core._loaders import to_device
+    from constrained_eq._utils.loaders import to_device
     from constrained_eq.data.nbody import NBodyDataset
     from constrained_eq.tasks.nbody import NBody
 

@@ -164,7 +164,7 @@ def relaxed_mlp(device: torch.device):
 
 def egnn(device: torch.device):
     """The N-body EGNN of problems/nbody_full.yaml, with the nbody task's forward and loss."""
-    from constrained_eq.core._loaders import to_device
+    from constrained_eq._utils.loaders import to_device
     from constrained_eq.run.assemble import build
 
     temporary_data_cache()

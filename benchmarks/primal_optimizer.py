@@ -88,7 +88,7 @@ def main() -> None:
     extra.add_argument("--model", default="egnn", choices=("egnn", "segnn"))
     model = extra.parse_known_args()[0].model
     args = parse_args(__doc__.splitlines()[0], steps=100, warmup=10)
-    from constrained_eq.core._loaders import to_device
+    from constrained_eq._utils.loaders import to_device
 
     temporary_data_cache()
     for device in devices(args.device):

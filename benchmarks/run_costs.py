@@ -55,7 +55,7 @@ try:  # the training loop's module: constrained_eq/training/loop.py, or run/trai
     from constrained_eq.training import loop as train
 except ImportError:
     from constrained_eq.run import train
-from constrained_eq.core.engine import Solver
+from constrained_eq.core.solver.engine import Solver
 timed(Solver, "step", "steps")
 timed(train._Fit, "_validate", "validation")
 timed(train, "save_fit_checkpoint", "checkpoints")

@@ -109,7 +109,7 @@ def _count(model: torch.nn.Module) -> int:
 
 def nbody(model: str) -> Callable[[torch.device], Setup]:
     def setup(device: torch.device) -> Setup:
-        from constrained_eq.core._loaders import to_device
+        from constrained_eq._utils.loaders import to_device
         from constrained_eq.run.assemble import build
 
         temporary_data_cache()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from constrained_eq.core.lazy import lazy_names
+from constrained_eq._utils.lazy import lazy_names
 
 # Where each public name lives. Nothing is imported until a name is first used (PEP 562), so
 # ``import constrained_eq`` and ``ceq --version`` cost almost nothing; ``ceq.Solver`` imports the engine
@@ -16,16 +16,16 @@ from constrained_eq.core.lazy import lazy_names
 _HOME = {
     "homotopy": "constrained_eq.homotopy",
     "symmetry": "constrained_eq.symmetry",
-    **dict.fromkeys(("Equality", "Inequality", "Penalty", "Resilient"), "constrained_eq.core.constraints"),
-    **dict.fromkeys(("Target", "register_target"), "constrained_eq.core.target"),
-    "NuPI": "constrained_eq.core.dual_optimizers",
-    **dict.fromkeys(("Solver", "StepRecord"), "constrained_eq.core.engine"),
-    "NonFiniteError": "constrained_eq.core._cmp",
+    **dict.fromkeys(("Equality", "Inequality", "Penalty", "Resilient"), "constrained_eq.core.problem.constraints"),
+    **dict.fromkeys(("Target", "register_target"), "constrained_eq.core.problem.target"),
+    "NuPI": "constrained_eq.core.solver.dual_optimizers",
+    **dict.fromkeys(("Solver", "StepRecord"), "constrained_eq.core.solver.engine"),
+    "NonFiniteError": "constrained_eq.core.solver.cooper_bridge",
     **dict.fromkeys(("Formulation", "register_formulation", "resolve_formulation"), "constrained_eq.core.formulations"),
-    **dict.fromkeys(("ConstrainedProblem", "Objective"), "constrained_eq.core.problem"),
-    **dict.fromkeys(("Strategy", "register_strategy"), "constrained_eq.core.strategies"),
+    **dict.fromkeys(("ConstrainedProblem", "Objective"), "constrained_eq.core.problem.problem"),
+    **dict.fromkeys(("Strategy", "register_strategy"), "constrained_eq.run.strategies"),
     **dict.fromkeys(("false_positive_rate", "l1_norms", "positive_rate_gap", "spectral_norms"),
-                    "constrained_eq.core.targets"),
+                    "constrained_eq.core.problem.targets"),
     **dict.fromkeys(("HomotopicLayer", "LieDerivative", "LinearBranch", "branch_contributions", "gammas",
                      "is_relaxed", "project", "recording", "relax", "set_recording"), "constrained_eq.homotopy"),
     **dict.fromkeys(("FeatureSpec", "register_relaxable"), "constrained_eq.homotopy.relax"),
@@ -41,20 +41,19 @@ _HOME = {
     **dict.fromkeys(("Task", "register_task"), "constrained_eq.tasks"),
 }
 # imported with the first public name: they register the built-in targets ("gammas", "false_positive_rate", …)
-_REGISTERING = ("constrained_eq.core.targets", "constrained_eq.homotopy")
+_REGISTERING = ("constrained_eq.core.problem.targets", "constrained_eq.homotopy")
 __getattr__, __dir__ = lazy_names(__name__, _HOME, _REGISTERING)
 
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
     from constrained_eq import homotopy, symmetry, training
-    from constrained_eq.core._cmp import NonFiniteError
-    from constrained_eq.core.constraints import Equality, Inequality, Penalty, Resilient
-    from constrained_eq.core.dual_optimizers import NuPI
-    from constrained_eq.core.engine import Solver, StepRecord
     from constrained_eq.core.formulations import Formulation, register_formulation, resolve_formulation
-    from constrained_eq.core.problem import ConstrainedProblem, Objective
-    from constrained_eq.core.strategies import Strategy, register_strategy
-    from constrained_eq.core.target import Target, register_target
-    from constrained_eq.core.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
+    from constrained_eq.core.problem.constraints import Equality, Inequality, Penalty, Resilient
+    from constrained_eq.core.problem.problem import ConstrainedProblem, Objective
+    from constrained_eq.core.problem.target import Target, register_target
+    from constrained_eq.core.problem.targets import false_positive_rate, l1_norms, positive_rate_gap, spectral_norms
+    from constrained_eq.core.solver.cooper_bridge import NonFiniteError
+    from constrained_eq.core.solver.dual_optimizers import NuPI
+    from constrained_eq.core.solver.engine import Solver, StepRecord
     from constrained_eq.homotopy import (
         HomotopicLayer,
         LieDerivative,
@@ -69,6 +68,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     )
     from constrained_eq.homotopy.relax import FeatureSpec, register_relaxable
     from constrained_eq.run.plots import plot_run
+    from constrained_eq.run.strategies import Strategy, register_strategy
     from constrained_eq.symmetry import register_group
     from constrained_eq.tasks import Task, register_task
     from constrained_eq.training.callbacks import Callback, LambdaCallback

@@ -9,7 +9,7 @@ Run: python examples/constrained_toy.py   (about 2 s on a CPU)
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.core.testing import VectorModel, projection_problem, projection_solution
+from constrained_eq.testing.toy_problems import VectorModel, projection_problem, projection_solution
 
 torch.set_default_dtype(torch.float64)
 a = torch.tensor([1.0, -2.0, 0.5, 3.0])

@@ -22,7 +22,7 @@ import sys
 import torch
 
 import constrained_eq as ceq
-from constrained_eq.core.split_feasibility import measure
+from constrained_eq.core.solver.split_feasibility import measure
 from constrained_eq.run.evaluate import evaluate_split
 from constrained_eq.tasks.fairness import Fairness
 from constrained_eq.training.loop import fit

@@ -32,9 +32,10 @@ def device(request):
 def registries():
     """Restore every name registry (formulations, strategies, targets, tasks, groups, relaxable layers) afterwards."""
     from constrained_eq import tasks
-    from constrained_eq.core import formulations, strategies
-    from constrained_eq.core import target as constraints
+    from constrained_eq.core import formulations
+    from constrained_eq.core.problem import target as constraints
     from constrained_eq.homotopy.relax import _RELAXABLE
+    from constrained_eq.run import strategies
     from constrained_eq.symmetry import groups
 
     saved = [(registry, dict(registry)) for registry in (formulations.FORMULATIONS, strategies._STRATEGIES,

@@ -4,7 +4,7 @@ Every ``import`` and ``from … import`` of every module of ``constrained_eq`` c
 functions, and under ``if TYPE_CHECKING:`` — read from the source with :mod:`ast`, without importing it.
 The layers (docs/architecture.md), lowest first::
 
-    core < symmetry < homotopy < training < integrations < models < data < tasks < run
+    _utils < core < testing < symmetry < homotopy < training < integrations < models < data < tasks < run
 
 A module may import its own layer and the layers below. The top-level ``constrained_eq/__init__.py``
 (the public API) and ``__main__.py`` stand above every layer.
@@ -19,8 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "constrained_eq"
 
-LAYERS = {"core": 0, "symmetry": 1, "homotopy": 2, "training": 3, "integrations": 4, "models": 5, "data": 6,
-          "tasks": 7, "run": 8}
+LAYERS = {"_utils": 0, "core": 1, "testing": 2, "symmetry": 3, "homotopy": 4, "training": 5, "integrations": 6,
+          "models": 7, "data": 8, "tasks": 9, "run": 10}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -130,8 +130,7 @@ def test_every_subpackage_has_a_layer():
 
 def test_no_module_imports_a_higher_layer():
     bad = upward_imports(graph())
-    assert not bad, "imports against the layer order core < symmetry < homotopy < integrations < models < data < tasks "\
-        "< run:\n" \
+    assert not bad, f"imports against the layer order {' < '.join(sorted(LAYERS, key=LAYERS.get))}:\n" \
         + "\n".join(bad)
 
 
@@ -142,8 +141,9 @@ def test_the_import_graph_has_no_cycles():
 
 
 @pytest.mark.parametrize(("module", "statement", "kind"), [
-    ("core/engine.py", "from constrained_eq.training.loop import fit", "upward"),
-    ("core/_optim.py", "from constrained_eq.core.engine import Solver", "cycle"),
+    ("_utils/checks.py", "from constrained_eq.core.problem.target import Target", "upward"),
+    ("core/solver/engine.py", "from constrained_eq.training.loop import fit", "upward"),
+    ("core/solver/optimizers.py", "from constrained_eq.core.solver.engine import Solver", "cycle"),
     ("symmetry/reps.py", "from constrained_eq.homotopy import relax", "upward"),
     ("data/nbody.py", "from ..tasks import base", "upward"),
 ])
@@ -182,7 +182,7 @@ def test_docs_architecture_lists_every_module():
 
 
 def test_no_module_imports_another_modules_private_names():
-    """``from m import _name`` only for private modules (``core/_rhs.py``), never for a private function or class."""
+    """``from m import _name`` only for private modules (``models/_vn.py``), never for a private function or class."""
     known = modules()
     bad = []
     for name, path in known.items():
@@ -207,3 +207,48 @@ def test_no_module_re_exports_another_modules_names():
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
                 bad += [f"{name}.__all__ lists {n}" for n in ast.literal_eval(node.value) if n in imported]
     assert not bad, "import these from the module that defines them:\n" + "\n".join(bad)
+
+
+CORE_ORDER = {"problem": 0, "formulations": 1, "solver": 2}
+
+
+def core_upward_imports(edges: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """Imports inside ``core`` against its order problem < formulations < solver."""
+    def place(name: str) -> int | None:
+        parts = name.split(".")
+        return CORE_ORDER.get(parts[2]) if len(parts) > 2 and parts[1] == "core" else None
+
+    return [f"{name}:{line} imports {target}" for name, targets in sorted(edges.items()) for target, line in targets
+            if place(name) is not None and place(target) is not None and place(target) > place(name)]
+
+
+def test_every_core_subpackage_has_a_place():
+    core = PACKAGE / "core"
+    assert {p.name for p in core.iterdir() if (p / "__init__.py").exists()} == set(CORE_ORDER)
+    assert sorted(p.name for p in core.glob("*.py")) == ["__init__.py"], "core's modules live in its subpackages"
+
+
+def test_core_keeps_the_order_problem_formulations_solver():
+    bad = core_upward_imports(graph())
+    assert not bad, "imports against core's order problem < formulations < solver:\n" + "\n".join(bad)
+
+
+def test_the_core_order_check_catches_a_bad_import():
+    edges = {"constrained_eq.core.problem.target": [("constrained_eq.core.solver.engine", 3)],
+             "constrained_eq.core.solver.engine": [("constrained_eq.core.problem.target", 5)]}
+    assert core_upward_imports(edges) == [
+        "constrained_eq.core.problem.target:3 imports constrained_eq.core.solver.engine"]
+
+
+def test_test_folders_mirror_the_package():
+    """Each folder of tests/ is a package of constrained_eq (``utils`` for ``_utils``), or an end-to-end group of run."""
+    tests = Path(__file__).resolve().parent
+    end_to_end = {"run/pipeline", "run/security"}
+    folders = {p.relative_to(tests).as_posix() for p in tests.rglob("*")
+               if p.is_dir() and "__pycache__" not in p.parts}
+    strays = sorted(f for f in folders - end_to_end
+                    if not (PACKAGE / ("_utils" + f[len("utils"):] if f.split("/")[0] == "utils" else f)).is_dir())
+    assert not strays, f"these test folders mirror no package of constrained_eq: {strays}"
+    flat = sorted(p.name for p in tests.glob("test_*.py"))
+    assert flat == ["test_architecture.py", "test_docs.py", "test_docs_cooper.py", "test_docs_distributed.py",
+                    "test_extending.py", "test_packaging.py", "test_startup.py"], "whole-package tests only at the top"

@@ -17,12 +17,13 @@ import yaml
 
 import constrained_eq as ceq
 from constrained_eq.core.formulations import Formulation, formulation_names
-from constrained_eq.core.strategies import STRATEGIES, formulation_for
 from constrained_eq.homotopy.relax import relaxable_types
 from constrained_eq.run.cli import main
 from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.problem_model import FormulationSection, TrainingSection
 from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.run.report import unconstrained_signatures
+from constrained_eq.run.strategies import STRATEGIES, formulation_for
 from constrained_eq.symmetry import parse_group
 from constrained_eq.tasks import Task, task_names
 
@@ -76,7 +77,7 @@ def test_a_formulation_registered_outside_the_package_runs_by_name(extlab, tmp_p
     solver.step(next(iter(loaders.train)))
     assert ceq.gammas(solver.model).tolist() == [0.75, 0.75]
     assert not any(g.requires_grad for g in solver.variables)  # attach_variables froze γ
-    assert formulation_for("custom", {"name": "anneal", "options": {}}, {"epochs": 3}) == ("anneal", {"epochs": 3})
+    assert formulation_for("custom", FormulationSection("anneal"), TrainingSection(epochs=3)) == ("anneal", {"epochs": 3})
 
     run = _run(tmp_path, ["Equality(target=gammas)"], strategy="custom", formulation={"name": "anneal"})
     metrics = json.loads((run / "metrics.json").read_text())

@@ -62,7 +62,7 @@ def test_public_names_resolve_on_first_use():
     import constrained_eq as ceq
     from constrained_eq import models
 
-    assert ceq.Solver.__module__ == "constrained_eq.core.engine" and ceq.relax.__module__ == "constrained_eq.homotopy.relax"
+    assert ceq.Solver.__module__ == "constrained_eq.core.solver.engine" and ceq.relax.__module__ == "constrained_eq.homotopy.relax"
     assert models.SEGNN.__module__ == "constrained_eq.models.segnn"
     assert set(ceq.__all__) <= set(dir(ceq)) and set(models.__all__) <= set(dir(models))
     with pytest.raises(AttributeError, match="no attribute 'Solvr'"):

@@ -1,6 +1,7 @@
 """The core layer: a constrained problem written as data, and the Lagrangian engine that solves it.
 
-problem / constraints / targets → formulations → engine (with the Cooper bridge ``_cmp`` and the
-optimizers ``_optim`` / ``dual_optimizers``). Nothing here imports the equivariance, model, data, task or
-run layers. The public names are re-exported by :mod:`constrained_eq`.
+Three subpackages, each importing only those before it: ``problem`` (targets, constraints, the problem),
+``formulations`` (how each constraint enters the Lagrangian) and ``solver`` (the engine, the Cooper
+bridge, the optimizers, the compiled step, the checkpoint state, feasibility). Nothing here imports the
+equivariance, model, data, task or run layers. The public names are re-exported by :mod:`constrained_eq`.
 """

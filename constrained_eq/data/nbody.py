@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from constrained_eq.core.atomic_io import atomic_write_bytes, require_regular_file
+from constrained_eq._utils.atomic_io import atomic_write_bytes, require_regular_file
 from constrained_eq.data._common import cache_root
 
 __all__ = [

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from constrained_eq.core.atomic_io import atomic_torch_save
+from constrained_eq._utils.atomic_io import atomic_torch_save
 from constrained_eq.data._common import random_split_indices, require_files
 from constrained_eq.data._safe import UnsafeFileError, no_code_from_files
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from constrained_eq.core.target import Target, register_target
+from constrained_eq.core.problem.target import Target, register_target
 
 __all__ = [
     "HomotopicLayer",

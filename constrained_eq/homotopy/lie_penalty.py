@@ -63,8 +63,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from constrained_eq.core.constraints import Inequality, Penalty
-from constrained_eq.core.target import Target, register_target
+from constrained_eq.core.problem.constraints import Inequality, Penalty
+from constrained_eq.core.problem.target import Target, register_target
 from constrained_eq.homotopy.layers import LinearBranch
 from constrained_eq.homotopy.recording import set_recording
 from constrained_eq.symmetry.groups import Group, parse_group
@@ -331,7 +331,7 @@ def LieDerivative(  # noqa: N802 - a constraint factory, named like the constrai
         bound (float, optional): Upper bound per layer; gives an :class:`Inequality`.
         include_norm (bool, optional): Add the branch norm b (CR) or constrain ℓ alone (default: :obj:`True`).
         every (int, optional): Evaluate the penalty every ``every`` steps with weight ``every · weight``
-            (see :class:`~constrained_eq.core.constraints.Penalty`); penalties only (default: :obj:`1`).
+            (see :class:`~constrained_eq.core.problem.constraints.Penalty`); penalties only (default: :obj:`1`).
         name (str, optional): Constraint name in logs.
 
     Examples:

@@ -1,11 +1,11 @@
 """What both integrations share: per-step columns, the validation split's constraints, the solver's checkpoint.
 
-* :func:`step_columns` names a :class:`~constrained_eq.core.engine.StepRecord` the way a run folder's
+* :func:`step_columns` names a :class:`~constrained_eq.core.solver.engine.StepRecord` the way a run folder's
   ``history.csv`` and ``steps.csv`` do (``<constraint>.value.<i>``, ``<constraint>.lambda.<i>``,
   ``<constraint>.slack.<i>``), as device tensors: nothing is read back to the host here.
 * :class:`SplitTotals` sums the objective and every batch-reading target over the batches of one
   evaluation, adds the sums over ranks and judges the split as
-  :func:`~constrained_eq.core.split_feasibility.measure` does (``val/<constraint>/value[i]``,
+  :func:`~constrained_eq.core.solver.split_feasibility.measure` does (``val/<constraint>/value[i]``,
   ``val/<constraint>/violation[i]``). A framework hands out validation batches one at a time, so the
   loader-wide ``measure`` cannot be called; on one process the result is the same, bitwise.
 * :func:`solver_checkpoint` / :func:`restore_solver` keep the Solver's state without what the framework's
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from constrained_eq.core._loaders import batch_size
-from constrained_eq.core._rng import get_rng_state
-from constrained_eq.core.distributed import is_distributed, unwrap
-from constrained_eq.core.engine import Solver, StepRecord
-from constrained_eq.core.split_feasibility import Measurement, counted, element_violations
+from constrained_eq._utils.distributed import is_distributed, unwrap
+from constrained_eq._utils.loaders import batch_size
+from constrained_eq._utils.rng import get_rng_state
+from constrained_eq.core.solver.engine import Solver, StepRecord
+from constrained_eq.core.solver.split_feasibility import Measurement, counted, element_violations
 
 __all__ = ["step_columns", "SplitTotals", "solver_checkpoint", "restore_solver"]
 
@@ -43,7 +43,7 @@ class SplitTotals:
 
     Each batch adds ``n_b · loss_b`` and, per batch-reading constraint, ``target.totals(...)`` (a rate:
     numerator and denominator) or ``n_b · target(...)`` (an expectation). :meth:`result` adds the sums over
-    ranks (one all-reduce) and reduces them as :func:`~constrained_eq.core.split_feasibility.split_values`
+    ranks (one all-reduce) and reduces them as :func:`~constrained_eq.core.solver.split_feasibility.split_values`
     does; parameter-only targets (γ, a weight norm) are read once, on the model.
 
     Args:

@@ -33,8 +33,8 @@ from typing import Any
 from accelerate import Accelerator
 from torch import nn
 
-from constrained_eq.core.distributed import unwrap
-from constrained_eq.core.engine import Solver
+from constrained_eq._utils.distributed import unwrap
+from constrained_eq.core.solver.engine import Solver
 from constrained_eq.integrations._common import restore_solver, solver_checkpoint
 
 __all__ = ["prepare", "SolverCheckpoint", "SHARDED"]

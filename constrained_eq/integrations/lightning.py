@@ -32,10 +32,10 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
-from constrained_eq.core.distributed import is_distributed
-from constrained_eq.core.engine import Solver
-from constrained_eq.core.problem import ConstrainedProblem
-from constrained_eq.core.split_feasibility import DEFAULT_TOLERANCE
+from constrained_eq._utils.distributed import is_distributed
+from constrained_eq.core.problem.problem import ConstrainedProblem
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.core.solver.split_feasibility import DEFAULT_TOLERANCE
 from constrained_eq.integrations._common import SplitTotals, restore_solver, solver_checkpoint, step_columns
 
 __all__ = ["SolverModule", "SolverStep", "CHECKPOINT_KEY"]
@@ -129,7 +129,7 @@ class SolverModule(pl.LightningModule):
                              "'32-true'")
         if isinstance(strategy, DDPStrategy) and is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            # wrapped after the Solver is built, as in a torchrun script; static_graph: see core.distributed
+            # wrapped after the Solver is built, as in a torchrun script; static_graph: see _utils.distributed
             self.solver.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
                                                                     static_graph=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from constrained_eq.core.lazy import lazy_names
+from constrained_eq._utils.lazy import lazy_names
 
 # each class is imported from its file on first use: SchNet pulls in PyTorch Geometric, SEGNN e3nn
 _HOME = {

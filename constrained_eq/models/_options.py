@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from constrained_eq.core.checks import check_int
+from constrained_eq._utils.checks import check_int
 
 
 def check_positive_ints(**values: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from constrained_eq.core.checks import check_int
+from constrained_eq._utils.checks import check_int
 from constrained_eq.homotopy import LinearBranch
 
 __all__ = ["SpectralBranch"]

@@ -3,7 +3,7 @@
 The task and its loaders, the model, the constraints, the primal optimizers (with their groups) and the
 ``Solver``; :mod:`constrained_eq.run.build` runs what is built here. Strategies (``strategy:`` in the
 file or ``--strategy``) switch only how the one problem is solved; they are
-:class:`~constrained_eq.core.strategies.Strategy` records (see :mod:`constrained_eq.core.strategies`).
+:class:`~constrained_eq.run.strategies.Strategy` records (see :mod:`constrained_eq.run.strategies`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from constrained_eq.core import constraints as constraint_kinds
-from constrained_eq.core import distributed
-from constrained_eq.core._loaders import to_device
-from constrained_eq.core.dual_optimizers import NuPI
-from constrained_eq.core.engine import Solver
+from constrained_eq._utils import distributed
+from constrained_eq._utils.import_path import ImportPathError, is_import_path
+from constrained_eq._utils.loaders import to_device
 from constrained_eq.core.formulations import resolve_formulation
-from constrained_eq.core.import_path import ImportPathError, is_import_path
-from constrained_eq.core.problem import ConstrainedProblem, Objective
-from constrained_eq.core.strategies import formulation_for, get_strategy
+from constrained_eq.core.problem import constraints as constraint_kinds
+from constrained_eq.core.problem.problem import ConstrainedProblem, Objective
+from constrained_eq.core.solver.dual_optimizers import NuPI
+from constrained_eq.core.solver.engine import Solver
 from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.constraint_entries import entry_kind, parse_entry
@@ -33,6 +32,7 @@ from constrained_eq.run.imports import build_model, load_optimizer
 from constrained_eq.run.optimizer_groups import grouped_optimizers
 from constrained_eq.run.problem_model import OptimizerSection, Problem, TrainingSection
 from constrained_eq.run.problem_yaml import ProblemFileError
+from constrained_eq.run.strategies import formulation_for, get_strategy
 from constrained_eq.tasks import Task, get_task, projected
 from constrained_eq.training.clipping import GradClipper
 from constrained_eq.training.precision import autocast_forward, check_precision
@@ -231,7 +231,7 @@ def build(problem: Problem | Mapping[str, Any], device: str | torch.device = "cp
           context: distributed.Context | None = None) -> Built:
     """Build task, loaders, model and solver of a checked problem (a :class:`Problem` or its normalised dict).
 
-    Under ``torchrun`` (``context`` from :func:`constrained_eq.core.distributed.init_from_env`) the train
+    Under ``torchrun`` (``context`` from :func:`constrained_eq._utils.distributed.init_from_env`) the train
     loader is sharded across ranks and the model wrapped in DDP once the Solver is built.
 
     Raises:
@@ -247,8 +247,7 @@ def build(problem: Problem | Mapping[str, Any], device: str | torch.device = "cp
     if strategy.drops_constraints:
         model, constraints = projected(model), []
     model = model.to(device)
-    name, options = formulation_for(problem.strategy, dataclasses.asdict(problem.formulation),
-                                    dataclasses.asdict(training))
+    name, options = formulation_for(problem.strategy, problem.formulation, training)
     constrained = ConstrainedProblem(Objective(task.loss, _forward(problem, task, device)), constraints)
     solver = _solver(problem, constrained, model, name, options, loaders.val, device)
     train = loaders.train

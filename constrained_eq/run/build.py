@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core import distributed
-from constrained_eq.core.atomic_io import atomic_write_text
-from constrained_eq.core.strategies import get_strategy
+from constrained_eq._utils import distributed
+from constrained_eq._utils.atomic_io import atomic_write_text
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.run.assemble import Built, as_problem, build, fail, line_of
 from constrained_eq.run.evaluate import split_evaluator, test_summary
@@ -25,6 +24,7 @@ from constrained_eq.run.plots import plot_run
 from constrained_eq.run.problem_model import Problem
 from constrained_eq.run.run_dir import check_run_dir, keep_file_hyperparameters, open_run_dir
 from constrained_eq.run.selection import objective_column, selection_column, selection_mode
+from constrained_eq.run.strategies import get_strategy
 from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
 from constrained_eq.tasks import Task, projected
 from constrained_eq.training.certificate import certify
@@ -65,7 +65,7 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
                 ) -> dict[str, Any]:
     """Build and train a problem into ``run_dir``, then test the best model, projected and not.
 
-    Under ``torchrun`` pass the ``context`` of :func:`constrained_eq.core.distributed.init_from_env`: every
+    Under ``torchrun`` pass the ``context`` of :func:`constrained_eq._utils.distributed.init_from_env`: every
     rank trains its share of each global batch, rank 0 alone writes the run folder and tests, and
     ``metrics.json`` records ``distributed.max_rank_difference`` (0.0 when all ranks hold the same
     θ, γ, λ and u, as they should).

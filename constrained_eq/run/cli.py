@@ -107,7 +107,7 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
     """Join torchrun's process group when launched by it: yields ``(context or None, device)``."""
     import torch.distributed as dist
 
-    from constrained_eq.core import distributed
+    from constrained_eq._utils import distributed
 
     context = distributed.init_from_env(device)
     if context is None:
@@ -148,9 +148,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     for file in args.files:  # a missing or malformed file is reported before torch is imported
         read_yaml(Path(file))
-    from constrained_eq.core import distributed
-    from constrained_eq.core.strategies import STRATEGIES
+    from constrained_eq._utils import distributed
     from constrained_eq.run.build import run_problem
+    from constrained_eq.run.strategies import STRATEGIES
 
     device = _device(args.device)
     strategies: list[str | None] = [None]
@@ -188,7 +188,7 @@ def _save_table(stem: Path, header: list[str], rows: list[list[Any]]) -> list[Pa
     import csv
     import io
 
-    from constrained_eq.core.atomic_io import atomic_write_text
+    from constrained_eq._utils.atomic_io import atomic_write_text
 
     table = io.StringIO()
     csv.writer(table).writerows([header, *rows])

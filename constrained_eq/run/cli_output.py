@@ -76,8 +76,8 @@ def print_run(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def print_feasibility(summary: dict[str, Any]) -> None:
-    """Name every constraint the run judged likely infeasible, and the fix (see constrained_eq.core.feasibility)."""
-    from constrained_eq.core.feasibility import describe
+    """Name every constraint the run judged likely infeasible, and the fix (see core.solver.feasibility)."""
+    from constrained_eq.core.solver.feasibility import describe
 
     for line in describe(summary.get("feasibility", {}), summary.get("formulation")):
         print(f"feasibility: {line}")

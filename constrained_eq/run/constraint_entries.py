@@ -1,17 +1,18 @@
 """The entries of a problem file's ``constraints:`` list turned into constraint objects.
 
-An entry is a string such as ``"Equality(target=gammas)"`` (parsed by :func:`constrained_eq.core.constraints.parse`)
-or a mapping ``{kind: Equality, target: gammas}``; ``LieDerivative(weight=0.01)`` (CR's penalty, in
-:mod:`constrained_eq.homotopy`) is written the same way. The checker (:mod:`constrained_eq.run.problem_file`)
-and the builder (:mod:`constrained_eq.run.assemble`) both read the entries here.
+An entry is a string such as ``"Equality(target=gammas)"`` (parsed by
+:func:`constrained_eq.core.problem.constraints.parse`) or a mapping ``{kind: Equality, target: gammas}``;
+``LieDerivative(weight=0.01)`` (CR's penalty, in :mod:`constrained_eq.homotopy`) is written the same way. The checker
+(:mod:`constrained_eq.run.problem_file`) and the builder (:mod:`constrained_eq.run.assemble`) both read the entries
+here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from constrained_eq.core import constraints as kinds
-from constrained_eq.core import targets as _builtin_targets  # noqa: F401  (registers spectral_norms, … by name)
+from constrained_eq.core.problem import constraints as kinds
+from constrained_eq.core.problem import targets as _builtin_targets  # noqa: F401  (registers spectral_norms, … by name)
 from constrained_eq.homotopy import LieDerivative
 
 __all__ = ["CONSTRAINT_KINDS", "entry_kind", "parse_entry"]
@@ -27,7 +28,7 @@ def entry_kind(item: Any) -> Any:
 def _lie_derivative(item: Any) -> Any:
     """``LieDerivative(key=value, ...)`` from a mapping or a string of keyword arguments.
 
-    The string is read by :func:`constrained_eq.core.constraints.parse_call`, as the other kinds: literals, and
+    The string is read by :func:`constrained_eq.core.problem.constraints.parse_call`, as the other kinds: literals, and
     bare names for ``group`` and ``name`` (``name=lie``).
     """
     if isinstance(item, dict):

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.engine import Solver
-from constrained_eq.core.split_feasibility import measure
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.core.solver.split_feasibility import measure
 from constrained_eq.homotopy import homotopic_layers
 from constrained_eq.homotopy.recording import contribution_hooks
 from constrained_eq.tasks import Task, projected

@@ -13,7 +13,7 @@ signature that does not take the file's options — raises :class:`ImportPathErr
 with one line saying which; the problem-file loader adds the file and the line.
 
 The generic part (the path syntax, :func:`load_object`, :func:`check_call`) lives in
-:mod:`constrained_eq.core.import_path`, constraint targets in :func:`constrained_eq.core.target.load_target`
+:mod:`constrained_eq._utils.import_path`, constraint targets in :func:`constrained_eq.core.problem.target.load_target`
 and tasks in :func:`constrained_eq.tasks.load_task`; they are re-exported here.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from constrained_eq.core.import_path import (
+from constrained_eq._utils.import_path import (
     ImportPathError,
     check_call,
     describe_kind,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core._optim import NAMED, extrapolating
+from constrained_eq.core.solver.optimizers import NAMED, extrapolating
 from constrained_eq.run.problem_model import OptimizerSection
 
 __all__ = ["grouped_optimizers"]

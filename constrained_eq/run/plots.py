@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.atomic_io import atomic_write_bytes, refuse_link
+from constrained_eq._utils.atomic_io import atomic_write_bytes, refuse_link
 from constrained_eq.training.run_folder import read_csv
 
 __all__ = ["plot_run"]

@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.import_path import ImportPathError, is_import_path
-from constrained_eq.core.strategies import formulation_for, get_strategy
+from constrained_eq._utils.import_path import ImportPathError, is_import_path
 from constrained_eq.run.constraint_entries import CONSTRAINT_KINDS, entry_kind, parse_entry
 from constrained_eq.run.imports import load_model_factory, load_optimizer
 from constrained_eq.run.overrides import apply_overrides, as_overrides
-from constrained_eq.run.problem_model import REQUIRED, Problem
+from constrained_eq.run.problem_model import REQUIRED, FormulationSection, Problem, TrainingSection
 from constrained_eq.run.problem_schema import (
     DEFAULT_CONSTRAINTS,
     GROUP_SCHEMA,
@@ -39,6 +38,7 @@ from constrained_eq.run.problem_yaml import (
     plain,
     read_yaml,
 )
+from constrained_eq.run.strategies import formulation_for, get_strategy
 
 __all__ = ["load_problem_file", "load_problem", "problem_hash", "LOCATION_KEYS", "optimizer_kwargs"]
 
@@ -212,7 +212,8 @@ def _check_formulation(checker: Checker, raw: Mapping, spec: dict) -> None:
     """Build the formulation the strategy uses with the file's options; check it fits the constraints."""
     from constrained_eq.core.formulations import resolve_formulation
 
-    name, options = formulation_for(spec["strategy"], spec["formulation"], spec["training"])
+    name, options = formulation_for(spec["strategy"], FormulationSection(**spec["formulation"]),
+                                    TrainingSection(**spec["training"]))
     section = raw.get("formulation")
     lines = getattr(raw, "key_lines", {})
     try:
@@ -327,7 +328,7 @@ def load_problem(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterabl
 
 def _dual_optimizer(checker: Checker, raw: Any, line: int | None) -> dict[str, Any]:
     """``dual_optimizer: nupi`` or ``{name: nupi, options: {kappa_p: 10, kappa_i: 1, ema_nu: 0}}``."""
-    from constrained_eq.core.dual_optimizers import DUAL_OPTIMIZERS, NuPI
+    from constrained_eq.core.solver.dual_optimizers import DUAL_OPTIMIZERS, NuPI
 
     spec = checker.section(raw, {"name": (choice(DUAL_OPTIMIZERS), REQUIRED), "options": (MAPPING, {})},
                            "dual_optimizer", line)

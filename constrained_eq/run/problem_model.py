@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from constrained_eq.core.engine import DEFAULT_DUAL_LR
+from constrained_eq.core.solver.engine import DEFAULT_DUAL_LR
 
 __all__ = ["TaskSection", "ModelSection", "FormulationSection", "OptimizerSection", "TrainingSection",
            "EvaluationSection", "LoggingSection", "DualOptimizer", "Problem", "SourceMap", "SECTIONS", "REQUIRED",

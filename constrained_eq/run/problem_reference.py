@@ -3,7 +3,7 @@
 The keys, defaults and meanings come from :mod:`~constrained_eq.run.problem_model`, the allowed values from
 the checks of :mod:`~constrained_eq.run.problem_schema`. ``constrained_eq/problem.schema.json`` is shipped
 with the package so that editors can validate problem files (e.g. with a ``# yaml-language-server:
-$schema=…`` line); ``tests/test_problem_reference.py`` fails when it or the docs' table disagree with this
+$schema=…`` line); ``tests/run/test_problem_reference.py`` fails when it or the docs' table disagree with this
 module. Regenerate both with::
 
     python -m constrained_eq.run.problem_reference --write
@@ -58,7 +58,7 @@ def _fragment(check: Check) -> dict[str, Any]:
 
 def _keys() -> list[tuple[str, dataclasses.Field, Check | None]]:
     """``(dotted key, field, check)`` of every documented key, in the model's order."""
-    from constrained_eq.core.dual_optimizers import DUAL_OPTIMIZERS
+    from constrained_eq.core.solver.dual_optimizers import DUAL_OPTIMIZERS
 
     sections = {**SECTIONS, "dual_optimizer": DualOptimizer}
     out = []

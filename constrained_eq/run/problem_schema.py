@@ -12,11 +12,11 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from constrained_eq.core.checks import is_int, is_number
-from constrained_eq.core.import_path import is_import_path
-from constrained_eq.core.strategies import STRATEGIES
+from constrained_eq._utils.checks import is_int, is_number
+from constrained_eq._utils.import_path import is_import_path
 from constrained_eq.run.problem_model import ABSENT_IS_DEFAULT, REQUIRED, SECTIONS, Problem, default_of
 from constrained_eq.run.problem_yaml import ProblemFileError, plain
+from constrained_eq.run.strategies import STRATEGIES
 
 __all__ = ["Check", "Checker", "check_options", "CHECKS", "SCHEMA", "TOP", "OPTION_CHECKS", "GROUP_SCHEMA",
            "OPTIMIZERS", "DEFAULT_CONSTRAINTS", "choice"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.engine import Solver
+from constrained_eq.core.solver.engine import Solver
 from constrained_eq.run.assemble import fail
 from constrained_eq.run.problem_file import LOCATION_KEYS, problem_hash
 from constrained_eq.run.problem_model import Problem

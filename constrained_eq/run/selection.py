@@ -6,10 +6,10 @@ else the deployed model's loss; the ranking itself is :mod:`constrained_eq.train
 
 from __future__ import annotations
 
-from constrained_eq.core.engine import Solver
-from constrained_eq.core.split_feasibility import counted
-from constrained_eq.core.strategies import get_strategy
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.core.solver.split_feasibility import counted
 from constrained_eq.run.problem_model import Problem
+from constrained_eq.run.strategies import get_strategy
 from constrained_eq.tasks import Task
 from constrained_eq.training.selection import FEASIBLE
 
@@ -21,8 +21,8 @@ def selection_column(problem: Problem, relaxed: bool, solver: Solver | None = No
 
     ``select: auto`` is ``feasible`` when the problem has constraints a deployed model must meet (any
     enforced constraint that is not a penalty or a homotopy constraint on γ, see
-    :mod:`constrained_eq.core.split_feasibility`); otherwise the projected model's loss for strategies that deploy
-    f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
+    :mod:`constrained_eq.core.solver.split_feasibility`); otherwise the projected model's loss for strategies that
+    deploy f_{θ,0} (ACE equality, CR) and the model's own loss otherwise (ACE resilient deploys f_eq + f_neq).
     """
     select = problem.evaluation.select
     if select == "auto" and solver is not None and counted(solver.plans):

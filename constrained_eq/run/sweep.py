@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from constrained_eq.core.atomic_io import atomic_write_bytes, atomic_write_text, refuse_link
+from constrained_eq._utils.atomic_io import atomic_write_bytes, atomic_write_text, refuse_link
 from constrained_eq.run.sweep_file import Sweep, check_sweep
 
 if TYPE_CHECKING:  # the model imports torch; a sweep loads it with its first trial

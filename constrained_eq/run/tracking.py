@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.atomic_io import refuse_link
+from constrained_eq._utils.atomic_io import refuse_link
 from constrained_eq.run.problem_model import Problem
 from constrained_eq.training.callbacks import Callback
 

@@ -4,12 +4,12 @@ This layer sits below :mod:`constrained_eq.homotopy` and imports nothing from it
 model — the Lie penalty :func:`~constrained_eq.homotopy.lie_penalty.LieDerivative` and its targets, and
 :func:`~constrained_eq.homotopy.metrics.projection_error` / ``branch_contributions`` — lives in
 :mod:`constrained_eq.homotopy`. Their older names here (``ceq.symmetry.LieDerivative``, …) keep working:
-the module's ``__getattr__`` (:func:`~constrained_eq.core.lazy.lazy_names`) resolves them from
+the module's ``__getattr__`` (:func:`~constrained_eq._utils.lazy.lazy_names`) resolves them from
 :mod:`constrained_eq.homotopy` on first use, and this module never
 imports that layer when it is loaded.
 """
 
-from constrained_eq.core.lazy import lazy_names
+from constrained_eq._utils.lazy import lazy_names
 from constrained_eq.symmetry.bounds import (
     equivariance_error_bound,
     equivariance_error_bound_from_activations,

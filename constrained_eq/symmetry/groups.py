@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from constrained_eq.core.checks import check_int
+from constrained_eq._utils.checks import check_int
 from constrained_eq.symmetry.haar import random_rotation
 
 __all__ = ["Group", "SO", "O", "E", "C", "S", "parse_group", "register_group", "cartesian_generators"]

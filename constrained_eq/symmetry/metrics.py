@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.checks import check_int
+from constrained_eq._utils.checks import check_int
 from constrained_eq.symmetry.groups import Group
 from constrained_eq.symmetry.reps import Rep, act
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from constrained_eq.core.checks import check_int
+from constrained_eq._utils.checks import check_int
 from constrained_eq.symmetry.groups import cartesian_generators
 
 __all__ = ["Rep", "IrrepsRep", "VectorRep", "ScalarRep", "PermutationRep", "DirectSumRep", "linear_part", "act"]

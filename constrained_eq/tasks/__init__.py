@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from constrained_eq.core.import_path import ImportPathError, describe_kind, load_object
+from constrained_eq._utils.import_path import ImportPathError, describe_kind, load_object
 from constrained_eq.symmetry.haar import random_rotation
 from constrained_eq.tasks.base import Loaders, Task, projected
 

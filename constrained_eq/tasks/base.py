@@ -132,7 +132,7 @@ class Task(ABC):
                 ``split(f(both)) -> (f(batch), f(turned))``. Then x and Rx go through the model in one
                 stacked forward instead of two (for models whose samples do not interact).
         """
-        from constrained_eq.core._loaders import to_device
+        from constrained_eq._utils.loaders import to_device
 
         generator = torch.Generator().manual_seed(0)
         parameter = next(model.parameters())

@@ -8,7 +8,7 @@ unconstrained classifier predicts positives at very different rates in the two g
 The constraint is demographic parity within a margin, :math:`|r_0 - r_1| \le 0.05` with
 :math:`r_g = P(\hat y = 1 \mid a = g)`, written as ``Inequality(target=positive_rate_gap, bound=0.05)``
 on the two-element target :math:`(r_0 - r_1,\ r_1 - r_0)` with the sigmoid surrogate of the rates
-(:func:`~constrained_eq.core.targets.positive_rate_gap`). The test metric is the error rate; ``rate_gap``,
+(:func:`~constrained_eq.core.problem.targets.positive_rate_gap`). The test metric is the error rate; ``rate_gap``,
 the gap of the hard decisions :math:`|\hat r_0 - \hat r_1|` over the whole split, is reported beside it.
 """
 

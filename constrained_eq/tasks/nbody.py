@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from constrained_eq.core.distributed import unwrap
+from constrained_eq._utils.distributed import unwrap
 from constrained_eq.data.nbody import NBodyBatch, NBodyDataset, join_batches
 from constrained_eq.models.egnn import EGNN, nbody_egnn_inputs
 from constrained_eq.symmetry.haar import random_rotation

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from constrained_eq.core.lazy import lazy_names
+from constrained_eq._utils.lazy import lazy_names
 
 # each name is imported from its file on first use (``import constrained_eq.training`` imports no torch)
 _HOME = {

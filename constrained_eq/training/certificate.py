@@ -1,6 +1,6 @@
 r"""The certificate of the deployed model: every constraint measured exactly on the model that is deployed.
 
-Training-time verdicts (:mod:`constrained_eq.core.feasibility`) speak of mini-batches and of iterates; what a
+Training-time verdicts (:mod:`constrained_eq.core.solver.feasibility`) speak of mini-batches and of iterates; what a
 user ships is one model — the selected iterate, the average of the iterates, or its projection f_{θ,0}. At
 the end of :func:`~constrained_eq.training.loop.fit` and of ``ceq run`` every constraint is measured on that model:
 
@@ -8,7 +8,7 @@ the end of :func:`~constrained_eq.training.loop.fit` and of ``ceq run`` every co
   ``torch.linalg.matrix_norm(W, ord=2)``, not the power-iteration estimate training steps with), else as
   the target computes it;
 * a target that reads data over the *whole* split (the batch-size-weighted mean, or ``from_totals`` of the
-  split's sums, :func:`~constrained_eq.core.split_feasibility.split_values`);
+  split's sums, :func:`~constrained_eq.core.solver.split_feasibility.split_values`);
 * a homotopy constraint (on γ) of a model deployed projected is **discharged by projection**: f_{θ,0} has
   γ = 0 exactly; the relaxed model's values before projection are given beside it.
 
@@ -16,7 +16,7 @@ Per entry: the value, the violation :math:`v^+` (:math:`|h - d|`, :math:`[g - b]
 the margin :math:`m = -(g - b)` of an inequality side (:math:`m \ge 0`: held with that much room) or
 :math:`m = -|h - d|` of an equality. An entry holds when :math:`v^+ \le \tau`. The deployed model **meets
 its hard constraints** when every counted constraint (not a penalty, not a homotopy constraint; see
-:func:`~constrained_eq.core.split_feasibility.counted`) holds in every entry.
+:func:`~constrained_eq.core.solver.split_feasibility.counted`) holds in every entry.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.feasibility import INFEASIBLE
-from constrained_eq.core.split_feasibility import counted, is_homotopy, signed_violations, split_values
+from constrained_eq.core.solver.feasibility import INFEASIBLE
+from constrained_eq.core.solver.split_feasibility import counted, is_homotopy, signed_violations, split_values
 from constrained_eq.homotopy import is_relaxed, project
 
 __all__ = ["Certificate", "certify", "certify_selected", "certificate_lines", "exit_status"]
@@ -90,7 +90,7 @@ def certify(solver: Any, model: torch.nn.Module, loader: Any = None, *, toleranc
     """Measure every non-penalty constraint of ``solver``'s problem on ``model`` exactly.
 
     Args:
-        solver: The :class:`~constrained_eq.core.engine.Solver` (its plans say how each constraint is enforced,
+        solver: The :class:`~constrained_eq.core.solver.engine.Solver` (its plans say how each constraint is enforced,
             its slacks u relax the resilient ones).
         model: The deployed model.
         loader: The whole split that data targets are measured on (default: none; they are then not measured).

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core._cmp import NonFiniteError
-from constrained_eq.core.atomic_io import atomic_write_bytes
-from constrained_eq.core.distributed import is_distributed
-from constrained_eq.core.engine import Solver
+from constrained_eq._utils.atomic_io import atomic_write_bytes
+from constrained_eq._utils.distributed import is_distributed
+from constrained_eq.core.solver.cooper_bridge import NonFiniteError
+from constrained_eq.core.solver.engine import Solver
 from constrained_eq.training.run_folder import RunFolderError, load_checkpoint, read_json, write_json
 
 __all__ = ["save_checkpoint", "restore_checkpoint", "apply_checkpoint", "loader_generator", "resume_fit",

@@ -10,7 +10,7 @@ Resume is exact: the checkpoint at the end of epoch ``e`` holds the solver's sta
 optimizers, counters, global RNG) and the state of the train loader's ``torch.Generator``, so the
 shuffle order of every later epoch is the one an uninterrupted run would have drawn.
 
-Under ``torch.distributed`` (see :mod:`constrained_eq.core.distributed`) every rank runs ``fit``: the train
+Under ``torch.distributed`` (see :mod:`constrained_eq._utils.distributed`) every rank runs ``fit``: the train
 loader's sampler is told the epoch (``DistributedSampler.set_epoch``), the epoch's train loss is averaged
 over ranks, and only rank 0 validates, shows progress and writes the run folder; every rank reads the
 checkpoint on resume.
@@ -25,8 +25,8 @@ max|λ| beyond ``limits.divergence`` or an objective beyond ``limits.objective``
 growth of max|λ| by ``1e3×`` over the run only warns.
 
 At every evaluation each constraint is measured over the whole validation split
-(:mod:`constrained_eq.core.split_feasibility`); ``Selection(column="feasible")`` keeps the best feasible evaluation
-(:mod:`constrained_eq.training.selection`); ``averaging`` adds the average of the iterates as a candidate.
+(:mod:`constrained_eq.core.solver.split_feasibility`); ``Selection(column="feasible")`` keeps the best feasible
+evaluation (:mod:`constrained_eq.training.selection`); ``averaging`` adds the average of the iterates as a candidate.
 
 The loop is here; its parts are in :mod:`~constrained_eq.training.settings` (the settings and their
 documentation), :mod:`~constrained_eq.training.checkpointing`, :mod:`~constrained_eq.training.validation`,
@@ -44,12 +44,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from constrained_eq.core._cmp import NonFiniteError
-from constrained_eq.core._loaders import to_device
-from constrained_eq.core.atomic_io import atomic_torch_save
-from constrained_eq.core.distributed import all_reduce_mean, is_main_process, unwrap
-from constrained_eq.core.engine import Solver, StepRecord
-from constrained_eq.core.feasibility import warn_new_infeasible
+from constrained_eq._utils.atomic_io import atomic_torch_save
+from constrained_eq._utils.distributed import all_reduce_mean, is_main_process, unwrap
+from constrained_eq._utils.loaders import to_device
+from constrained_eq.core.solver.cooper_bridge import NonFiniteError
+from constrained_eq.core.solver.engine import Solver, StepRecord
+from constrained_eq.core.solver.feasibility import warn_new_infeasible
 from constrained_eq.training.callbacks import Callback, call_hooks, check_callbacks
 from constrained_eq.training.certificate import certify_selected
 from constrained_eq.training.checkpointing import (
@@ -98,7 +98,7 @@ def fit(solver: Solver, train_loader: Any, val_loader: Any = None, *, epochs: in
     """Train ``solver`` for ``epochs`` epochs, validate, keep the best model, checkpoint and resume.
 
     At every evaluation each constraint is measured over the whole validation split
-    (:func:`constrained_eq.core.split_feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
+    (:func:`constrained_eq.core.solver.split_feasibility.measure`): history columns ``val/<constraint>/value[i]`` and
     ``val/<constraint>/violation[i]``, and a feasibility verdict under ``evaluation.feasibility_tol``.
 
     Args:

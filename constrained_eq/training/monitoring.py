@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 import torch
 from cooper.utils import ConstraintType
 
-from constrained_eq.core.engine import Solver, StepRecord
-from constrained_eq.core.split_feasibility import is_homotopy
+from constrained_eq.core.solver.engine import Solver, StepRecord
+from constrained_eq.core.solver.split_feasibility import is_homotopy
 
 __all__ = ["DivergenceError", "DIVERGENCE_GROWTH", "constraint_columns", "magnitudes", "postfix",
            "check_divergence"]
@@ -46,7 +46,7 @@ def constraint_columns(record: StepRecord | None) -> dict[str, float]:
 def magnitudes(solver: Solver, record: StepRecord) -> tuple[float, dict[str, float], dict[str, float]]:
     """Loss, the batch's largest violation (max|γ| for a homotopy constraint) and max|λ| per constraint (one sync).
 
-    The violation is read as :func:`~constrained_eq.core.split_feasibility.element_violations` reads it:
+    The violation is read as :func:`~constrained_eq.core.solver.split_feasibility.element_violations` reads it:
     ``|h|`` for an equality, ``[g − b]₊`` for an inequality.
     """
     zero = record.loss.new_zeros(())

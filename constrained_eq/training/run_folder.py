@@ -16,7 +16,7 @@ A run folder holds::
         plots/*.png       written by :mod:`constrained_eq.run.plots`
 
 The checkpoint files are written and verified by :mod:`constrained_eq.training.checkpointing`; the atomic
-writes are :mod:`constrained_eq.core.atomic_io`'s (re-exported here).
+writes are :mod:`constrained_eq._utils.atomic_io`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.atomic_io import (
+from constrained_eq._utils.atomic_io import (
     atomic_write_text,
     open_nofollow,
     refuse_link,

@@ -63,7 +63,7 @@ def resolve_schedule(name: str, options: Mapping[str, Any], epochs: int) -> Call
         ValueError: On an unknown name, options the schedule does not take, or a factor that is not a
             finite number ≥ 0 at some epoch.
     """
-    from constrained_eq.core.import_path import ImportPathError, check_call, is_import_path, load_object
+    from constrained_eq._utils.import_path import ImportPathError, check_call, is_import_path, load_object
 
     if is_import_path(name):
         fn = load_object(name, "schedule")

@@ -7,7 +7,7 @@ iterate averaging, the averaged model — by the key
     (\\,[\\text{infeasible}],\\; v_{\\max}\\,[\\text{infeasible}],\\; s\\cdot J\\,)
 
 compared lexicographically: a feasible candidate (every counted constraint's validation violation
-≤ τ, see :mod:`constrained_eq.core.split_feasibility`) beats every infeasible one and feasible ones are ranked by
+≤ τ, see :mod:`constrained_eq.core.solver.split_feasibility`) beats every infeasible one and feasible ones are ranked by
 the objective column J (``s = ±1`` by ``select_mode``); if none is feasible, the least-violating one
 (smallest largest violation :math:`v_{\\max}`) is kept. Any other ``select`` is a column, ranked by
 ``s · value`` alone.
@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from constrained_eq.core.split_feasibility import Measurement
+from constrained_eq.core.solver.split_feasibility import Measurement
 
 __all__ = ["FEASIBLE", "candidate_column", "selection_key", "describe_selection"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from constrained_eq.core.checks import check_int
-from constrained_eq.core.engine import Solver
-from constrained_eq.core.split_feasibility import DEFAULT_TOLERANCE, counted
+from constrained_eq._utils.checks import check_int
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.core.solver.split_feasibility import DEFAULT_TOLERANCE, counted
 from constrained_eq.training.callbacks import Callback
 from constrained_eq.training.selection import FEASIBLE
 from constrained_eq.training.validation import Evaluator, check_averaging

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from constrained_eq.core.structure import describe
+from constrained_eq.core.solver.structure import describe
 from constrained_eq.training.run_folder import read_json, write_json
 from constrained_eq.training.selection import FEASIBLE
 from constrained_eq.training.settings import FitResult, FitSettings

@@ -2,7 +2,7 @@
 
 At every evaluation the iterate (``val_*`` columns) and, with ``averaging``, the average of the iterates
 (``val_avg_*``) are judged: the evaluator's metrics, the extra metrics and each constraint measured over
-the whole split (:func:`constrained_eq.core.split_feasibility.measure`). The selected model is judged once
+the whole split (:func:`constrained_eq.core.solver.split_feasibility.measure`). The selected model is judged once
 more on the test split at the end.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from constrained_eq.core._loaders import batch_size as _batch_size
-from constrained_eq.core._loaders import to_device
-from constrained_eq.core.checks import check_int
-from constrained_eq.core.engine import Solver
-from constrained_eq.core.split_feasibility import Measurement, measure
+from constrained_eq._utils.checks import check_int
+from constrained_eq._utils.loaders import batch_size as _batch_size
+from constrained_eq._utils.loaders import to_device
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.core.solver.split_feasibility import Measurement, measure
 from constrained_eq.training.run_folder import load_checkpoint
 from constrained_eq.training.selection import FEASIBLE
 

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import constrained_eq as ceq
-from constrained_eq.core.split_feasibility import measure
+from constrained_eq.core.solver.split_feasibility import measure
 from constrained_eq.integrations.lightning import SolverModule
 
 EPOCHS, BATCH = 2, 8  # per-rank batch

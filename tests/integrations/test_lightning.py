@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import constrained_eq as ceq
 from constrained_eq.core.formulations import FORMULATIONS
-from constrained_eq.core.split_feasibility import measure
+from constrained_eq.core.solver.split_feasibility import measure
 from constrained_eq.integrations.lightning import CHECKPOINT_KEY, SolverModule
 from constrained_eq.training.monitoring import constraint_columns
 from constrained_eq.training.validation import objective_evaluator

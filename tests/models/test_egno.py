@@ -76,7 +76,7 @@ def test_temporal_conv_commutes_with_rotations_and_refuses_bad_sizes(dtype):
 
 
 def test_forward_reads_nothing_back_to_the_host():
-    from constrained_eq.core.sync_audit import forbid_host_reads
+    from constrained_eq.testing.sync_audit import forbid_host_reads
 
     model = EGNO(**SMALL)
     inputs = mocap_egno_inputs(_graphs(torch.float32))

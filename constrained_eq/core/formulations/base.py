@@ -22,8 +22,8 @@ import cooper
 import torch
 from cooper.utils import ConstraintType
 
-from constrained_eq.core.checks import check_number
-from constrained_eq.core.constraints import Constraint, Equality, Inequality, Penalty, Resilient
+from constrained_eq._utils.checks import check_number
+from constrained_eq.core.problem.constraints import Constraint, Equality, Inequality, Penalty, Resilient
 
 __all__ = ["ConstraintPlan", "Formulation", "SoftFormulation", "hard_plan", "penalty_plan"]
 

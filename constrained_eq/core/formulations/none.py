@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from constrained_eq.core.constraints import Constraint
 from constrained_eq.core.formulations.base import ConstraintPlan, SoftFormulation
+from constrained_eq.core.problem.constraints import Constraint
 
 __all__ = ["Unconstrained"]
 

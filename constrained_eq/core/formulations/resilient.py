@@ -20,9 +20,9 @@ At a KKT point u* = λ*/ρ.
 
 from __future__ import annotations
 
-from constrained_eq.core.constraints import Constraint, Penalty
 from constrained_eq.core.formulations.base import ConstraintPlan, check_positive, hard_plan, penalty_plan
 from constrained_eq.core.formulations.lagrangian import Lagrangian
+from constrained_eq.core.problem.constraints import Constraint, Penalty
 
 __all__ = ["ResilientLagrangian"]
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
-from constrained_eq.core.constraints import Constraint, Penalty
-from constrained_eq.core.distributed import unwrap
+from constrained_eq._utils.distributed import unwrap
 from constrained_eq.core.formulations.base import ConstraintPlan, SoftFormulation, check_positive, penalty_plan
+from constrained_eq.core.problem.constraints import Constraint, Penalty
 
 __all__ = ["Schedule", "triangle"]
 
@@ -83,7 +83,7 @@ class Schedule(SoftFormulation):
                 "Solver: the 'schedule' formulation freezes γ (it sets it each epoch), but the model is already "
                 "wrapped in DistributedDataParallel, which registered γ as trained; build the Solver on the bare "
                 "model and wrap it afterwards (`solver.model = DistributedDataParallel(solver.model)`, or "
-                "constrained_eq.core.distributed.wrap_model)"
+                "constrained_eq._utils.distributed.wrap_model)"
             )
         for variable in variables:
             variable.requires_grad_(False)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import cooper
 
-from constrained_eq.core.checks import check_number
+from constrained_eq._utils.checks import check_number
 
 __all__ = ["PenaltyUpdater", "MultiplicativeUpdater", "AdditiveUpdater", "UPDATERS", "resolve_penalty_updater"]
 
