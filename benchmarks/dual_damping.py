@@ -39,8 +39,8 @@ def _gamma_stats(history: Path) -> tuple[float, float]:
 
 
 def run(name: str, overrides: dict, seed: int, out: Path, problem: str) -> dict:
-    from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.runner import run_problem
 
     spec = load_problem_file(problem, {**overrides, "training.seed": seed})
     run_dir = out / f"{name.replace(' ', '').replace(',', '-').replace('=', '')}-s{seed}"

@@ -165,7 +165,7 @@ def relaxed_mlp(device: torch.device):
 def egnn(device: torch.device):
     """The N-body EGNN of problems/nbody_full.yaml, with the nbody task's forward and loss."""
     from constrained_eq._utils.loaders import to_device
-    from constrained_eq.run.assemble import build
+    from constrained_eq.run.build import build
 
     temporary_data_cache()
     built = build(nbody_spec("ace_equality", "egnn"), device)

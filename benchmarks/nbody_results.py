@@ -29,8 +29,8 @@ def _run(job: tuple[str, int, int, int, str, int]) -> dict:
     torch.set_num_threads(1)
     import yaml
 
-    from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.runner import run_problem
 
     run_dir = Path(out) / f"{strategy}-n{n_train}-s{seed}"
     raw = yaml.safe_load(Path("problems/nbody_quick.yaml").read_text())

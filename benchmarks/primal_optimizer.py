@@ -44,7 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {"single-tensor (default)": {}, "foreach":
 
 
 def _built(model: str, options: dict[str, Any], device: torch.device) -> Any:
-    from constrained_eq.run.assemble import build
+    from constrained_eq.run.build import build
 
     spec = nbody_spec("ace_equality", model)
     spec["optimizer"] = {**spec["optimizer"], "options": dict(options)}

@@ -24,8 +24,8 @@ STRATEGIES = ("vanilla", "ace_augmented", "ace_equality")
 
 def run_one(strategy: str, seed: int, limit: int, epochs: int, out: Path) -> dict:
     """Train one (strategy, seed) and return its metrics summary."""
-    from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.runner import run_problem
 
     raw = yaml.safe_load(Path("problems/qm9_schnet_ace.yaml").read_text(encoding="utf-8"))
     raw["task"]["options"]["limit"] = limit

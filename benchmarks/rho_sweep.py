@@ -27,8 +27,8 @@ def _ms(values: list[float], digits: str = ".4f") -> str:
 
 
 def nbody(rhos: list[float], seeds: list[int], out: Path, problem: str, epochs: int | None) -> list[dict]:
-    from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.runner import run_problem
 
     results = []
     configs = [("vanilla", {"strategy": "vanilla"})] + [

@@ -50,20 +50,27 @@ def timed(owner, name, phase):
             spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - start
     setattr(owner, name, wrapper)
 
-from constrained_eq.run import build, cli, plots
+from constrained_eq.run import cli, plots
+try:  # run_problem's module: run/runner.py, or run/build.py in older checkouts
+    from constrained_eq.run import runner
+except ImportError:
+    from constrained_eq.run import build as runner
 try:  # the training loop's module: constrained_eq/training/loop.py, or run/train.py in older checkouts
     from constrained_eq.training import loop as train
 except ImportError:
     from constrained_eq.run import train
-from constrained_eq.core.solver.engine import Solver
+try:
+    from constrained_eq.core.solver.engine import Solver
+except ImportError:  # before core/ was split
+    from constrained_eq.core.engine import Solver
 timed(Solver, "step", "steps")
 timed(train._Fit, "_validate", "validation")
 timed(train, "save_fit_checkpoint", "checkpoints")
-timed(build, "_test", "test")
+timed(runner, "_test", "test")
 timed(plots, "plot_run", "plots")  # called by the fit loop in older versions
-if hasattr(build, "plot_run"):
-    timed(build, "plot_run", "plots")  # called by run_problem once the summary is out
-timed(build, "build", "build")
+if hasattr(runner, "plot_run"):
+    timed(runner, "plot_run", "plots")  # called by run_problem once the summary is out
+timed(runner, "build", "build")  # the name run_problem calls
 timed(cli, "_load", "load problem")
 try:  # the console script's exit where the checkout has one (flush, atexit handlers, no teardown)
     from constrained_eq.run.console import console as run_cli

@@ -48,8 +48,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None, resume: bool = False) -> dict:
-    from constrained_eq.run.build import run_problem
     from constrained_eq.run.problem_file import load_problem_file
+    from constrained_eq.run.runner import run_problem
 
     problem, overrides, curve_key = CONFIGS[name]
     spec = load_problem_file(problem, {**overrides, **(extra or {}), "training.seed": seed,

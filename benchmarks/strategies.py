@@ -15,7 +15,7 @@ Models (``--model``):
   penalty is a stand-in (weight 0.01 on the mean squared output) and vanilla is the same model
   with γ left alone.
 * ``egnn`` and ``segnn``: the N-body models as ``ceq run problems/nbody_full.yaml --strategy …``
-  builds them (:func:`constrained_eq.run.assemble.build`: EGNN_vel hidden 64, 4 layers, Adam 5e-4,
+  builds them (:func:`constrained_eq.run.build.build`: EGNN_vel hidden 64, 4 layers, Adam 5e-4,
   batch 100; ``segnn`` swaps in the nbody task's SEGNN, hidden 64, l ≤ 1), on one batch of 100
   simulated 5-body graphs (a small set simulated into a temporary ``$CEQ_CACHE``). There
   ``vanilla`` is the file's ``vanilla`` strategy: the *projected* equivariant model
@@ -110,7 +110,7 @@ def _count(model: torch.nn.Module) -> int:
 def nbody(model: str) -> Callable[[torch.device], Setup]:
     def setup(device: torch.device) -> Setup:
         from constrained_eq._utils.loaders import to_device
-        from constrained_eq.run.assemble import build
+        from constrained_eq.run.build import build
 
         temporary_data_cache()
         built = {name: build(_every(nbody_spec(FILE_STRATEGIES[name], model), EVERY.get(name, 1)), device)

@@ -1,207 +1,279 @@
-"""Run a checked problem file (see :mod:`constrained_eq.run.problem_file`) end to end.
+"""Turn a checked problem file (see :mod:`constrained_eq.run.problem_file`) into objects.
 
-:func:`run_problem` checks the run folder, builds the objects (:mod:`constrained_eq.run.assemble`),
-opens the folder (:mod:`constrained_eq.run.run_dir`), trains with :func:`~constrained_eq.training.loop.fit`,
-tests the selected model projected and not (:mod:`constrained_eq.run.evaluate`) and writes the
-reports. The names of those modules stay importable from here (``from constrained_eq.run.build import
-build, run_problem, evaluate_split``).
+The task and its loaders, the model, the constraints, the primal optimizers (with their groups) and the
+``Solver``; :mod:`constrained_eq.run.runner` runs what is built here. Strategies (``strategy:`` in the
+file or ``--strategy``) switch only how the one problem is solved; they are
+:class:`~constrained_eq.run.strategies.Strategy` records (see :mod:`constrained_eq.run.strategies`).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+import dataclasses
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
 from constrained_eq._utils import distributed
-from constrained_eq._utils.atomic_io import atomic_write_text
+from constrained_eq._utils.import_path import ImportPathError, is_import_path
+from constrained_eq._utils.loaders import to_device
+from constrained_eq.core.formulations import resolve_formulation
+from constrained_eq.core.problem import constraints as constraint_kinds
+from constrained_eq.core.problem.problem import ConstrainedProblem, Objective
+from constrained_eq.core.solver.dual_optimizers import NuPI
+from constrained_eq.core.solver.engine import Solver
+from constrained_eq.data._safe import UnsafeFileError
 from constrained_eq.homotopy import homotopic_layers
-from constrained_eq.run.assemble import Built, as_problem, build, fail, line_of
-from constrained_eq.run.evaluate import split_evaluator, test_summary
-from constrained_eq.run.plots import plot_run
-from constrained_eq.run.problem_model import Problem
-from constrained_eq.run.run_dir import check_run_dir, keep_file_hyperparameters, open_run_dir
-from constrained_eq.run.selection import objective_column, selection_column, selection_mode
-from constrained_eq.run.strategies import get_strategy
-from constrained_eq.run.tracking import TensorBoardLog, require_tensorboard
-from constrained_eq.tasks import Task, projected
-from constrained_eq.training.certificate import certify
-from constrained_eq.training.loop import fit
-from constrained_eq.training.run_folder import RunLock, load_checkpoint, read_json, write_json
-from constrained_eq.training.settings import Averaging, Evaluation, Logging, Selection
+from constrained_eq.run.constraint_entries import entry_kind, parse_entry
+from constrained_eq.run.imports import build_model, load_optimizer
+from constrained_eq.run.optimizer_groups import grouped_optimizers
+from constrained_eq.run.problem_model import OptimizerSection, Problem, TrainingSection
+from constrained_eq.run.problem_yaml import ProblemFileError
+from constrained_eq.run.strategies import formulation_for, get_strategy
+from constrained_eq.tasks import Task, get_task, projected
+from constrained_eq.training.clipping import GradClipper
+from constrained_eq.training.precision import autocast_forward, check_precision
+from constrained_eq.training.schedules import LRScheduler, resolve_schedule, split_optimizers
+from constrained_eq.training.selection import FEASIBLE
 
-__all__ = ["run_problem", "write_constraint_report", "write_symmetry_report"]
+__all__ = ["Built", "build", "build_constraints", "seed_everything", "AugmentedLoader", "fail", "line_of", "as_problem"]
 
 
-def _check_world_size(problem: Problem, context: distributed.Context | None) -> None:
-    batch_size = problem.training.batch_size
-    if context is not None and batch_size % context.world_size:
-        raise fail(problem, line_of(problem, "training.batch_size"),
-                   f"Expected 'training.batch_size' ({batch_size}) to be a multiple of the number of processes "
-                   f"({context.world_size}): it is the global batch, split evenly across ranks")
+class AugmentedLoader:
+    """Wrap a loader so every batch goes through ``augment`` (keeps ``len`` and ``generator``)."""
+
+    def __init__(self, loader: Any, augment: Any) -> None:
+        self.loader, self.augment = loader, augment
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The wrapped loader's generator (checkpointed by fit)."""
+        return getattr(self.loader, "generator", None)
+
+    @property
+    def sampler(self) -> Any:
+        """The wrapped loader's sampler (``fit`` calls its ``set_epoch`` under torch.distributed)."""
+        return getattr(self.loader, "sampler", None)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.augment(batch) for batch in self.loader)
 
 
-def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[str, Any] | None:
-    """World size and the largest difference between ranks of γ, λ, u and the weights' fingerprints (a collective).
+@dataclass
+class Built:
+    """Everything a problem file builds."""
 
-    γ, λ and u are compared entry by entry; the weights θ through per-tensor (Σθ, Σθ²), so that a large
-    model is not gathered whole.
-    """
-    if context is None:
-        return None
-    solver = built.solver
-    tensors = [distributed.fingerprint(list(built.model.parameters())), *solver.variables,
-               *solver.multipliers().values(), *solver.slacks.values()]
-    return {"world_size": context.world_size, "backend": context.backend,
-            "max_rank_difference": distributed.max_rank_difference(tensors)}
-
-
-def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resume: bool = False,
-                overwrite: bool = False, device: str = "cpu", progress: bool = True,
-                context: distributed.Context | None = None,
-                allow_change: tuple[str, ...] = (), on_summary: Callable[[dict[str, Any]], None] | None = None
-                ) -> dict[str, Any]:
-    """Build and train a problem into ``run_dir``, then test the best model, projected and not.
-
-    Under ``torchrun`` pass the ``context`` of :func:`constrained_eq._utils.distributed.init_from_env`: every
-    rank trains its share of each global batch, rank 0 alone writes the run folder and tests, and
-    ``metrics.json`` records ``distributed.max_rank_difference`` (0.0 when all ranks hold the same
-    θ, γ, λ and u, as they should).
-
-    Nothing is written before the build succeeds; then the run folder is locked (a second writer is
-    refused naming the holder's pid), marked as a run folder and, with ``overwrite``, cleared (only a
-    folder carrying the marker). ``allow_change`` lists the dotted keys (among :data:`ALLOWED_CHANGES`)
-    that may differ from the stored problem on ``resume``; each such resume is recorded in problem.json.
-    ``on_summary(summary)`` is called once the summary is written and before the plots are drawn (~1 s), so
-    a caller can show the results first.
-
-    Returns:
-        dict: The run's ``metrics.json`` content (best/final validation metrics, ``test``,
-        ``test_projected``, ``seconds``, ``strategy``, ``formulation``); on ranks other than 0, an empty dict.
-    """
-    run_dir = Path(run_dir)
-    problem = as_problem(spec)
-    _check_world_size(problem, context)
-    tensorboard = _check_tensorboard(problem)
-    changes = distributed.on_main(lambda: check_run_dir(problem, run_dir, resume, overwrite, allow_change))
-    began = time.perf_counter()
-    before = distributed.on_main(lambda: read_json(run_dir / "metrics.json") if resume else {}) or {}
-    built = build(problem, device, context)
-    if changes:
-        keep_file_hyperparameters(built.solver)
-    held: list[RunLock] = []  # rank 0's lock on the run folder, taken once the build succeeded
-    distributed.on_main(lambda: held.append(open_run_dir(problem, run_dir, resume, overwrite, allow_change)))
-    log = TensorBoardLog(run_dir, built.model) if tensorboard and distributed.is_main_process() else None
-    relaxed = problem.evaluation.project and any(True for _ in homotopic_layers(built.model))
-    evaluate = split_evaluator(built.task, problem.evaluation.equivariance_error, relaxed)
-    _train(problem, built, run_dir, evaluate, relaxed, log, resume=resume, progress=progress)
-    agreement = _rank_agreement(built, context)
-    if not distributed.is_main_process():
-        return {}
-    summary = _test(problem, built, run_dir, evaluate, relaxed, device)
-    summary["wall_seconds"] = time.perf_counter() - began
-    if "wall_seconds" in before and before.get("epochs") == summary.get("epochs"):
-        summary["wall_seconds"] = before["wall_seconds"]  # a resume of a finished run trained nothing: keep its time
-    if agreement is not None:
-        summary["distributed"] = agreement
-    write_json(run_dir / "metrics.json", summary)
-    write_constraint_report(run_dir)
-    write_symmetry_report(run_dir)
-    if log is not None:
-        log.close(problem, summary)
-    if on_summary is not None:
-        on_summary(summary)
-    plot_run(run_dir)
-    for lock in held:
-        lock.release()
-    return summary
+    task: Task
+    model: torch.nn.Module
+    solver: Solver
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    formulation: str
+    callbacks: list[Any] = field(default_factory=list)  # the file's schedules and clipping, for fit
 
 
-def _train(problem: Problem, built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
-           log: TensorBoardLog | None, *, resume: bool, progress: bool) -> None:
-    """``fit`` with the file's training and evaluation settings; each epoch ends in the schedules and the log."""
+def as_problem(problem: Problem | Mapping[str, Any]) -> Problem:
+    """A :class:`Problem`, from a typed one or from the normalised dict of ``load_problem_file``."""
+    return problem if isinstance(problem, Problem) else Problem.from_spec(problem)
+
+
+def fail(problem: Problem, line: int | str | None, message: str) -> ProblemFileError:
+    """The error ``<file>:<line>: <message>`` of a checked problem (for the caller to raise)."""
+    return ProblemFileError(problem.source.file, line, message)
+
+
+def line_of(problem: Problem, key: str) -> int | str | None:
+    """The file line of a dotted key (``None`` when the key is not in the file)."""
+    return problem.source.lines.get(key)
+
+
+def _check_select(problem: Problem, task: Task, model: torch.nn.Module) -> None:
+    """Refuse an ``evaluation.select`` column that training would never log (before any epoch runs)."""
+    evaluation = problem.evaluation
+    if evaluation.select in ("auto", FEASIBLE):
+        return
+    columns = ["train_loss", "val_loss"]
+    if type(task).metric is not Task.metric:
+        columns.append(f"val_{task.metric_name}")
+    columns += [f"val_{name}" for name in task.higher_is_better if f"val_{name}" not in columns]
+    if evaluation.equivariance_error:
+        columns.append("val_equivariance_error")
+    if evaluation.project and any(True for _ in homotopic_layers(model)):
+        columns.append("val_projected_loss")
+    if evaluation.select not in columns:
+        raise fail(problem, line_of(problem, "evaluation.select"),
+                   f"Expected 'evaluation.select' to be 'auto', 'feasible' or one of {', '.join(map(repr, columns))} "
+                   f"(got {evaluation.select!r})")
+
+
+def build_constraints(problem: Problem) -> list[constraint_kinds.Constraint]:
+    """The file's constraints; CR's fixed-weight ``LieDerivative`` penalty only under ``cr``/``custom``."""
+    keeps_lie_penalty = get_strategy(problem.strategy).keeps_lie_penalty
+    out = []
+    for item, line in zip(problem.constraints, problem.source.constraint_lines, strict=True):
+        try:
+            built = parse_entry(item)
+        except (ValueError, TypeError, SyntaxError) as err:
+            raise fail(problem, line, f"bad constraint {item!r}: {err}") from None
+        if entry_kind(item) == "LieDerivative" and built.is_penalty and not keeps_lie_penalty:
+            continue  # one problem file serves every strategy: CR's penalty is not part of ACE or vanilla
+        out.append(built)
+    return out
+
+
+def _model(task: Task, name: str, options: Mapping[str, Any]) -> torch.nn.Module:
+    """The task's model ``name``, or the user's ``package.module:factory`` called with ``options``."""
+    return build_model(name, options) if is_import_path(name) else task.model(name, **options)
+
+
+def _optimizer(problem: Problem, section: OptimizerSection, params: Any) -> torch.optim.Optimizer:
+    """The primal optimizer ``section`` (the file's, or a group's) describes, on ``params``."""
+    kwargs = {"lr": section.lr, "weight_decay": section.weight_decay, **section.options}
+    if is_import_path(section.name):
+        cls = load_optimizer(section.name, kwargs)
+    else:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[section.name]
+    optimizer = cls(params, **kwargs)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise fail(problem, line_of(problem, "optimizer.name"), f"Expected the optimizer {section.name!r} to "
+                                                                f"return a torch.optim.Optimizer (got "
+                                                                f"{type(optimizer).__name__})")
+    return optimizer
+
+
+def _named_optimizer(problem: Problem, name: str) -> OptimizerSection:
+    """The optimizer section with optimizer ``name``; a group's own optimizer takes none of its ``options``."""
+    if name == problem.optimizer.name:
+        return problem.optimizer
+    return dataclasses.replace(problem.optimizer, name=name, options={})
+
+
+def _dual_optimizer(problem: Problem) -> Any:
+    dual = problem.dual_optimizer
+    return NuPI(**dual.options) if dual.name == "nupi" else None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _task_and_model(problem: Problem) -> tuple[Task, Any, torch.nn.Module]:
+    """The task, its loaders and the model, with each refusal named by the file's key and line."""
+    sections = {"task": problem.task, "model": problem.model}
+    section = "task"
+    try:
+        task = get_task(problem.task.name)(**problem.task.options)
+        loaders = task.loaders(problem.training.seed, problem.training.batch_size)
+        section = "model"
+        model = _model(task, problem.model.name, problem.model.options)
+    except UnsafeFileError as err:  # a dataset file that is not plain data: never unpickled
+        raise fail(problem, line_of(problem, "task.options.root") or line_of(problem, "task.name"), str(err)) from None
+    except FileNotFoundError as err:  # a dataset that is neither cached nor downloadable
+        raise fail(problem, line_of(problem, "task.name"),
+                   f"the data of task {problem.task.name!r} is missing: {err}") from None
+    except ImportPathError as err:
+        raise fail(problem, line_of(problem, f"{section}.name"), f"'{section}.name': {err}") from None
+    except (ValueError, TypeError) as err:
+        named = next((k for k in sections[section].options if f"'{k}'" in str(err)), None)
+        where = f"{section}.options.{named}" if named else f"{section}.options"
+        line = line_of(problem, where) or line_of(problem, f"{section}.options") or line_of(problem, section)
+        raise fail(problem, line, f"Expected '{where}' to be accepted by {section} "
+                                  f"{sections[section].name!r}: {err}") from None
+    return task, loaders, model
+
+
+def _forward(problem: Problem, task: Task, device: str | torch.device) -> Any:
+    """The task's forward pass, under bf16 autocast when ``training.precision`` is ``bf16``."""
+    if problem.training.precision != "bf16":
+        return task.forward
+    try:
+        check_precision("bf16", device)
+    except ValueError as err:
+        raise fail(problem, line_of(problem, "training.precision"), str(err)) from None
+    return autocast_forward(task.forward, device)
+
+
+def _solver(problem: Problem, constrained: ConstrainedProblem, model: torch.nn.Module, name: str,
+            options: Mapping[str, Any], val_loader: Any, device: str | torch.device) -> Solver:
+    """The primal optimizers (with their groups) and the ``Solver`` of the formulation ``name``."""
+    try:
+        primal = grouped_optimizers(problem.optimizer, model, problem.constrained_optimizer,
+                                    lambda params: _optimizer(problem, problem.optimizer, params),
+                                    lambda name, groups: _optimizer(problem, _named_optimizer(problem, name), groups))
+    except ValueError as err:
+        raise fail(problem, line_of(problem, "optimizer.groups"), str(err)) from None
     training = problem.training
-    fit(built.solver, built.train_loader, built.val_loader, epochs=training.epochs, run_dir=run_dir, resume=resume,
-        checkpoint_every=training.checkpoint_every, progress=progress,
-        evaluation=Evaluation(every=training.eval_every, evaluate=evaluate,
-                              feasibility_tol=problem.evaluation.feasibility_tol),
-        selection=Selection(column=selection_column(problem, relaxed, built.solver),
-                            mode=selection_mode(problem, relaxed, built.task),
-                            objective=objective_column(problem, relaxed)),
-        averaging=Averaging(kind=training.averaging, start=training.average_start, ema_decay=training.ema_decay),
-        logging=Logging(every=training.log_every, steps_every=training.steps_every),
-        callbacks=[*built.callbacks, *([log] if log is not None else [])])  # plots: drawn once the summary is out
-
-
-def _test(problem: Problem, built: Built, run_dir: Path, evaluate: Any, relaxed: bool,
-          device: str) -> dict[str, Any]:
-    """``metrics.json`` with the selected model (``best.pt``) tested, projected and not, and the run's names."""
-    if (run_dir / "best.pt").exists():
-        best = load_checkpoint(run_dir / "best.pt", map_location=device)
-        built.model.load_state_dict(best["model"])
-    summary = read_json(run_dir / "metrics.json")
-    test, verdict, test_projected = test_summary(evaluate, built.solver, built.model, built.test_loader, relaxed,
-                                                 problem.evaluation.feasibility_tol)
-    summary["test"] = test
-    summary["measured_constraints"]["test"] = verdict
-    summary["test_projected"] = test_projected
-    summary["certificate"] = _certificate(problem, built, summary, relaxed)
-    summary.update(strategy=problem.strategy, formulation=built.formulation,
-                   formulation_options=built.solver.formulation.options(), file=problem.source.file,
-                   metric=built.task.metric_name if type(built.task).metric is not Task.metric else "loss")
-    return summary
-
-
-def _certificate(problem: Problem, built: Built, summary: Mapping[str, Any], relaxed: bool) -> dict[str, Any]:
-    """Every constraint measured exactly on the deployed model (projected when the strategy deploys f_θ,0)."""
-    model = built.model
-    deploys = relaxed and get_strategy(problem.strategy).deploys_projection
-    deployed = projected(model) if deploys else model
-    candidate = summary.get("selected") or "iterate"
-    which = "averaged model" if candidate == "averaged" else "iterate"
-    words = f"selected {which} of epoch {summary.get('best_epoch')}" + (", projected" if deploys else "")
-    return certify(built.solver, deployed, built.test_loader, tolerance=problem.evaluation.feasibility_tol,
-                   split="test", deployed=words, relaxed_model=model if deploys else None,
-                   verdicts=built.solver.feasibility()).as_dict()
-
-
-def write_constraint_report(run_dir: str | Path) -> str | None:
-    """Write ``constraint_report.txt`` (every constraint by name, its violations and verdicts) if there are any."""
-    from constrained_eq.run.report import constraint_report
-
-    run_dir = Path(run_dir)
-    if not read_json(run_dir / "metrics.json").get("structure", {}).get("constraints"):
-        return None
-    text = constraint_report(run_dir)
-    atomic_write_text(run_dir / "constraint_report.txt", text + "\n")  # replaces a link, never follows it
-    return text
-
-
-def _check_tensorboard(problem: Problem) -> bool:
-    """Whether the run logs to TensorBoard; refuses ``logging.tensorboard: true`` without the package."""
-    if not problem.logging.tensorboard:
-        return False
     try:
-        require_tensorboard()
-    except ImportError as err:
-        raise fail(problem, line_of(problem, "logging.tensorboard"), str(err)) from None
-    return True
+        formulation = resolve_formulation(name, **options)  # built once, here; its options go to metrics.json
+        return Solver(constrained, model, formulation, primal, problem.dual_lr,
+                      constrained_optimizer=problem.constrained_optimizer,
+                      variable_optimizer=problem.variable_optimizer, variable_lr=problem.variable_lr,
+                      dual_optimizer=_dual_optimizer(problem), on_nonfinite=training.on_nonfinite,
+                      compile=training.compile,
+                      example_batch=to_device(next(iter(val_loader)), torch.device(device)))
+    except ProblemFileError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise fail(problem, None, str(err)) from None
 
 
-def write_symmetry_report(run_dir: str | Path) -> Any:
-    """Write ``symmetry_report.json``/``.txt`` (per-layer γ, λ, u, signatures) if the run has homotopy constraints.
+def build(problem: Problem | Mapping[str, Any], device: str | torch.device = "cpu",
+          context: distributed.Context | None = None) -> Built:
+    """Build task, loaders, model and solver of a checked problem (a :class:`Problem` or its normalised dict).
 
-    ρ is the run's own (``metrics.json``), so a resilient run with ``rho: 0.5`` is reported and KKT-checked at 0.5.
+    Under ``torchrun`` (``context`` from :func:`constrained_eq._utils.distributed.init_from_env`) the train
+    loader is sharded across ranks and the model wrapped in DDP once the Solver is built.
+
+    Raises:
+        ProblemFileError: If an option is refused by the task, the model or the formulation.
     """
-    from constrained_eq.run.report import symmetry_report
+    problem = as_problem(problem)
+    training = problem.training
+    seed_everything(training.seed)
+    task, loaders, model = _task_and_model(problem)
+    _check_select(problem, task, model)
+    strategy = get_strategy(problem.strategy)
+    constraints = build_constraints(problem)
+    if strategy.drops_constraints:
+        model, constraints = projected(model), []
+    model = model.to(device)
+    name, options = formulation_for(problem.strategy, problem.formulation, training)
+    constrained = ConstrainedProblem(Objective(task.loss, _forward(problem, task, device)), constraints)
+    solver = _solver(problem, constrained, model, name, options, loaders.val, device)
+    train = loaders.train
+    if context is not None:
+        try:
+            train = distributed.shard_loader(train, context, training.seed)
+        except ValueError as err:
+            raise fail(problem, line_of(problem, "training.batch_size"), str(err)) from None
+        solver.model = distributed.wrap_model(model, context)
+    if strategy.augments:
+        train = AugmentedLoader(train, task.augment)
+    return Built(task, model, solver, train, loaders.val, loaders.test, name, training_callbacks(training, solver))
 
-    run_dir = Path(run_dir)
-    try:
-        report = symmetry_report(run_dir)
-    except ValueError:  # a run without per-layer γ (vanilla): nothing to report
-        return None
-    write_json(run_dir / "symmetry_report.json", json.loads(report.to_json()))
-    atomic_write_text(run_dir / "symmetry_report.txt", str(report) + "\n")
-    return report
+
+def training_callbacks(training: TrainingSection, solver: Solver) -> list[Any]:
+    """``training.scheduler``, ``training.variable_scheduler`` and ``training.clip_grad_norm`` as fit's callbacks.
+
+    In this order, so that each epoch's row holds ``lr.primal``, ``lr.variables``, then ``grad_norm.primal``.
+    """
+    primal, variables = split_optimizers(solver)
+    callbacks: list[Any] = []
+    for spec, name, optimizers in ((training.scheduler, "primal", primal),
+                                   (training.variable_scheduler, "variables", [variables] if variables else [])):
+        if spec is not None and optimizers:
+            factor = resolve_schedule(spec["name"], spec["options"], training.epochs)
+            callbacks.append(LRScheduler(optimizers, factor, name))
+    if training.clip_grad_norm is not None and primal:
+        callbacks.append(GradClipper(primal, training.clip_grad_norm))
+    return callbacks

@@ -126,7 +126,7 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     problem = _load(args.file, args, args.strategy)
 
-    from constrained_eq.run.build import run_problem
+    from constrained_eq.run.runner import run_problem
 
     run_dir = _run_dir(args.out, args.file, args.strategy)
     allow_change = _allow_change(args.allow_change)
@@ -149,7 +149,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for file in args.files:  # a missing or malformed file is reported before torch is imported
         read_yaml(Path(file))
     from constrained_eq._utils import distributed
-    from constrained_eq.run.build import run_problem
+    from constrained_eq.run.runner import run_problem
     from constrained_eq.run.strategies import STRATEGIES
 
     device = _device(args.device)
@@ -267,8 +267,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from constrained_eq.run.build import write_constraint_report, write_symmetry_report
     from constrained_eq.run.plots import plot_run
+    from constrained_eq.run.runner import write_constraint_report, write_symmetry_report
     from constrained_eq.training.run_folder import read_csv, read_json
 
     run_dir = Path(args.run_dir)

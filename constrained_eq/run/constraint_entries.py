@@ -3,7 +3,7 @@
 An entry is a string such as ``"Equality(target=gammas)"`` (parsed by
 :func:`constrained_eq.core.problem.constraints.parse`) or a mapping ``{kind: Equality, target: gammas}``;
 ``LieDerivative(weight=0.01)`` (CR's penalty, in :mod:`constrained_eq.homotopy`) is written the same way. The checker
-(:mod:`constrained_eq.run.problem_file`) and the builder (:mod:`constrained_eq.run.assemble`) both read the entries
+(:mod:`constrained_eq.run.problem_file`) and the builder (:mod:`constrained_eq.run.build`) both read the entries
 here.
 """
 

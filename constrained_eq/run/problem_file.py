@@ -4,7 +4,7 @@
 filled in); a mistake raises :class:`ProblemFileError` naming the file, the line and the allowed
 values. The keys, their checks and defaults are :mod:`constrained_eq.run.problem_schema`'s, the bounded
 YAML reading :mod:`constrained_eq.run.problem_yaml`'s and the ``constraints:`` entries
-:mod:`constrained_eq.run.constraint_entries`'. Nothing is built here: :mod:`constrained_eq.run.assemble`
+:mod:`constrained_eq.run.constraint_entries`'. Nothing is built here: :mod:`constrained_eq.run.build`
 turns the checked problem into objects. See ``docs/running.md`` for the reference of every key.
 """
 

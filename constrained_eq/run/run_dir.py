@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from constrained_eq.core.solver.engine import Solver
-from constrained_eq.run.assemble import fail
+from constrained_eq.run.build import fail
 from constrained_eq.run.problem_file import LOCATION_KEYS, problem_hash
 from constrained_eq.run.problem_model import Problem
 from constrained_eq.training.run_folder import (

@@ -142,7 +142,7 @@ def _trial_problem(sweep: Sweep, values: Mapping[str, Any], seed: int | None) ->
 
 def run_trial(sweep: Sweep, number: int, values: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
     """Run one configuration on every seed; return the mean selection metric and per-seed details."""
-    from constrained_eq.run.build import run_problem
+    from constrained_eq.run.runner import run_problem
 
     scores, details = [], {}
     for seed in sweep.seeds or [None]:

@@ -22,7 +22,7 @@ from torch import nn
 
 import constrained_eq as ceq
 from constrained_eq._utils import distributed
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
 from constrained_eq.training.loop import fit
@@ -125,8 +125,8 @@ class _Context:
 
 
 def test_a_global_batch_not_divisible_by_the_world_size_is_refused_before_training(tmp_path):
-    from constrained_eq.run.build import _check_world_size
     from constrained_eq.run.problem_file import load_problem
+    from constrained_eq.run.runner import _check_world_size
 
     spec = load_problem(TOY, {})
     with pytest.raises(ProblemFileError, match=r"toy.yaml:\d+: Expected 'training.batch_size' \(32\) to be a "
@@ -193,7 +193,7 @@ def test_a_resumed_two_rank_run_equals_an_uninterrupted_one(tmp_path):
 def test_fit_reshuffles_the_distributed_sampler_every_epoch():
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from constrained_eq.run.assemble import AugmentedLoader
+    from constrained_eq.run.build import AugmentedLoader
     from constrained_eq.training.loop import set_sampler_epoch
 
     data = TensorDataset(torch.arange(12.0))

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.cli import main
 from constrained_eq.run.problem_file import load_problem_file
 
@@ -265,7 +265,7 @@ def test_the_unmutated_file_builds(tmp_path):
 
 @pytest.mark.parametrize("case", ["epochs-zero", "constraint-duplicate", "hidden-zero", "select-unknown"])
 def test_cli_refuses_before_training(tmp_path, monkeypatch, capsys, case):
-    import constrained_eq.run.build as build_module
+    import constrained_eq.run.runner as build_module
 
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started")

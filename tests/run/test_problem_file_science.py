@@ -6,7 +6,7 @@ import torch
 from _toy import TOY_DATA
 
 from constrained_eq.models.segnn import SEGNNProductBranch
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 
 TOY = TOY_DATA + """\

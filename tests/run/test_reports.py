@@ -11,11 +11,11 @@ import torch
 from _toy import TOY_DATA
 
 import constrained_eq as ceq
-from constrained_eq.run.build import run_problem, write_symmetry_report
 from constrained_eq.run.cli import main
 from constrained_eq.run.diagnostics import RELAXED_RTOL, check_resilient
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.report import build_report, read_history, symmetry_report
+from constrained_eq.run.runner import run_problem, write_symmetry_report
 from constrained_eq.tasks.toy_rotation import ToyRotation
 from constrained_eq.training.loop import fit
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from constrained_eq._utils.import_path import ImportPathError, is_import_path, quote_import_paths
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
 

@@ -9,7 +9,7 @@ import torch
 
 import constrained_eq as ceq
 from constrained_eq.core.solver.split_feasibility import measure
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.tasks.fairness import Fairness
 

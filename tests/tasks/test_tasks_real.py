@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from constrained_eq.run.build import run_problem
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
+from constrained_eq.run.runner import run_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {

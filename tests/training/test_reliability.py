@@ -17,7 +17,7 @@ import torch
 from _toy import TOY_ACE_EQUALITY
 
 import constrained_eq as ceq
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.cli import main
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.tasks.toy_rotation import ToyRotation
@@ -244,7 +244,7 @@ def test_dual_growth_warns(tmp_path):
 
 
 def test_cli_reports_a_fault_with_exit_status_1(tmp_path, monkeypatch, capsys):
-    import constrained_eq.run.build as build_module
+    import constrained_eq.run.runner as build_module
 
     def failing_fit(*args: Any, **kwargs: Any) -> None:
         raise ceq.NonFiniteError("step 3: constraint 'gammas' has non-finite values; nothing was updated")

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_eq.run.assemble import build
-from constrained_eq.run.build import run_problem
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
+from constrained_eq.run.runner import run_problem
 from constrained_eq.training.clipping import GradClipper
 from constrained_eq.training.precision import autocast_forward
 from constrained_eq.training.schedules import LRSchedule, LRScheduler, resolve_schedule

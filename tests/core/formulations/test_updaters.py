@@ -123,7 +123,7 @@ def test_bad_updaters_are_refused(spec, message):
 def test_a_problem_file_names_the_updater_and_a_bad_option_is_refused_at_its_line(tmp_path):
     from pathlib import Path
 
-    from constrained_eq.run.assemble import build
+    from constrained_eq.run.build import build
     from constrained_eq.run.problem_file import load_problem_file
     from constrained_eq.run.problem_yaml import ProblemFileError
 

@@ -17,7 +17,7 @@ from _toy import TOY_LAGRANGIAN, RelaxedMLP
 
 import constrained_eq as ceq
 from constrained_eq.core.solver import compiled
-from constrained_eq.run.assemble import build
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.problem_yaml import ProblemFileError
 

@@ -88,7 +88,7 @@ def test_extrapolation_refuses_an_instance_that_cannot_extrapolate_and_names_the
 def test_a_problem_file_with_extrapolation_and_a_named_optimizer_builds(tmp_path):
     from pathlib import Path
 
-    from constrained_eq.run.assemble import build
+    from constrained_eq.run.build import build
     from constrained_eq.run.problem_file import load_problem_file
 
     text = (Path(__file__).resolve().parents[3] / "problems" / "fpr.yaml").read_text()
@@ -133,7 +133,7 @@ def test_step_without_a_batch_says_so_when_something_reads_it():
 def test_problem_file_optimizer_groups_give_blocks_their_own_optimizer_and_settings(tmp_path):
     from pathlib import Path
 
-    from constrained_eq.run.assemble import build
+    from constrained_eq.run.build import build
     from constrained_eq.run.problem_file import load_problem_file
     from constrained_eq.run.problem_yaml import ProblemFileError
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from constrained_eq.run.assemble import build
-from constrained_eq.run.build import run_problem
+from constrained_eq.run.build import build
 from constrained_eq.run.problem_file import load_problem_file
+from constrained_eq.run.runner import run_problem
 
 ROOT = Path(__file__).resolve().parents[3]
 

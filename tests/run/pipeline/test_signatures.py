@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from constrained_eq.run.build import run_problem
 from constrained_eq.run.problem_file import load_problem_file
 from constrained_eq.run.report import symmetry_report
+from constrained_eq.run.runner import run_problem
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from _toy import TOY_ACE_EQUALITY
 
-from constrained_eq.run import build as build_module
+from constrained_eq.run import runner as runner_module
 from constrained_eq.run.cli import main
 from constrained_eq.training.run_folder import MARKER, RunFolderError, RunLock, run_folder, run_name
 
@@ -105,7 +105,7 @@ def test_a_failed_build_writes_nothing_and_the_fixed_file_runs(tmp_path, capsys,
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("the build failed")
 
-    monkeypatch.setattr(build_module, "build", broken)
+    monkeypatch.setattr(runner_module, "build", broken)
     assert _run(path, out, "--epochs", "1") == 2
     assert not out.exists()
     monkeypatch.undo()
@@ -316,7 +316,7 @@ def test_every_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, capsy
     def failing(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(build_module, "run_problem", failing)
+    monkeypatch.setattr(runner_module, "run_problem", failing)
     path = _write(tmp_path)
     assert _run(path, tmp_path / "runs") == status
     assert needle in _one_line_error(capsys)
