@@ -57,7 +57,7 @@ def _rank_agreement(built: Built, context: distributed.Context | None) -> dict[s
             "max_rank_difference": distributed.max_rank_difference(tensors)}
 
 
-def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resume: bool = False,
+def run_problem(problem: Problem | Mapping[str, Any], run_dir: str | Path, *, resume: bool = False,
                 overwrite: bool = False, device: str = "cpu", progress: bool = True,
                 context: distributed.Context | None = None,
                 allow_change: tuple[str, ...] = (), on_summary: Callable[[dict[str, Any]], None] | None = None
@@ -81,7 +81,7 @@ def run_problem(spec: Problem | Mapping[str, Any], run_dir: str | Path, *, resum
         ``test_projected``, ``seconds``, ``strategy``, ``formulation``); on ranks other than 0, an empty dict.
     """
     run_dir = Path(run_dir)
-    problem = as_problem(spec)
+    problem = as_problem(problem)  # a typed Problem, or the normalised dict of load_problem_file
     _check_world_size(problem, context)
     tensorboard = _check_tensorboard(problem)
     changes = distributed.on_main(lambda: check_run_dir(problem, run_dir, resume, overwrite, allow_change))
