@@ -14,6 +14,7 @@ loss and λ, and the final θ, γ, λ, u gathered from every rank.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -115,6 +116,7 @@ def main(out_dir: Path) -> None:
     results["world_size"] = dist.get_world_size()
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()  # no rank tears gloo down while the other still talks to it
+    gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
     dist.destroy_process_group()
 
 

@@ -9,6 +9,7 @@ columns and the plain ``measure`` of the whole validation split on the final mod
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def main(out_dir: Path) -> None:
     torch.save({"plain": reference, "lightning": states, "logged": logged, "measured": measured,
                 "world_size": dist.get_world_size()}, out_dir / f"rank{rank}.pt")
     dist.barrier()  # no rank tears gloo down while the other still talks to it
+    gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
     dist.destroy_process_group()
 
 

@@ -7,6 +7,7 @@ the same global batches as a 2-process one: their final θ, γ and λ must agree
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -158,6 +159,9 @@ def _entry(rank: int, job, store: str, out: str) -> None:
             torch.save(result, Path(out) / "result.pt")
         dist.barrier()
     finally:
+        # the job's Solver and DDP model are in a reference cycle; freed by a later GC after the group is destroyed,
+        # the DDP reducer's destructor can abort the process ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -8,6 +8,7 @@ Each rank trains on its half of a fixed batch. After a few steps:
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def _worker(rank: int, world_size: int, store_path: str, formulation: str, out_d
         dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         del ddp  # DDP's reducer holds the process group: free it before the group is torn down
+        gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
         dist.destroy_process_group()
 
 
