@@ -43,12 +43,18 @@ def test_the_cli_answers_without_torch(argv):
                            "    except SystemExit: pass") == []
 
 
-@pytest.mark.parametrize("text", [None, "task: {name: nbody\n", "a: &x [*x]\n"])
-def test_a_missing_or_malformed_file_is_refused_before_torch(tmp_path, text):
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("text", [None, "task: {name: nbody\n", "a: &x [*x]\n", "__bomb__"])
+def test_a_missing_or_malformed_file_is_refused_before_torch(tmp_path, text, command):
     path = tmp_path / "problem.yaml"
+    if text == "__bomb__":  # 10^9 values once its aliases are expanded: refused by the limited reader
+        levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+        levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+        text = "problem: x.yaml\n" + "\n".join(levels) + "\nset: {x: *a8}\n"
     if text is not None:
         path.write_text(text)
-    code = f"from constrained_eq.run.cli import main\n    status = main(['run', {str(path)!r}, '--out', {str(tmp_path)!r}])"
+    code = (f"from constrained_eq.run.cli import main\n    status = main([{command!r}, {str(path)!r}, '--out', "
+            f"{str(tmp_path)!r}])")
     assert "torch" not in _imported_after(code)
     done = subprocess.run([sys.executable, "-m", "constrained_eq", "run", str(path), "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, check=False)

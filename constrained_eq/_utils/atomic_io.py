@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "LinkRefusedError", "refuse_link",
            "open_nofollow", "NotRegularFileError", "require_regular_file"]
 
@@ -110,6 +108,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` ``obj`` atomically (temporary file + :func:`os.replace`)."""
+    import torch  # here, so that the run folder's and sweeps' plain writes import no torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())

@@ -209,12 +209,13 @@ def _sweep_of(args: argparse.Namespace) -> Any:
     from constrained_eq.run.sweep import require_optuna
     from constrained_eq.run.sweep_file import Sweep, load_sweep, parse_param
 
+    is_sweep_file = _is_sweep_file(args.file)  # a bad file is refused before Optuna and torch are imported
     try:
         require_optuna()
     except ImportError as err:
         raise ValueError(str(err)) from None
     problem, params, seeds, trials, overrides, study = Path(args.file), [], None, None, [], None
-    if _is_sweep_file(args.file):
+    if is_sweep_file:
         loaded = load_sweep(args.file)
         problem, params, seeds = loaded["problem"], loaded["params"], loaded.get("seeds")
         trials, study = loaded.get("trials"), loaded.get("study")
