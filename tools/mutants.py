@@ -482,6 +482,11 @@ MUTANTS: list[Mutant] = [
     M("strategies: the schedule's epochs not taken from training", "constrained_eq/run/strategies.py",
       "        options.setdefault(option, getattr(training, key))", "        pass",
       ("tests/test_extending.py",)),
+    M("atomic io: torch imported with the module (a sweep file read after torch)", "constrained_eq/_utils/atomic_io.py",
+      "from typing import Any\n", "from typing import Any\n\nimport torch  # noqa: F401\n", ("tests/test_startup.py",)),
+    M("cli: Optuna imported before the sweep file is read", "constrained_eq/run/cli.py",
+      "    is_sweep_file = _is_sweep_file(args.file)  # a bad file",
+      "    require_optuna()\n    is_sweep_file = _is_sweep_file(args.file)  # a bad file", ("tests/test_startup.py",)),
 ]
 
 
