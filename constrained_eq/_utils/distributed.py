@@ -28,8 +28,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-__all__ = ["Context", "launched", "init_from_env", "is_main_process", "on_main", "shard_loader", "wrap_model",
-           "unwrap", "fingerprint", "max_rank_difference", "is_distributed", "all_reduce_mean", "all_reduce_mean_"]
+__all__ = ["Context", "launched", "init_from_env", "destroy", "is_main_process", "on_main", "shard_loader",
+           "wrap_model", "unwrap", "fingerprint", "max_rank_difference", "is_distributed", "all_reduce_mean",
+           "all_reduce_mean_"]
 
 T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -91,6 +92,18 @@ def init_from_env(device: str = "cpu") -> Context | None:
     if not dist.is_initialized():
         dist.init_process_group(backend)  # env:// rendezvous from torchrun
     return Context(dist.get_rank(), local_rank, dist.get_world_size(), where, backend)
+
+
+def destroy() -> None:
+    """Leave the process group, freeing unreachable objects first.
+
+    A ``Solver`` and its model refer to each other, so only the garbage collector frees them; a DDP model freed
+    after its group is gone aborts the process ("terminate called without an active exception").
+    """
+    import gc
+
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def _initialized() -> bool:

@@ -105,8 +105,6 @@ def _metric_value(summary: dict[str, Any], key: str) -> float | None:
 @contextlib.contextmanager
 def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
     """Join torchrun's process group when launched by it: yields ``(context or None, device)``."""
-    import gc
-
     import torch.distributed as dist
 
     from constrained_eq._utils import distributed
@@ -122,8 +120,7 @@ def _torchrun(device: str) -> Iterator[tuple[Any, str]]:
         yield context, str(context.device)
         dist.barrier()  # leave together: no rank tears the process group down while another still uses it
     finally:
-        gc.collect()  # the Solver and its DDP model sit in a reference cycle: free them while their group lives
-        dist.destroy_process_group()
+        distributed.destroy()  # frees the Solver/DDP reference cycle while the group lives
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ loss and λ, and the final θ, γ, λ, u gathered from every rank.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import constrained_eq as ceq
+from constrained_eq._utils.distributed import destroy
 from constrained_eq.integrations.accelerate import SolverCheckpoint, prepare
 
 EPOCHS, SAVE_AFTER, BATCH = 4, 2, 8  # per-rank batch
@@ -116,8 +116,7 @@ def main(out_dir: Path) -> None:
     results["world_size"] = dist.get_world_size()
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()  # no rank tears gloo down while the other still talks to it
-    gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
-    dist.destroy_process_group()
+    destroy()  # frees Solver/DDP reference cycles while the group lives
 
 
 if __name__ == "__main__":

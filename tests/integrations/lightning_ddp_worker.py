@@ -9,7 +9,6 @@ columns and the plain ``measure`` of the whole validation split on the final mod
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 import constrained_eq as ceq
+from constrained_eq._utils.distributed import destroy
 from constrained_eq.core.solver.split_feasibility import measure
 from constrained_eq.integrations.lightning import SolverModule
 
@@ -76,8 +76,7 @@ def main(out_dir: Path) -> None:
     torch.save({"plain": reference, "lightning": states, "logged": logged, "measured": measured,
                 "world_size": dist.get_world_size()}, out_dir / f"rank{rank}.pt")
     dist.barrier()  # no rank tears gloo down while the other still talks to it
-    gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
-    dist.destroy_process_group()
+    destroy()  # frees Solver/DDP reference cycles while the group lives
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the same global batches as a 2-process one: their final θ, γ and λ must agree
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -159,10 +158,7 @@ def _entry(rank: int, job, store: str, out: str) -> None:
             torch.save(result, Path(out) / "result.pt")
         dist.barrier()
     finally:
-        # the job's Solver and DDP model are in a reference cycle; freed by a later GC after the group is destroyed,
-        # the DDP reducer's destructor can abort the process ("terminate called without an active exception")
-        gc.collect()
-        dist.destroy_process_group()
+        distributed.destroy()  # frees the job's Solver/DDP reference cycle while the group lives
 
 
 def _spawn(job, tmp_path: Path):

@@ -8,7 +8,6 @@ Each rank trains on its half of a fixed batch. After a few steps:
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from _toy import RelaxedMLP as Relaxed
 from torch import nn
 
 import constrained_eq as ceq
+from constrained_eq._utils.distributed import destroy
 
 WORLD_SIZE = 2
 STEPS = 5
@@ -78,8 +78,7 @@ def _worker(rank: int, world_size: int, store_path: str, formulation: str, out_d
         dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         del ddp  # DDP's reducer holds the process group: free it before the group is torn down
-        gc.collect()  # Solvers and DDP models in reference cycles: freed while the group lives
-        dist.destroy_process_group()
+        destroy()  # frees Solver/DDP reference cycles while the group lives
 
 
 @pytest.mark.parametrize("formulation", list(FORMULATIONS))
