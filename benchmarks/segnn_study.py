@@ -8,6 +8,12 @@ Runs `problems/nbody_segnn.yaml` under `vanilla` (the projected SEGNN, 147,424 p
 (CR), one process after the other; prints the table (deployed test MSE at the best validation epoch of the
 deployed model, and ACE's f_eq + f_neq at the same epoch) and plots validation MSE of the deployed model
 per epoch, mean ± std over seeds, as ACE's Fig. 2 (left).
+
+``--time STEPS`` trains nothing: it builds each config exactly as a study run would and times its
+training step side by side (interleaved rounds on one batch, median; see ``benchmarks/_common.py``),
+the cost side of the comparison::
+
+    PYTHONPATH=. python benchmarks/segnn_study.py --time 30 --n-train 3000 --threads 1 --clock thread
 """
 
 from __future__ import annotations
@@ -66,6 +72,32 @@ def run(name: str, seed: int, epochs: int, out: Path, extra: dict | None = None,
             "val_deployed": min(curve), "overrides": extra or {}}
 
 
+def time_steps(names: list[str], extra: dict, steps: int, warmup: int, clock: str) -> None:
+    """Print the median training step of each config (as :func:`run` builds it) and its ratio to the first."""
+    import torch
+
+    from benchmarks._common import interleaved, machine, print_table
+    from constrained_eq._utils.loaders import to_device
+    from constrained_eq.run.build import build
+    from constrained_eq.run.problem_file import load_problem_file
+
+    device = torch.device("cpu")
+    solvers, batch = {}, None
+    for name in names:
+        problem, overrides, _ = CONFIGS[name]
+        built = build(load_problem_file(problem, {**overrides, **extra}), device)
+        batch = batch if batch is not None else to_device(next(iter(built.train_loader)), device)
+        count = sum(p.numel() for p in built.model.parameters())
+        print(f"{name}: {problem}, {count:,} parameters while training")
+        solvers[name] = built.solver
+    timings = interleaved({n: (lambda s=s: s.step(batch)) for n, s in solvers.items()}, steps, warmup, device, clock)
+    print(f"machine: {machine(device, clock)}")
+    ref = timings[names[0]].median
+    rows = [(n, f"{t.median * 1e3:.1f}", f"{t.median / ref:.3f}") for n, t in timings.items()]
+    print_table(f"median training step over {steps} interleaved steps (batch {batch.num_graphs} graphs)", rows,
+                ("config", "ms/step", f"ratio vs {names[0]}"))
+
+
 def _ms(values: list[float], digits: str = ".5f") -> str:
     mean = statistics.mean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -113,6 +145,12 @@ def main() -> None:
     parser.add_argument("--title", default=None, help="plot title (default: from --n-train)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from its folder's last checkpoint where one exists")
+    parser.add_argument("--time", type=int, metavar="STEPS",
+                        help="train nothing: time STEPS training steps of each config side by side")
+    parser.add_argument("--warmup", type=int, default=5, help="with --time: untimed steps of each config first")
+    parser.add_argument("--threads", type=int, default=1, help="with --time: torch.set_num_threads")
+    parser.add_argument("--clock", default="wall", choices=["wall", "thread"],
+                        help="with --time: wall time, or this thread's CPU time (a shared machine; --threads 1)")
     args = parser.parse_args()
     title = args.title or f"SEGNN, N-body, {args.n_train:,} training trajectories"
     if args.merge:
@@ -120,9 +158,15 @@ def main() -> None:
         plot(results, args.plot, title)
         print_table(results)
         return
-    args.out.mkdir(parents=True, exist_ok=True)
     extra = {"task.options.n_train": args.n_train, "training.eval_every": args.eval_every,
              **_overrides(args.set)}
+    if args.time:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        time_steps(args.configs, extra, args.time, args.warmup, args.clock)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else []
     for seed in args.seeds:
