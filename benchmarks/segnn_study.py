@@ -179,15 +179,41 @@ def main() -> None:
 
 
 def print_table(results: list[dict]) -> None:
-    """Mean ± std (per seed in brackets) of every config in ``results``, as a markdown table."""
-    print("| model | deployed test MSE | f_eq + f_neq test MSE | best val (deployed) | best epoch | s/run |")
-    print("|---|---|---|---|---|---|")
-    for name in dict.fromkeys(r["config"] for r in results):
-        rows = [r for r in results if r["config"] == name]
-        print(f"| {name} | {_ms([r['test_deployed'] for r in rows])} | {_ms([r['test_relaxed'] for r in rows])} | "
-              f"{_ms([r['val_deployed'] for r in rows])} | {[r['best_epoch'] for r in rows]} | "
-              f"{statistics.mean(r['seconds'] for r in rows):.0f} |")
+    """Mean ± std (per seed in brackets, seeds in order) of every config in ``results``, as markdown tables.
 
+    The second table pairs every config with the first one (vanilla) seed by seed: the differences
+    d_s = MSE_config,s − MSE_first,s, their mean as a percentage of the first's mean, how many seeds the config
+    leads on, and the paired t statistic t = mean(d) / (std(d) / √n) (n − 1 degrees of freedom).
+    """
+    by_config = {name: sorted((r for r in results if r["config"] == name), key=lambda r: r["seed"])
+                 for name in dict.fromkeys(r["config"] for r in results)}
+    print("| model | seeds | deployed test MSE | f_eq + f_neq test MSE | best val (deployed) | best epoch | s/run |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in by_config.items():
+        print(f"| {name} | {[r['seed'] for r in rows]} | {_ms([r['test_deployed'] for r in rows])} | "
+              f"{_ms([r['test_relaxed'] for r in rows])} | {_ms([r['val_deployed'] for r in rows])} | "
+              f"{[r['best_epoch'] for r in rows]} | {statistics.mean(r['seconds'] for r in rows):.0f} |")
+    first, *others = by_config
+    print(f"\n| paired with {first} (deployed test MSE) | per seed | mean | leads on | t |")
+    print("|---|---|---|---|---|")
+    for name in others:
+        print(paired_row(name, by_config[first], by_config[name]))
+
+
+def paired_row(name: str, reference: list[dict], rows: list[dict]) -> str:
+    """One row of the paired table: ``rows`` against ``reference`` on the seeds both have."""
+    base = {r["seed"]: r["test_deployed"] for r in reference}
+    pairs = [(r["test_deployed"] - base[r["seed"]], base[r["seed"]]) for r in rows if r["seed"] in base]
+    if not pairs:
+        return f"| {name} | no common seeds | | | |"
+    diffs = [d for d, _ in pairs]
+    mean = statistics.mean(diffs)
+    relative = mean / statistics.mean(b for _, b in pairs)
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    t = mean / (spread / len(diffs) ** 0.5) if spread > 0 else float("nan")
+    leads = sum(d < 0 for d in diffs)
+    return (f"| {name} | {', '.join(f'{d:+.5f}' for d in diffs)} | {mean:+.5f} ({relative:+.1%}) | "
+            f"{leads} of {len(diffs)} | {t:+.2f} |")
 
 if __name__ == "__main__":
     main()
