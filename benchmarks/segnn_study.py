@@ -194,10 +194,22 @@ def print_table(results: list[dict]) -> None:
               f"{_ms([r['test_relaxed'] for r in rows])} | {_ms([r['val_deployed'] for r in rows])} | "
               f"{[r['best_epoch'] for r in rows]} | {statistics.mean(r['seconds'] for r in rows):.0f} |")
     first, *others = by_config
-    print(f"\n| paired with {first} (deployed test MSE) | per seed | mean | leads on | t |")
-    print("|---|---|---|---|---|")
+    print(f"\n| paired with {first} (deployed test MSE) | per seed | mean | leads on | t | validation leads |")
+    print("|---|---|---|---|---|---|")
     for name in others:
-        print(paired_row(name, by_config[first], by_config[name]))
+        reference, rows = by_config[first], by_config[name]
+        print(f"{paired_row(name, reference, rows)} {curve_leads(reference, rows)} |")
+
+
+def curve_leads(reference: list[dict], rows: list[dict]) -> str:
+    """At how many evaluations the mean validation curve of ``rows`` is below that of ``reference``."""
+    import numpy as np
+
+    seeds = {r["seed"] for r in reference} & {r["seed"] for r in rows}
+    ours, theirs = (np.mean([r["curve"] for r in group if r["seed"] in seeds], axis=0) for group in (rows, reference))
+    if ours.shape != theirs.shape:
+        return "curves of different lengths"
+    return f"{int((ours < theirs).sum())} of {len(ours)} evaluations"
 
 
 def paired_row(name: str, reference: list[dict], rows: list[dict]) -> str:
