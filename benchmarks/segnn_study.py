@@ -155,6 +155,9 @@ def main() -> None:
     title = args.title or f"SEGNN, N-body, {args.n_train:,} training trajectories"
     if args.merge:
         results = [r for folder in args.merge for r in json.loads((folder / "results.json").read_text())]
+        n_train = {r["overrides"].get("task.options.n_train") for r in results}
+        if not args.title and len(n_train) == 1 and None not in n_train:
+            title = f"SEGNN, N-body, {n_train.pop():,} training trajectories"
         plot(results, args.plot, title)
         print_table(results)
         return
