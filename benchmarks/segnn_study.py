@@ -7,7 +7,13 @@ Runs `problems/nbody_segnn.yaml` under `vanilla` (the projected SEGNN, 147,424 p
 (`ace_augmented`, ACE's placement, 937,960 parameters while training), and `problems/nbody_segnn_cr.yaml`
 (CR), one process after the other; prints the table (deployed test MSE at the best validation epoch of the
 deployed model, and ACE's f_eq + f_neq at the same epoch) and plots validation MSE of the deployed model
-per epoch, mean ± std over seeds, as ACE's Fig. 2 (left).
+per epoch, mean ± std over seeds, as ACE's Fig. 2 (left). A second table pairs each config with vanilla
+seed by seed. ``--resume`` continues each run from its last checkpoint, so a long study survives
+interruptions; ``--merge DIR …`` trains nothing and tabulates, plots (and with ``--save FILE`` writes) the
+results of several study folders together::
+
+    python benchmarks/segnn_study.py --merge runs/fixed3000/s0 runs/fixed3000/s1 \
+        --plot docs/results/segnn_fixed_3000_300.png --save docs/results/segnn_fixed_3000_300.json
 
 ``--time STEPS`` trains nothing: it builds each config exactly as a study run would and times its
 training step side by side (interleaved rounds on one batch, median; see ``benchmarks/_common.py``),
@@ -142,6 +148,7 @@ def main() -> None:
                         help="override a problem-file key in every run (repeatable)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                         help="run nothing: merge the results.json of these study folders, print the table and plot")
+    parser.add_argument("--save", type=Path, metavar="FILE", help="with --merge: write the merged results to FILE")
     parser.add_argument("--title", default=None, help="plot title (default: from --n-train)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from its folder's last checkpoint where one exists")
@@ -160,6 +167,8 @@ def main() -> None:
             title = f"SEGNN, N-body, {n_train.pop():,} training trajectories"
         plot(results, args.plot, title)
         print_table(results)
+        if args.save:
+            args.save.write_text(json.dumps(results, indent=1))
         return
     extra = {"task.options.n_train": args.n_train, "training.eval_every": args.eval_every,
              **_overrides(args.set)}
