@@ -161,7 +161,13 @@ def main() -> None:
     args = parser.parse_args()
     title = args.title or f"SEGNN, N-body, {args.n_train:,} training trajectories"
     if args.merge:
+        missing = [str(folder / "results.json") for folder in args.merge if not (folder / "results.json").is_file()]
+        if missing:
+            raise SystemExit(f"segnn_study.py --merge: no study results in {', '.join(missing)}: "
+                             "give folders a study run wrote (--out)")
         results = [r for folder in args.merge for r in json.loads((folder / "results.json").read_text())]
+        if not results:
+            raise SystemExit(f"segnn_study.py --merge: {', '.join(map(str, args.merge))} hold no finished runs yet")
         n_train = {r["overrides"].get("task.options.n_train") for r in results}
         if not args.title and len(n_train) == 1 and None not in n_train:
             title = f"SEGNN, N-body, {n_train.pop():,} training trajectories"
@@ -209,15 +215,13 @@ def print_table(results: list[dict]) -> None:
     print(f"\n| paired with {first} (deployed test MSE) | per seed | mean | leads on | t | validation leads |")
     print("|---|---|---|---|---|---|")
     for name in others:
-        reference, rows = by_config[first], by_config[name]
-        print(f"{paired_row(name, reference, rows)} {curve_leads(reference, rows)} |")
+        print(paired_row(name, by_config[first], by_config[name]))
 
 
-def curve_leads(reference: list[dict], rows: list[dict]) -> str:
-    """At how many evaluations the mean validation curve of ``rows`` is below that of ``reference``."""
+def curve_leads(reference: list[dict], rows: list[dict], seeds: set[int]) -> str:
+    """At how many evaluations the mean validation curve of ``rows`` is below that of ``reference`` (``seeds`` only)."""
     import numpy as np
 
-    seeds = {r["seed"] for r in reference} & {r["seed"] for r in rows}
     ours, theirs = (np.mean([r["curve"] for r in group if r["seed"] in seeds], axis=0) for group in (rows, reference))
     if ours.shape != theirs.shape:
         return "curves of different lengths"
@@ -229,7 +233,8 @@ def paired_row(name: str, reference: list[dict], rows: list[dict]) -> str:
     base = {r["seed"]: r["test_deployed"] for r in reference}
     pairs = [(r["test_deployed"] - base[r["seed"]], base[r["seed"]]) for r in rows if r["seed"] in base]
     if not pairs:
-        return f"| {name} | no common seeds | | | |"
+        return f"| {name} | no common seeds | | | | |"
+    seeds = {r["seed"] for r in rows} & set(base)
     diffs = [d for d, _ in pairs]
     mean = statistics.mean(diffs)
     relative = mean / statistics.mean(b for _, b in pairs)
@@ -237,7 +242,7 @@ def paired_row(name: str, reference: list[dict], rows: list[dict]) -> str:
     t = mean / (spread / len(diffs) ** 0.5) if spread > 0 else float("nan")
     leads = sum(d < 0 for d in diffs)
     return (f"| {name} | {', '.join(f'{d:+.5f}' for d in diffs)} | {mean:+.5f} ({relative:+.1%}) | "
-            f"{leads} of {len(diffs)} | {t:+.2f} |")
+            f"{leads} of {len(diffs)} | {t:+.2f} | {curve_leads(reference, rows, seeds)} |")
 
 if __name__ == "__main__":
     main()
